@@ -1,0 +1,29 @@
+# The README's two commands: `make demo` and `make test`.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+PIP     := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt
+PYTEST_ARGS ?=
+
+.PHONY: setup test demo bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PY) -m venv $(VENV)
+	$(PIP) --upgrade pip
+	# The CPU wheel first: anything that lets pip choose torch would pull CUDA packages.
+	$(PIP) torch==2.13.0
+	$(PIP) -e ".[dev]"
+	touch $@
+
+# pytest exits 5 when it collected nothing: that must fail, not pass quietly.
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+demo: setup
+	$(BIN)/kdtool demo -o demo-output
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache demo-output

@@ -1,0 +1,101 @@
+"""The ``kdtool`` command line: a thin click layer over the library.
+
+Every command lives in its own module under ``kdtool.cli`` and exposes ``command``; the table
+below maps command names to modules and is the only place a command is registered. Modules are
+imported only when their command runs, so ``kdtool --help`` stays fast.
+
+Errors: library code raises :class:`kdtool.errors.KdtoolError`; :class:`KdtoolGroup` turns it
+into one line on stderr and the error's exit code. ``--debug`` shows the traceback instead.
+Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import os
+import sys
+import traceback
+
+import click
+
+from kdtool import __version__
+from kdtool.errors import KdtoolError
+
+# name -> module; a command whose module is not there (yet) is simply not listed.
+COMMANDS: dict[str, str] = {
+    "score": "kdtool.cli.score",
+    "validate": "kdtool.cli.validate",
+    "answer": "kdtool.cli.answer",
+    "finetune": "kdtool.cli.finetune",
+    "distill": "kdtool.cli.distill",
+    "export": "kdtool.cli.export",
+    "build-engine": "kdtool.cli.build_engine",
+    "profiles": "kdtool.cli.profiles",
+    "profile": "kdtool.cli.profile",
+    "demo": "kdtool.cli.demo",
+    "run": "kdtool.cli.run",
+    "split": "kdtool.cli.split",
+}
+
+
+class KdtoolGroup(click.Group):
+    """A click group with lazily imported commands and one error handler for all of them."""
+
+    def list_commands(self, ctx):
+        return sorted(n for n, m in COMMANDS.items() if importlib.util.find_spec(m) is not None)
+
+    def get_command(self, ctx, name):
+        module = COMMANDS.get(name)
+        if module is None or importlib.util.find_spec(module) is None:
+            return None
+        return importlib.import_module(module).command
+
+    def invoke(self, ctx):
+        debug = ctx.params.get("debug") or os.environ.get("KDTOOL_DEBUG") == "1"
+        try:
+            return super().invoke(ctx)
+        except KdtoolError as err:
+            if debug:
+                traceback.print_exc()
+            click.echo(f"Error: {err}", err=True)
+            ctx.exit(err.exit_code)
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            ctx.exit(130)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as err:  # a bug, not bad input: say so, keep the traceback behind --debug
+            if debug:
+                traceback.print_exc()
+            click.echo(
+                f"Error: internal error ({type(err).__name__}: {err}); rerun with --debug for the traceback",
+                err=True,
+            )
+            ctx.exit(1)
+
+
+@click.group(cls=KdtoolGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.version_option(__version__, prog_name="kdtool")
+@click.option("--debug", is_flag=True, help="Show full tracebacks and debug logs.")
+def main(debug: bool) -> None:
+    """kdtool: distil a large extractive QA model and ship the student to a device.
+
+    \b
+    Typical flow:
+      kdtool finetune  ENCODER  --train train.json -o teacher     # make a teacher
+      kdtool distill   teacher  --train train.json -o student     # TinyBERT KD
+      kdtool export    student  -o bundle --precision int8        # ONNX / INT8 / TRT
+      kdtool validate  teacher student bundle --data dev.json     # F1/EM drift
+      kdtool profile   teacher student bundle                     # latency side by side
+    """
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not debug:
+        for noisy in ("transformers", "optimum", "onnxruntime", "torch"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
