@@ -1,0 +1,156 @@
+"""From examples to model features and back: tokenization with overflowing windows.
+
+Every model kdtool handles is an extractive QA encoder fed ``question [SEP] context``. A context
+longer than the window is cut into overlapping windows (``doc_stride`` tokens of overlap, the
+Hugging Face convention); only the context is ever truncated. Each feature keeps its token-to-
+character offsets for context tokens (``None`` elsewhere), which is what lets post-processing
+return exact substrings of the original context and never a span from the question or padding.
+
+Works with any fast tokenizer (WordPiece, byte-level BPE, SentencePiece). Questions longer than
+``max_query_length`` tokens are cut at a token boundary first, so a pathological question cannot
+push the context out of the window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from kdtool.data.squad import Example
+from kdtool.errors import InputError
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    max_length: int = 384
+    doc_stride: int = 128
+    max_query_length: int = 64
+
+    def __post_init__(self):
+        if self.max_length < 32:
+            raise InputError(f"max_length must be at least 32 tokens, got {self.max_length}")
+        if not 0 <= self.doc_stride < self.max_length:
+            raise InputError(f"doc_stride must be between 0 and max_length ({self.max_length}), got {self.doc_stride}")
+        if not 1 <= self.max_query_length <= self.max_length // 2:
+            raise InputError(f"max_query_length must be between 1 and max_length/2, got {self.max_query_length}")
+
+
+@dataclass
+class QAFeatures:
+    """Tokenized windows of a list of examples; index-aligned lists, unpadded."""
+
+    input_ids: list[list[int]]
+    attention_mask: list[list[int]]
+    token_type_ids: list[list[int]] | None
+    offsets: list[list[tuple[int, int] | None]]  # character span per token, None outside the context
+    example_index: list[int]  # which example each window came from
+    start_positions: list[int] = field(default_factory=list)  # training targets (CLS index when absent)
+    end_positions: list[int] = field(default_factory=list)
+    pad_token_id: int = 0
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.fromiter((len(x) for x in self.input_ids), dtype=np.int64, count=len(self))
+
+    def batch(self, indices: Sequence[int], *, length: int | None = None, labels: bool = False) -> dict[str, np.ndarray]:
+        """Pad the windows at ``indices`` to ``length`` (default: the longest of them)."""
+        length = length or max(len(self.input_ids[i]) for i in indices)
+        n = len(indices)
+        ids = np.full((n, length), self.pad_token_id, dtype=np.int64)
+        mask = np.zeros((n, length), dtype=np.int64)
+        types = np.zeros((n, length), dtype=np.int64) if self.token_type_ids is not None else None
+        for row, i in enumerate(indices):
+            k = len(self.input_ids[i])
+            if k > length:
+                raise ValueError(f"window {i} has {k} tokens, more than the batch length {length}")
+            ids[row, :k] = self.input_ids[i]
+            mask[row, :k] = self.attention_mask[i]
+            if types is not None:
+                types[row, :k] = self.token_type_ids[i]
+        out = {"input_ids": ids, "attention_mask": mask}
+        if types is not None:
+            out["token_type_ids"] = types
+        if labels:
+            out["start_positions"] = np.asarray([self.start_positions[i] for i in indices], dtype=np.int64)
+            out["end_positions"] = np.asarray([self.end_positions[i] for i in indices], dtype=np.int64)
+        return out
+
+
+def _truncate_question(question: str, tokenizer, max_query_length: int) -> str:
+    enc = tokenizer(question, add_special_tokens=False, return_offsets_mapping=True)
+    if len(enc["input_ids"]) <= max_query_length:
+        return question
+    return question[: enc["offset_mapping"][max_query_length - 1][1]]
+
+
+def tokenize_examples(
+    examples: Sequence[Example],
+    tokenizer,
+    config: FeatureConfig = FeatureConfig(),
+    *,
+    with_labels: bool = False,
+) -> QAFeatures:
+    """Tokenize examples into overlapping windows; with labels, also the gold token span.
+
+    For training, the first gold answer is the target; a window that does not contain it whole
+    (and every unanswerable question) points at the CLS token (index 0).
+    """
+    if not getattr(tokenizer, "is_fast", False):
+        raise InputError(f"tokenizer {type(tokenizer).__name__} is not a fast tokenizer; kdtool needs offset mappings")
+    if tokenizer.padding_side != "right":
+        tokenizer.padding_side = "right"
+    questions = [_truncate_question(e.question.lstrip(), tokenizer, config.max_query_length) for e in examples]
+    contexts = [e.context for e in examples]
+    enc = tokenizer(
+        questions,
+        contexts,
+        truncation="only_second",
+        max_length=config.max_length,
+        stride=config.doc_stride,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+        padding=False,
+    )
+    use_types = "token_type_ids" in tokenizer.model_input_names and "token_type_ids" in enc
+    feats = QAFeatures(
+        input_ids=enc["input_ids"],
+        attention_mask=enc["attention_mask"],
+        token_type_ids=enc["token_type_ids"] if use_types else None,
+        offsets=[],
+        example_index=list(enc["overflow_to_sample_mapping"]),
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
+    )
+    for i, offsets in enumerate(enc["offset_mapping"]):
+        seq_ids = enc.sequence_ids(i)
+        feats.offsets.append([tuple(o) if s == 1 else None for o, s in zip(offsets, seq_ids)])
+    if with_labels:
+        for i, offsets in enumerate(feats.offsets):
+            ex = examples[feats.example_index[i]]
+            start, end = _label_span(ex, offsets)
+            feats.start_positions.append(start)
+            feats.end_positions.append(end)
+    return feats
+
+
+def _label_span(example: Example, offsets: list) -> tuple[int, int]:
+    if example.is_impossible or not example.answers:
+        return 0, 0
+    answer = example.answers[0]
+    ctx = [i for i, o in enumerate(offsets) if o is not None]
+    if not ctx or offsets[ctx[0]][0] > answer.start or offsets[ctx[-1]][1] < answer.end:
+        return 0, 0
+    start = next(i for i in ctx if offsets[i][1] > answer.start)
+    end = next(i for i in reversed(ctx) if offsets[i][0] < answer.end)
+    return start, end
+
+
+def length_sorted_batches(features: QAFeatures, batch_size: int, *, sort: bool = True) -> Iterator[list[int]]:
+    """Batches of window indices; sorted by length so dynamic padding wastes little."""
+    order = np.argsort(features.lengths, kind="stable") if sort else np.arange(len(features))
+    for k in range(0, len(order), batch_size):
+        yield [int(i) for i in order[k : k + batch_size]]

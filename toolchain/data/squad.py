@@ -1,0 +1,264 @@
+"""SQuAD JSON (v1.1 and v2.0) loading with validation and repair of answer offsets.
+
+Real data is messy (the SQuAD-es translation has empty answers and contexts that begin with a
+byte-order mark that the offsets count), so loading is also checking: every answer must point
+at its text in the context. A small shift is repaired and counted; an empty answer is dropped
+and counted; a v1.1 question left with no answer is dropped. A malformed record is an
+:class:`~kdtool.errors.InputError` naming the file and the JSON path of the record.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from kdtool.errors import InputError, require_file
+
+MAX_OFFSET_SHIFT = 8  # characters an answer_start may be off by and still be repaired
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    start: int  # character offset in the context
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.text)
+
+
+@dataclass(frozen=True)
+class Example:
+    id: str
+    question: str
+    context: str
+    answers: tuple[Answer, ...]
+    title: str = ""
+    is_impossible: bool = False
+    plausible_answers: tuple[Answer, ...] = ()
+
+
+@dataclass
+class LoadReport:
+    """What loading kept, dropped and repaired; printed by the CLI and saved in reports."""
+
+    source: str
+    version: str
+    articles: int = 0
+    paragraphs: int = 0
+    questions_in_file: int = 0
+    questions_kept: int = 0
+    questions_dropped_no_answer: int = 0
+    unanswerable: int = 0
+    answers_kept: int = 0
+    answers_dropped_empty: int = 0
+    answers_dropped_bad_offset: int = 0
+    offsets_repaired: int = 0
+
+    def summary(self) -> str:
+        parts = [f"{self.questions_kept} questions kept"]
+        if self.unanswerable:
+            parts.append(f"{self.unanswerable} unanswerable")
+        for name, label in (
+            ("answers_dropped_empty", "empty answers dropped"),
+            ("answers_dropped_bad_offset", "answers with unrepairable offsets dropped"),
+            ("offsets_repaired", "offsets repaired"),
+            ("questions_dropped_no_answer", "questions left without an answer dropped"),
+        ):
+            if getattr(self, name):
+                parts.append(f"{getattr(self, name)} {label}")
+        return f"{self.source} (SQuAD {self.version}): " + ", ".join(parts)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class SquadDataset:
+    examples: list[Example]
+    version: str  # "1.1" or "2.0"
+    report: LoadReport
+    source: str = ""
+    # examples grouped by article title, in file order (kept for splitting without re-reading)
+    articles: list[str] = field(default_factory=list)
+
+    @property
+    def is_v2(self) -> bool:
+        return self.version.startswith("2")
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def subset(self, examples: list[Example], source: str) -> "SquadDataset":
+        report = LoadReport(source=source, version=self.version, questions_kept=len(examples))
+        report.unanswerable = sum(e.is_impossible for e in examples)
+        report.answers_kept = sum(len(e.answers) for e in examples)
+        return SquadDataset(examples, self.version, report, source, sorted({e.title for e in examples}))
+
+
+def _repair_start(context: str, text: str, start: int) -> int | None:
+    """The offset of ``text`` nearest to ``start`` within MAX_OFFSET_SHIFT, or None."""
+    if 0 <= start and context[start : start + len(text)] == text:
+        return start
+    best = None
+    for shift in range(1, MAX_OFFSET_SHIFT + 1):
+        for cand in (start - shift, start + shift):
+            if 0 <= cand and context[cand : cand + len(text)] == text:
+                best = cand
+                break
+        if best is not None:
+            return best
+    return None
+
+
+def _expect(cond: bool, path: Path, where: str, what: str) -> None:
+    if not cond:
+        raise InputError(f"{path}: not a SQuAD file: {where} {what}; expected the SQuAD v1.1/v2.0 layout")
+
+
+def _answers(raw, context: str, path: Path, where: str, report: LoadReport, count: bool) -> list[Answer]:
+    _expect(isinstance(raw, list), path, where, "is not a list")
+    kept = []
+    for k, ans in enumerate(raw):
+        w = f"{where}[{k}]"
+        _expect(isinstance(ans, dict) and "text" in ans and "answer_start" in ans, path, w, "lacks text/answer_start")
+        text, start = ans["text"], ans["answer_start"]
+        _expect(isinstance(text, str) and isinstance(start, int) and not isinstance(start, bool), path, w,
+                "has a non-string text or a non-integer answer_start")
+        if not text.strip():
+            if count:
+                report.answers_dropped_empty += 1
+            continue
+        fixed = _repair_start(context, text, start)
+        if fixed is None:
+            if count:
+                report.answers_dropped_bad_offset += 1
+            continue
+        if fixed != start and count:
+            report.offsets_repaired += 1
+        kept.append(Answer(text, fixed))
+    return kept
+
+
+def parse_squad(obj, source: str | Path, *, version: str | None = None) -> SquadDataset:
+    """Validate a parsed SQuAD JSON object and turn it into a :class:`SquadDataset`."""
+    path = Path(source)
+    _expect(isinstance(obj, dict) and isinstance(obj.get("data"), list), path, "the top level", "has no 'data' list")
+    declared = str(obj.get("version", "")).lstrip("v")
+    report = LoadReport(source=str(source), version="")
+    examples: list[Example] = []
+    titles: list[str] = []
+    saw_impossible = False
+    for i, article in enumerate(obj["data"]):
+        where = f"data[{i}]"
+        _expect(isinstance(article, dict) and isinstance(article.get("paragraphs"), list), path, where, "has no 'paragraphs' list")
+        title = str(article.get("title", ""))
+        titles.append(title)
+        report.articles += 1
+        for j, para in enumerate(article["paragraphs"]):
+            pw = f"{where}.paragraphs[{j}]"
+            _expect(isinstance(para, dict) and isinstance(para.get("context"), str), path, pw, "has no string 'context'")
+            _expect(isinstance(para.get("qas"), list), path, pw, "has no 'qas' list")
+            context = para["context"]
+            report.paragraphs += 1
+            for q, qa in enumerate(para["qas"]):
+                qw = f"{pw}.qas[{q}]"
+                _expect(isinstance(qa, dict) and isinstance(qa.get("question"), str) and "id" in qa, path, qw,
+                        "lacks a string 'question' or an 'id'")
+                report.questions_in_file += 1
+                impossible = bool(qa.get("is_impossible", False))
+                saw_impossible |= "is_impossible" in qa
+                answers = _answers(qa.get("answers", []), context, path, qw + ".answers", report, True)
+                plausible = _answers(qa.get("plausible_answers", []), context, path, qw + ".plausible_answers", report, False)
+                if not context.strip():
+                    report.questions_dropped_no_answer += 1
+                    continue
+                if impossible:
+                    report.unanswerable += 1
+                    answers = []
+                elif not answers:
+                    report.questions_dropped_no_answer += 1
+                    continue
+                report.answers_kept += len(answers)
+                examples.append(Example(str(qa["id"]), qa["question"], context, tuple(answers), title, impossible, tuple(plausible)))
+    report.questions_kept = len(examples)
+    report.version = version or ("2.0" if saw_impossible or declared.startswith("2") else "1.1")
+    if not examples:
+        raise InputError(f"{source}: no usable question (all {report.questions_in_file} were dropped); check the file")
+    ids = [e.id for e in examples]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise InputError(f"{source}: question id {dup!r} appears more than once; ids must be unique")
+    return SquadDataset(examples, report.version, report, str(source), titles)
+
+
+def load_squad(source: str | Path, *, split: str = "validation") -> SquadDataset:
+    """Load a SQuAD file (a local JSON path), or a Hugging Face dataset name where reachable."""
+    path = Path(source)
+    if path.exists() or path.suffix == ".json" or "/" not in str(source) or str(source).startswith((".", "/")):
+        path = require_file(path, "SQuAD file")
+        try:
+            with path.open("r", encoding="utf-8-sig") as fh:
+                obj = json.load(fh)
+        except UnicodeDecodeError:
+            raise InputError(f"{path}: not UTF-8 text; a SQuAD file is UTF-8 JSON") from None
+        except json.JSONDecodeError as err:
+            raise InputError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
+        return parse_squad(obj, path)
+    return _load_hub(str(source), split)
+
+
+def _load_hub(name: str, split: str) -> SquadDataset:
+    try:
+        import datasets  # optional: pip install 'kdtool[hub]'
+    except ImportError:
+        raise InputError(f"{name}: no such file, and the 'datasets' package is not installed to fetch it "
+                         "from the hub; give a local SQuAD JSON file") from None
+    try:
+        ds = datasets.load_dataset(name, split=split)
+    except Exception as err:  # network, unknown name: one line either way
+        raise InputError(f"{name}: no such file, and the hub dataset could not be loaded ({type(err).__name__}); "
+                         "give a local SQuAD JSON file") from None
+    paragraphs: dict[tuple[str, str], list] = {}
+    for row in ds:
+        ans = row["answers"]
+        qa = {"id": row["id"], "question": row["question"],
+              "answers": [{"text": t, "answer_start": s} for t, s in zip(ans["text"], ans["answer_start"])]}
+        if not qa["answers"]:
+            qa["is_impossible"] = True
+        paragraphs.setdefault((row.get("title", ""), row["context"]), []).append(qa)
+    data = [{"title": t, "paragraphs": [{"context": c, "qas": q}]} for (t, c), q in paragraphs.items()]
+    return parse_squad({"data": data}, name)
+
+
+def split_by_article(ds: SquadDataset, dev_fraction: float = 0.2, seed: int = 0) -> tuple[SquadDataset, SquadDataset]:
+    """Split deterministically by article title, so no context is shared between the parts."""
+    if not 0.0 < dev_fraction < 1.0:
+        raise InputError(f"dev fraction must be between 0 and 1, got {dev_fraction}")
+    titles = sorted({e.title for e in ds.examples})
+    if len(titles) < 2:
+        raise InputError(f"{ds.source}: only one article; cannot split by article")
+    random.Random(seed).shuffle(titles)
+    n_dev = max(1, round(len(titles) * dev_fraction))
+    dev_titles = set(titles[:n_dev])
+    train = [e for e in ds.examples if e.title not in dev_titles]
+    dev = [e for e in ds.examples if e.title in dev_titles]
+    return ds.subset(train, f"{ds.source}[train]"), ds.subset(dev, f"{ds.source}[dev]")
+
+
+def to_squad_json(ds: SquadDataset | list[Example], version: str | None = None) -> dict:
+    """The SQuAD JSON object for a dataset or a list of examples (round-trips with parse_squad)."""
+    examples = ds.examples if isinstance(ds, SquadDataset) else ds
+    version = version or (ds.version if isinstance(ds, SquadDataset) else "1.1")
+    articles: dict[str, dict[str, list]] = {}
+    for e in examples:
+        qa = {"id": e.id, "question": e.question, "answers": [{"text": a.text, "answer_start": a.start} for a in e.answers]}
+        if version.startswith("2"):
+            qa["is_impossible"] = e.is_impossible
+            if e.plausible_answers:
+                qa["plausible_answers"] = [{"text": a.text, "answer_start": a.start} for a in e.plausible_answers]
+        articles.setdefault(e.title, {}).setdefault(e.context, []).append(qa)
+    data = [{"title": t, "paragraphs": [{"context": c, "qas": q} for c, q in paras.items()]} for t, paras in articles.items()]
+    return {"version": version if version.startswith("v") or version == "1.1" else f"v{version}", "data": data}

@@ -1,0 +1,128 @@
+"""One question-answering engine interface over every kind of model kdtool handles.
+
+An engine takes a padded batch (``input_ids``, ``attention_mask`` and, for models that use
+them, ``token_type_ids``, as int64 numpy arrays) and returns start and end logits as float32
+numpy arrays. Tokenization and post-processing are shared (:mod:`kdtool.predict`), so every
+backend answers through exactly the same code path.
+
+Which backend opens a path is data: :data:`ENGINE_KINDS` lists a detector and a loader per
+kind, checked in order. Bundles (a ``manifest.json``) are opened by :mod:`kdtool.export.runtime`;
+plain Hugging Face directories by :class:`TorchQAEngine`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from kdtool.errors import InputError
+from kdtool.models import count_parameters, dir_size_bytes, load_qa_model, load_tokenizer
+
+
+class QAEngine:
+    """Base class of all engines. Subclasses set the attributes and implement :meth:`run`."""
+
+    name: str = ""
+    path: Path
+    kind: str = ""  # "pytorch", "onnxruntime", "tensorrt"
+    tokenizer = None
+    input_names: tuple[str, ...] = ("input_ids", "attention_mask")
+    max_length: int | None = None  # the longest window this engine accepts (None: model limit)
+    device: str = "cpu"
+
+    def run(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def num_parameters(self) -> int | None:
+        return None
+
+    def size_bytes(self) -> int:
+        return dir_size_bytes(self.path)
+
+    def describe(self) -> dict:
+        return {"name": self.name, "path": str(self.path), "kind": self.kind, "device": self.device,
+                "parameters": self.num_parameters(), "size_bytes": self.size_bytes()}
+
+    def close(self) -> None:
+        pass
+
+
+class TorchQAEngine(QAEngine):
+    """A Hugging Face ``*ForQuestionAnswering`` directory run with PyTorch."""
+
+    kind = "pytorch"
+
+    def __init__(self, path, *, device: str = "auto", threads: int | None = None, attn_implementation: str | None = None,
+                 trust_remote_code: bool = False, dtype: str | None = None):
+        import torch
+
+        self.path = Path(path)
+        self.name = self.path.name
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise InputError(f"device {device} requested but no CUDA GPU is visible; use --device cpu")
+        if threads:
+            torch.set_num_threads(threads)
+        self.device = device
+        self.tokenizer = load_tokenizer(self.path, trust_remote_code=trust_remote_code)
+        self.model = load_qa_model(self.path, trust_remote_code=trust_remote_code, attn_implementation=attn_implementation)
+        if dtype:
+            self.model = self.model.to(getattr(torch, dtype))
+        self.model.eval().to(device)
+        accepted = set(self.tokenizer.model_input_names) | {"input_ids", "attention_mask"}
+        self.input_names = tuple(n for n in ("input_ids", "attention_mask", "token_type_ids") if n in accepted)
+        self.max_length = getattr(self.model.config, "max_position_embeddings", None)
+        if self.max_length and getattr(self.model.config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+            self.max_length -= self.model.config.pad_token_id + 1  # RoBERTa positions start after padding_idx
+
+    def run(self, batch):
+        import torch
+
+        with torch.inference_mode():
+            inputs = {k: torch.from_numpy(np.ascontiguousarray(batch[k])).to(self.device) for k in self.input_names if k in batch}
+            out = self.model(**inputs)
+            return (out.start_logits.float().cpu().numpy(), out.end_logits.float().cpu().numpy())
+
+    def synchronize(self) -> None:
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.synchronize()
+
+    def num_parameters(self) -> int:
+        return count_parameters(self.model)
+
+
+@dataclass(frozen=True)
+class EngineKind:
+    name: str
+    detect: Callable[[Path], bool]
+    loader: str  # "module:attribute", imported only when used
+
+
+ENGINE_KINDS: list[EngineKind] = [
+    EngineKind("bundle", lambda p: (p / "manifest.json").is_file(), "kdtool.export.runtime:load_bundle_engine"),
+    EngineKind("hf-model", lambda p: (p / "config.json").is_file(), "kdtool.engine:TorchQAEngine"),
+]
+
+
+def load_engine(path, **options) -> QAEngine:
+    """Open ``path`` with the first engine kind whose detector accepts it.
+
+    ``options`` go to the loader (``device``, ``threads``, ``trust_remote_code``, ...).
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"model not found: {p}")
+    if not p.is_dir():
+        raise InputError(f"{p} is a file; give a model directory or a kdtool bundle directory")
+    for kind in ENGINE_KINDS:
+        if kind.detect(p):
+            module, attr = kind.loader.split(":")
+            return getattr(importlib.import_module(module), attr)(p, **options)
+    raise InputError(f"{p} is neither a Hugging Face model directory (config.json) nor a kdtool bundle (manifest.json)")

@@ -1,0 +1,79 @@
+"""Loading Hugging Face model directories safely and with one-line errors.
+
+Weights load only from safetensors, or from ``pytorch_model.bin`` through
+``torch.load(weights_only=True)`` (transformers does this for us); remote code never runs unless
+the caller passes ``trust_remote_code=True`` explicitly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kdtool.errors import InputError, require_dir
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def _check_model_dir(path: Path) -> Path:
+    path = require_dir(path, "model directory")
+    if not (path / "config.json").is_file():
+        raise InputError(f"{path} has no config.json; give a Hugging Face model directory (save_pretrained output)")
+    if not any((path / w).is_file() for w in WEIGHT_FILES):
+        raise InputError(f"{path} has no weights (model.safetensors or pytorch_model.bin); was the model saved completely?")
+    return path
+
+
+def load_config(path, *, trust_remote_code: bool = False):
+    from transformers import AutoConfig
+
+    path = require_dir(path, "model directory")
+    if not (path / "config.json").is_file():
+        raise InputError(f"{path} has no config.json; give a Hugging Face model directory (save_pretrained output)")
+    try:
+        return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (ValueError, OSError) as err:
+        raise InputError(f"{path}/config.json could not be read: {str(err).splitlines()[0]}") from None
+
+
+def load_tokenizer(path, *, trust_remote_code: bool = False):
+    """The fast tokenizer saved in ``path``; an InputError when there is none."""
+    from transformers import AutoTokenizer
+
+    path = Path(path)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, use_fast=True, trust_remote_code=trust_remote_code)
+    except (ValueError, OSError, TypeError) as err:
+        raise InputError(f"{path} has no usable tokenizer ({str(err).splitlines()[0][:120]}); "
+                         "save one with tokenizer.save_pretrained into the model directory") from None
+    if not tok.is_fast:
+        raise InputError(f"{path}: tokenizer {type(tok).__name__} is not a fast tokenizer; kdtool needs offset mappings")
+    return tok
+
+
+def load_qa_model(path, *, trust_remote_code: bool = False, attn_implementation: str | None = None, **kwargs):
+    """An ``AutoModelForQuestionAnswering`` from a local directory, refusing models without a QA head."""
+    from transformers import AutoModelForQuestionAnswering
+
+    path = _check_model_dir(Path(path))
+    config = load_config(path, trust_remote_code=trust_remote_code)
+    archs = getattr(config, "architectures", None) or []
+    if archs and not any(a.endswith("ForQuestionAnswering") for a in archs):
+        raise InputError(f"{path} is a {archs[0]}, not a question-answering model; fine-tune it first "
+                         "(kdtool finetune) or give a *ForQuestionAnswering checkpoint")
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    try:
+        return AutoModelForQuestionAnswering.from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs)
+    except (ValueError, OSError) as err:
+        raise InputError(f"{path}: the model could not be loaded: {str(err).splitlines()[0][:200]}") from None
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def dir_size_bytes(path) -> int:
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

@@ -1,0 +1,52 @@
+"""Answering a list of examples with any engine: features, batched runs, post-processing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from kdtool.data import (FeatureConfig, PostprocessConfig, Prediction, QAFeatures, length_sorted_batches, postprocess,
+                         tokenize_examples)
+from kdtool.data.squad import Example
+from kdtool.engine import QAEngine
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    batch_size: int = 16
+
+
+def feature_config_for(engine: QAEngine, config: FeatureConfig) -> FeatureConfig:
+    """The feature config clipped to the longest window the engine accepts."""
+    if engine.max_length and engine.max_length < config.max_length:
+        stride = min(config.doc_stride, engine.max_length // 2)
+        return FeatureConfig(engine.max_length, stride, min(config.max_query_length, engine.max_length // 4))
+    return config
+
+
+def run_features(engine: QAEngine, features: QAFeatures, batch_size: int,
+                 on_batch: Callable[[int], None] | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Start/end logits for every window, batched by length with dynamic padding."""
+    starts: list = [None] * len(features)
+    ends: list = [None] * len(features)
+    for idx in length_sorted_batches(features, batch_size):
+        batch = features.batch(idx)
+        s, e = engine.run({k: batch[k] for k in engine.input_names if k in batch})
+        for row, i in enumerate(idx):
+            n = len(features.input_ids[i])
+            starts[i], ends[i] = s[row, :n], e[row, :n]
+        if on_batch:
+            on_batch(len(idx))
+    return starts, ends
+
+
+def predict(engine: QAEngine, examples: Sequence[Example], config: PredictConfig = PredictConfig(),
+            on_batch: Callable[[int], None] | None = None) -> dict[str, Prediction]:
+    """Predictions of ``engine`` for ``examples`` keyed by question id."""
+    features = tokenize_examples(examples, engine.tokenizer, feature_config_for(engine, config.features))
+    starts, ends = run_features(engine, features, config.batch_size, on_batch)
+    return postprocess(examples, features, starts, ends, config.postprocess)
