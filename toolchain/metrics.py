@@ -1,0 +1,114 @@
+"""SQuAD F1 / EM with the official v1.1 semantics and the MLQA rules for other languages.
+
+Normalisation (``normalize_answer``):
+
+* English (SQuAD v1.1 official script): lowercase; remove ASCII punctuation; remove the
+  articles a/an/the; collapse whitespace.
+* Spanish (MLQA rules): lowercase; remove every Unicode punctuation character (category P*)
+  and ASCII punctuation; remove el/la/los/las/un/una/unos/unas; collapse whitespace. Accents
+  are kept.
+
+Languages are data (:data:`LANGUAGES`), not branches. EM and F1 are percentages; each question
+takes the maximum over its gold answers; a question with no prediction scores 0. For SQuAD v2.0
+an unanswerable question's gold is the empty string, and the result adds HasAns / NoAns parts.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import string
+import sys
+import unicodedata
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+from kdtool.errors import InputError
+
+PUNCT = {chr(i) for i in range(sys.maxunicode + 1) if unicodedata.category(chr(i)).startswith("P")}.union(string.punctuation)
+ASCII_PUNCT = set(string.punctuation)
+
+
+@dataclass(frozen=True)
+class Language:
+    code: str
+    articles: frozenset[str]
+    punctuation: frozenset[str]
+
+
+LANGUAGES: dict[str, Language] = {
+    "en": Language("en", frozenset({"a", "an", "the"}), frozenset(ASCII_PUNCT)),
+    "es": Language("es", frozenset({"el", "la", "los", "las", "un", "una", "unos", "unas"}), frozenset(PUNCT)),
+}
+
+
+def get_language(lang: str) -> Language:
+    try:
+        return LANGUAGES[lang]
+    except KeyError:
+        raise InputError(f"unknown language {lang!r} for the metric; known: {', '.join(sorted(LANGUAGES))}") from None
+
+
+def normalize_answer(text: str, lang: str = "en") -> str:
+    rules = get_language(lang)
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in rules.punctuation)
+    return " ".join(tok for tok in text.split() if tok not in rules.articles)
+
+
+def exact_match(prediction: str, gold: str, lang: str = "en") -> float:
+    return float(normalize_answer(prediction, lang) == normalize_answer(gold, lang))
+
+
+def f1(prediction: str, gold: str, lang: str = "en") -> float:
+    pred_tokens = normalize_answer(prediction, lang).split()
+    gold_tokens = normalize_answer(gold, lang).split()
+    if not pred_tokens or not gold_tokens:  # v2.0: both empty is a match, one empty is not
+        return float(pred_tokens == gold_tokens)
+    common = collections.Counter(pred_tokens) & collections.Counter(gold_tokens)
+    same = sum(common.values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(pred_tokens), same / len(gold_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def score_question(prediction: str, golds: Sequence[str], lang: str = "en") -> tuple[float, float]:
+    """(EM, F1) in [0, 1] for one question: the best over its gold answers."""
+    golds = list(golds) or [""]
+    return (max(exact_match(prediction, g, lang) for g in golds), max(f1(prediction, g, lang) for g in golds))
+
+
+def squad_evaluate(examples, predictions: Mapping[str, str], lang: str = "en") -> dict:
+    """Official-style result dict for ``examples`` (kdtool Examples) and ``{id: answer_text}``.
+
+    Keys: ``exact_match``, ``f1`` (percentages), ``total``, ``missing`` (questions without a
+    prediction, scored 0), and for v2.0 data ``HasAns_*`` / ``NoAns_*``.
+    """
+    get_language(lang)
+    em_sum = f1_sum = 0.0
+    parts = {"HasAns": [0.0, 0.0, 0], "NoAns": [0.0, 0.0, 0]}
+    missing = 0
+    for ex in examples:
+        golds = [a.text for a in ex.answers] if not ex.is_impossible else [""]
+        if ex.id in predictions:
+            em, f = score_question(predictions[ex.id], golds, lang)
+        else:
+            em = f = 0.0
+            missing += 1
+        em_sum += em
+        f1_sum += f
+        part = parts["NoAns" if ex.is_impossible else "HasAns"]
+        part[0] += em
+        part[1] += f
+        part[2] += 1
+    total = len(examples)
+    result = {"exact_match": 100.0 * em_sum / total if total else 0.0, "f1": 100.0 * f1_sum / total if total else 0.0,
+              "total": total, "missing": missing}
+    if parts["NoAns"][2]:
+        for name, (em, f, n) in parts.items():
+            if n:
+                result[f"{name}_exact"] = 100.0 * em / n
+                result[f"{name}_f1"] = 100.0 * f / n
+                result[f"{name}_total"] = n
+    return result
