@@ -37,6 +37,9 @@ class QAEngine:
     def run(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
+    def synchronize(self) -> None:
+        """Wait for queued device work (a no-op for synchronous backends); used by the profiler."""
+
     def num_parameters(self) -> int | None:
         return None
 
