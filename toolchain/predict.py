@@ -24,7 +24,7 @@ def feature_config_for(engine: QAEngine, config: FeatureConfig) -> FeatureConfig
     """The feature config clipped to the longest window the engine accepts."""
     if engine.max_length and engine.max_length < config.max_length:
         stride = min(config.doc_stride, engine.max_length // 2)
-        return FeatureConfig(engine.max_length, stride, min(config.max_query_length, engine.max_length // 4))
+        return FeatureConfig(engine.max_length, stride, config.max_query_length)
     return config
 
 

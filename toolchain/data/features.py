@@ -33,8 +33,13 @@ class FeatureConfig:
             raise InputError(f"max_length must be at least 32 tokens, got {self.max_length}")
         if not 0 <= self.doc_stride < self.max_length:
             raise InputError(f"doc_stride must be between 0 and max_length ({self.max_length}), got {self.doc_stride}")
-        if not 1 <= self.max_query_length <= self.max_length // 2:
-            raise InputError(f"max_query_length must be between 1 and max_length/2, got {self.max_query_length}")
+        if self.max_query_length < 1:
+            raise InputError(f"max_query_length must be at least 1 token, got {self.max_query_length}")
+
+    @property
+    def query_tokens(self) -> int:
+        """Question tokens kept: at most half the window, so the context always has room."""
+        return min(self.max_query_length, self.max_length // 2)
 
 
 @dataclass
@@ -104,7 +109,7 @@ def tokenize_examples(
         raise InputError(f"tokenizer {type(tokenizer).__name__} is not a fast tokenizer; kdtool needs offset mappings")
     if tokenizer.padding_side != "right":
         tokenizer.padding_side = "right"
-    questions = [_truncate_question(e.question.lstrip(), tokenizer, config.max_query_length) for e in examples]
+    questions = [_truncate_question(e.question.lstrip(), tokenizer, config.query_tokens) for e in examples]
     contexts = [e.context for e in examples]
     enc = tokenizer(
         questions,

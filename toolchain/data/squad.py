@@ -118,7 +118,7 @@ def _expect(cond: bool, path: Path, where: str, what: str) -> None:
         raise InputError(f"{path}: not a SQuAD file: {where} {what}; expected the SQuAD v1.1/v2.0 layout")
 
 
-def _answers(raw, context: str, path: Path, where: str, report: LoadReport, count: bool) -> list[Answer]:
+def _answers(raw, context: str, path: Path, where: str, report: LoadReport, count: bool, strict: bool) -> list[Answer]:
     _expect(isinstance(raw, list), path, where, "is not a list")
     kept = []
     for k, ans in enumerate(raw):
@@ -133,6 +133,9 @@ def _answers(raw, context: str, path: Path, where: str, report: LoadReport, coun
             continue
         fixed = _repair_start(context, text, start)
         if fixed is None:
+            if strict and count:
+                raise InputError(f"{path}: {w}: answer_start {start} does not point at {text[:40]!r} in the context "
+                                 f"(not even within {MAX_OFFSET_SHIFT} characters); fix the offset")
             if count:
                 report.answers_dropped_bad_offset += 1
             continue
@@ -142,8 +145,12 @@ def _answers(raw, context: str, path: Path, where: str, report: LoadReport, coun
     return kept
 
 
-def parse_squad(obj, source: str | Path, *, version: str | None = None) -> SquadDataset:
-    """Validate a parsed SQuAD JSON object and turn it into a :class:`SquadDataset`."""
+def parse_squad(obj, source: str | Path, *, version: str | None = None, strict: bool = True) -> SquadDataset:
+    """Validate a parsed SQuAD JSON object and turn it into a :class:`SquadDataset`.
+
+    ``strict``: an answer whose offset cannot be repaired is an error (the default); otherwise it
+    is dropped and counted in the report.
+    """
     path = Path(source)
     _expect(isinstance(obj, dict) and isinstance(obj.get("data"), list), path, "the top level", "has no 'data' list")
     declared = str(obj.get("version", "")).lstrip("v")
@@ -170,8 +177,9 @@ def parse_squad(obj, source: str | Path, *, version: str | None = None) -> Squad
                 report.questions_in_file += 1
                 impossible = bool(qa.get("is_impossible", False))
                 saw_impossible |= "is_impossible" in qa
-                answers = _answers(qa.get("answers", []), context, path, qw + ".answers", report, True)
-                plausible = _answers(qa.get("plausible_answers", []), context, path, qw + ".plausible_answers", report, False)
+                answers = _answers(qa.get("answers", []), context, path, qw + ".answers", report, True, strict)
+                plausible = _answers(qa.get("plausible_answers", []), context, path, qw + ".plausible_answers", report,
+                                     False, False)
                 if not context.strip():
                     report.questions_dropped_no_answer += 1
                     continue
@@ -194,7 +202,7 @@ def parse_squad(obj, source: str | Path, *, version: str | None = None) -> Squad
     return SquadDataset(examples, report.version, report, str(source), titles)
 
 
-def load_squad(source: str | Path, *, split: str = "validation") -> SquadDataset:
+def load_squad(source: str | Path, *, split: str = "validation", strict: bool = True) -> SquadDataset:
     """Load a SQuAD file (a local JSON path), or a Hugging Face dataset name where reachable."""
     path = Path(source)
     if path.exists() or path.suffix == ".json" or "/" not in str(source) or str(source).startswith((".", "/")):
@@ -206,7 +214,7 @@ def load_squad(source: str | Path, *, split: str = "validation") -> SquadDataset
             raise InputError(f"{path}: not UTF-8 text; a SQuAD file is UTF-8 JSON") from None
         except json.JSONDecodeError as err:
             raise InputError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
-        return parse_squad(obj, path)
+        return parse_squad(obj, path, strict=strict)
     return _load_hub(str(source), split)
 
 

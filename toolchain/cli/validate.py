@@ -1,0 +1,83 @@
+"""``kdtool validate``: F1/EM of models and bundles on a SQuAD file, with a drift budget."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+
+from kdtool.metrics import LANGUAGES
+
+from kdtool.atomic import atomic_write_json
+from kdtool.data import FeatureConfig
+
+
+def _safe_name(name: str, taken: set[str]) -> str:
+    base = re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "model"
+    out, k = base, 1
+    while out in taken:
+        k += 1
+        out = f"{base}-{k}"
+    taken.add(out)
+    return out
+
+
+@click.command("validate")
+@click.argument("reference", type=click.Path())
+@click.argument("candidates", nargs=-1, type=click.Path())
+@click.option("--data", required=True, type=click.Path(), help="SQuAD v1.1/v2.0 JSON file to score on.")
+@click.option("--lang", default="en", type=click.Choice(sorted(LANGUAGES)), help="Answer normalisation rules (es: MLQA Spanish).")
+@click.option("--max-f1-drop", type=float, default=None, help="Exit 1 when a candidate's F1 is lower than the reference's by more than this.")
+@click.option("--json", "json_out", type=click.Path(), default=None, help="Write the full result as JSON here.")
+@click.option("--predictions-dir", type=click.Path(), default=None, help="Write each model's predictions (official format) here.")
+@click.option("--limit", type=int, default=None, help="Score only the first N questions.")
+@click.option("--batch-size", default=16, show_default=True, help="Windows per forward pass.")
+@click.option("--max-length", default=384, show_default=True, help="Tokens per window (clipped to the model's limit).")
+@click.option("--doc-stride", default=128, show_default=True, help="Overlap in tokens between windows of a long context.")
+@click.option("--max-answer-length", default=30, show_default=True, help="Longest answer span in tokens.")
+@click.option("--n-best", default=20, show_default=True, help="Start/end candidates per window.")
+@click.option("--null-threshold", default=0.0, show_default=True, help="SQuAD v2.0: answer nothing when null - best span > this.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--threads", type=int, default=None, help="CPU threads per model (default: all).")
+def command(reference, candidates, data, lang, max_f1_drop, json_out, predictions_dir, limit, batch_size, max_length,
+            doc_stride, max_answer_length, n_best, null_threshold, device, threads):
+    """Score REFERENCE and each CANDIDATE (model dirs or bundles) on --data and compare them.
+
+    Prints F1, EM, the drop against the reference and the share of questions with the same
+    answer. With --max-f1-drop the exit code is 1 when any candidate drops more.
+    """
+    from tqdm import tqdm
+
+    from kdtool.validate import ValidateConfig, format_table, predictions_json, validate
+
+    config = ValidateConfig(models=(reference, *candidates), data=data, lang=lang, max_f1_drop=max_f1_drop, limit=limit,
+                            batch_size=batch_size, features=FeatureConfig(max_length, doc_stride),
+                            n_best=n_best, max_answer_length=max_answer_length,
+                            null_score_diff_threshold=null_threshold, device=device, threads=threads)
+    bars = []
+
+    def on_model(name, n_questions):
+        bar = tqdm(desc=f"{name[:24]:<24}", unit="win", leave=False, dynamic_ncols=True)
+        bars.append(bar)
+        return bar.update
+
+    result = validate(config, on_model)
+    for bar in bars:
+        bar.close()
+    click.echo(f"{result.data_report['source']}: {result.data_report['questions_scored']} questions, lang={lang}")
+    click.echo(format_table(result))
+    if json_out:
+        atomic_write_json(Path(json_out), result.to_dict())
+    if predictions_dir:
+        taken: set[str] = set()
+        for s in result.scores:
+            atomic_write_json(Path(predictions_dir) / f"{_safe_name(s.name, taken)}.json",
+                              predictions_json(result.predictions[s.path]))
+    if result.interrupted:
+        click.echo("Interrupted: the table shows the models scored so far.", err=True)
+        raise SystemExit(130)
+    if not result.passed:
+        worst = max(result.scores[1:], key=lambda s: s.f1_drop)
+        click.echo(f"FAIL: {worst.name} drops {worst.f1_drop:.2f} F1 against the reference (budget {max_f1_drop}).", err=True)
+        raise SystemExit(1)

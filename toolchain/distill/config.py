@@ -1,0 +1,141 @@
+"""Configs of a training run: :class:`TrainConfig` (fine-tuning, and everything distillation shares)
+and :class:`DistillConfig` (adds the teacher's losses and the schedule). Plain dataclasses; the CLI
+builds them from its options and :func:`kdtool.distill.finetune` / :func:`kdtool.distill.distill`
+take them as they are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields
+
+from kdtool.errors import InputError
+
+SCHEDULES = ("two-stage", "joint", "prediction")
+ATTENTION_LOSS_KINDS = ("scores", "probs", "none")
+PREDICTION_LOSS_KINDS = ("kl", "soft-ce")
+PROJECTIONS = ("shared", "per-layer")
+STUDENT_INITS = ("random", "teacher-layers")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+# fields that may change between a run and its resumption
+RESUMABLE_FIELDS = {"resume", "overwrite", "stop_after", "progress", "work_dir", "output", "save_every", "eval_batch_size"}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One supervised training run. ``model`` is what is trained, or, with ``student``, the base the
+    student takes its tokenizer, vocabulary and (``student_init="teacher-layers"``) weights from."""
+
+    model: str
+    train_file: str
+    output: str
+    dev_file: str | None = None
+    student: str | None = None  # preset name, JSON config or model directory; None: train ``model`` itself
+    student_init: str = "random"
+    lang: str = "es"
+    max_length: int = 384
+    doc_stride: int = 128
+    max_query_length: int = 64
+    max_train_examples: int | None = None
+    max_dev_examples: int | None = None
+    epochs: int = 3
+    batch_size: int = 32  # per optimizer step over all processes (global batch)
+    grad_accum: int = 1
+    lr: float = 3e-5
+    weight_decay: float = 0.01
+    warmup: float = 0.1  # fraction of each stage's steps
+    max_grad_norm: float = 1.0
+    dropout: float | None = None  # override the student's hidden/attention dropout
+    precision: str = "auto"
+    seed: int = 42
+    save_every: int = 500  # optimizer steps between checkpoints
+    eval_batch_size: int = 64
+    work_dir: str | None = None  # checkpoints, log, logits cache; default: <output>.work
+    resume: bool = False
+    overwrite: bool = False
+    stop_after: int | None = None  # stop (as if killed) after this many optimizer steps
+    progress: bool = True
+
+    def __post_init__(self):
+        _check_choice("student_init", self.student_init, STUDENT_INITS)
+        _check_choice("precision", self.precision, PRECISIONS)
+        for name in ("epochs", "batch_size", "grad_accum", "max_length", "save_every", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.batch_size % self.grad_accum:
+            raise InputError(f"batch size {self.batch_size} is not a multiple of grad-accum {self.grad_accum}")
+        if not 0 <= self.warmup < 1:
+            raise InputError(f"warmup must be a fraction in [0, 1), got {self.warmup}")
+        if self.lr <= 0:
+            raise InputError(f"learning rate must be positive, got {self.lr}")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise InputError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def teacher(self) -> str | None:
+        return None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def fingerprint(self) -> str:
+        """A hash of everything that decides the trained weights (what a resumed run must share)."""
+        keep = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in RESUMABLE_FIELDS}
+        keep["kind"] = type(self).__name__
+        return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class DistillConfig(TrainConfig):
+    """A distillation run: ``model`` is the teacher (a QA model directory), ``student`` is required."""
+
+    student: str | None = "tinyroberta-es"
+    schedule: str = "two-stage"
+    intermediate_epochs: int | None = None  # two-stage: epochs of stage 1 (default: half of --epochs)
+    attention_loss: str = "scores"
+    layer_map: str | None = None  # "1:4,2:8,..." student:teacher; default k -> k*T/S
+    projection: str = "shared"
+    prediction_loss: str = "kl"
+    temperature: float = 1.0
+    attention_weight: float = 1.0
+    hidden_weight: float = 1.0
+    embedding_weight: float = 1.0
+    prediction_weight: float = 1.0
+    hard_weight: float = 0.0
+    cache_teacher_logits: bool = True
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_choice("schedule", self.schedule, SCHEDULES)
+        _check_choice("attention-loss", self.attention_loss, ATTENTION_LOSS_KINDS)
+        _check_choice("prediction-loss", self.prediction_loss, PREDICTION_LOSS_KINDS)
+        _check_choice("projection", self.projection, PROJECTIONS)
+        if not self.student:
+            raise InputError("distillation needs a student: a preset name, a JSON config or a model directory")
+        if self.temperature <= 0:
+            raise InputError(f"temperature must be positive, got {self.temperature}")
+        for name in ("attention_weight", "hidden_weight", "embedding_weight", "prediction_weight", "hard_weight"):
+            if getattr(self, name) < 0:
+                raise InputError(f"{name.replace('_', '-')} must not be negative")
+        if self.schedule == "two-stage" and not 1 <= self.stage_epochs[0] < self.epochs:
+            raise InputError(f"two-stage needs 1 <= intermediate-epochs < epochs ({self.epochs}), "
+                             f"got {self.stage_epochs[0]}")
+
+    @property
+    def teacher(self) -> str:
+        return self.model
+
+    @property
+    def stage_epochs(self) -> tuple[int, int]:
+        """(intermediate, prediction-or-joint) epochs."""
+        if self.schedule == "two-stage":
+            inter = self.intermediate_epochs if self.intermediate_epochs is not None else self.epochs // 2
+            return inter, self.epochs - inter
+        return 0, self.epochs
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise InputError(f"unknown {name} {value!r}; choose one of: {', '.join(choices)}")

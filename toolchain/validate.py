@@ -1,0 +1,147 @@
+"""F1/EM of several QA engines on one SQuAD file, with drift against a reference.
+
+The first model is the reference (usually the FP32 student or the teacher); every candidate is
+scored on the same examples with the same features and post-processing, and compared to it:
+the F1/EM drop, and the share of questions where both give the same answer text. A drift budget
+(``max_f1_drop``) turns the comparison into a gate: :attr:`ValidationResult.passed`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from kdtool import __version__
+from kdtool.data import FeatureConfig, PostprocessConfig, Prediction, load_squad
+from kdtool.engine import load_engine
+from kdtool.errors import InputError
+from kdtool.metrics import get_language, squad_evaluate
+from kdtool.predict import PredictConfig, feature_config_for, predict
+
+
+@dataclass(frozen=True)
+class ValidateConfig:
+    models: tuple[str, ...]  # the first is the reference
+    data: str
+    lang: str = "en"
+    max_f1_drop: float | None = None
+    limit: int | None = None  # score only the first N questions (None: the whole file)
+    batch_size: int = 16
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    n_best: int = 20
+    max_answer_length: int = 30
+    null_score_diff_threshold: float = 0.0
+    device: str = "auto"
+    threads: int | None = None
+
+
+@dataclass
+class ModelScore:
+    name: str
+    path: str
+    kind: str
+    exact_match: float
+    f1: float
+    seconds: float
+    metrics: dict
+    f1_drop: float = 0.0  # reference F1 - this F1 (positive = worse)
+    em_drop: float = 0.0
+    agreement: float = 100.0  # % of questions with the same answer text as the reference
+    within_budget: bool | None = None
+
+
+@dataclass
+class ValidationResult:
+    config: ValidateConfig
+    data_report: dict
+    scores: list[ModelScore]
+    predictions: dict[str, dict[str, Prediction]]  # model path -> id -> prediction
+    interrupted: bool = False
+
+    @property
+    def passed(self) -> bool:
+        return all(s.within_budget is not False for s in self.scores)
+
+    def to_dict(self) -> dict:
+        cfg = asdict(self.config)
+        return {"kdtool_version": __version__, "config": cfg, "data": self.data_report, "passed": self.passed,
+                "interrupted": self.interrupted, "models": [asdict(s) for s in self.scores]}
+
+
+def agreement(a: dict[str, Prediction], b: dict[str, Prediction]) -> float:
+    ids = a.keys() & b.keys()
+    return 100.0 * sum(a[i].text == b[i].text for i in ids) / len(ids) if ids else 0.0
+
+
+def validate(config: ValidateConfig, on_model: Callable[[str, int], Callable[[int], None]] | None = None) -> ValidationResult:
+    """Score every model of ``config`` and compare the candidates with the reference.
+
+    ``on_model(name, n_windows)`` may return a per-batch callback (``n`` windows done), which the
+    CLI uses for its progress bar. A KeyboardInterrupt returns what was scored so far, with
+    ``interrupted`` set.
+    """
+    if not config.models:
+        raise InputError("validate needs at least one model: the reference")
+    get_language(config.lang)
+    ds = load_squad(config.data)
+    examples = ds.examples[: config.limit] if config.limit else ds.examples
+    post = PostprocessConfig(config.n_best, config.max_answer_length, ds.is_v2, config.null_score_diff_threshold)
+    result = ValidationResult(config, {**ds.report.to_dict(), "questions_scored": len(examples)}, [], {})
+    for path in config.models:  # fail fast on a bad path before any model runs
+        if not Path(path).exists():
+            raise InputError(f"model not found: {path}")
+    try:
+        for path in config.models:
+            engine = load_engine(path, device=config.device, threads=config.threads)
+            try:
+                pcfg = PredictConfig(feature_config_for(engine, config.features), post, config.batch_size)
+                callback = on_model(engine.name, len(examples)) if on_model else None
+                t0 = time.perf_counter()
+                preds = predict(engine, examples, pcfg, callback)
+                seconds = time.perf_counter() - t0
+                metrics = squad_evaluate(examples, {k: p.text for k, p in preds.items()}, config.lang)
+                result.predictions[path] = preds
+                result.scores.append(ModelScore(engine.name, str(path), engine.kind, metrics["exact_match"], metrics["f1"],
+                                                seconds, metrics))
+            finally:
+                engine.close()
+    except KeyboardInterrupt:
+        result.interrupted = True
+    _compare(result)
+    return result
+
+
+def _compare(result: ValidationResult) -> None:
+    if not result.scores:
+        return
+    ref = result.scores[0]
+    ref_preds = result.predictions[ref.path]
+    for s in result.scores[1:]:
+        s.f1_drop = ref.f1 - s.f1
+        s.em_drop = ref.exact_match - s.exact_match
+        s.agreement = agreement(ref_preds, result.predictions[s.path])
+        if result.config.max_f1_drop is not None:
+            s.within_budget = s.f1_drop <= result.config.max_f1_drop
+
+
+def format_table(result: ValidationResult) -> str:
+    """A plain-text table of the scores (the reference first)."""
+    head = f"{'model':<28} {'kind':<12} {'F1':>7} {'EM':>7} {'ΔF1':>7} {'ΔEM':>7} {'agree%':>7} {'sec':>7}  budget"
+    lines = [head, "-" * len(head)]
+    for i, s in enumerate(result.scores):
+        budget = "" if s.within_budget is None else ("ok" if s.within_budget else "EXCEEDED")
+        delta = ("reference", "", "") if i == 0 else (f"{-s.f1_drop:+7.2f}", f"{-s.em_drop:+7.2f}", f"{s.agreement:7.1f}")
+        if i == 0:
+            lines.append(f"{s.name[:28]:<28} {s.kind:<12} {s.f1:7.2f} {s.exact_match:7.2f} {'(reference)':>23} {s.seconds:7.1f}")
+        else:
+            lines.append(f"{s.name[:28]:<28} {s.kind:<12} {s.f1:7.2f} {s.exact_match:7.2f} {delta[0]} {delta[1]} {delta[2]} "
+                         f"{s.seconds:7.1f}  {budget}")
+    return "\n".join(lines)
+
+
+def predictions_json(preds: dict[str, Prediction], examples_order: Sequence[str] | None = None) -> dict[str, str]:
+    """The official predictions format: question id -> answer text."""
+    ids = examples_order or list(preds)
+    return {i: preds[i].text for i in ids if i in preds}
