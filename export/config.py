@@ -1,0 +1,50 @@
+"""What an export produces, as one frozen dataclass the CLI fills and the pipeline reads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from kdtool.errors import InputError
+
+PRECISIONS = ("fp32", "fp16", "int8", "int8-static")
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    model_dir: Path
+    output: Path
+    precision: str | None = None  # None: the profile's precision, else fp32
+    calibration_data: Path | None = None  # SQuAD JSON; real features for INT8 static / TRT INT8 and parity
+    calibration_method: str = "minmax"
+    calibration_samples: int = 128  # feature windows fed to the calibrator
+    fuse: bool = True  # ORT transformer fusion (Attention, SkipLayerNorm, BiasGelu)
+    opset: int = 18
+    max_seq_length: int | None = None  # None: the profile's longest sequence, else 384
+    profile: str | None = None  # a device profile name (kdtool profiles)
+    trt: bool = False  # also write a TensorRT-ready ONNX and, where possible, build the engine
+    per_channel: bool = False  # per-channel INT8 weights (costs a little speed on CPU, see bench/latency.py)
+    parity_samples: int = 16  # feature windows for the PyTorch-vs-ONNX logit check
+    parity_tolerance: float = 1e-3  # the FP32 graph must match PyTorch this closely, or the export fails
+    overwrite: bool = False
+    trust_remote_code: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "model_dir", Path(self.model_dir))
+        object.__setattr__(self, "output", Path(self.output))
+        if self.calibration_data is not None:
+            object.__setattr__(self, "calibration_data", Path(self.calibration_data))
+        if self.precision is not None and self.precision not in PRECISIONS:
+            raise InputError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        if self.calibration_method not in CALIBRATION_METHODS:
+            raise InputError(f"unknown calibration method {self.calibration_method!r}; "
+                             f"choose one of {', '.join(CALIBRATION_METHODS)}")
+        if self.calibration_samples < 1 or self.parity_samples < 1:
+            raise InputError("--calibration-samples must be at least 1")
+        if not 11 <= self.opset <= 23:
+            raise InputError(f"opset {self.opset} is outside what the exporter supports (11..23)")
+        if self.max_seq_length is not None and self.max_seq_length < 32:
+            raise InputError(f"--max-seq-length must be at least 32, got {self.max_seq_length}")
+        if self.output.resolve() == self.model_dir.resolve():
+            raise InputError("the bundle directory must differ from the model directory; choose another -o")

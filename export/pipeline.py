@@ -1,0 +1,225 @@
+"""``export_model``: a Hugging Face QA directory in, a verified deployable bundle out.
+
+Stages (each reported through ``progress``): check inputs -> Optimum ONNX export -> parity with
+PyTorch on real feature windows -> ORT transformer fusion -> precision (FP32 / FP16 / INT8
+dynamic / INT8 static QDQ) -> optional TensorRT-ready ONNX and engine -> tokenizer, config,
+manifest. Everything is written inside :func:`kdtool.atomic.atomic_directory`, so a failed or
+killed export leaves no bundle behind.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from kdtool.atomic import atomic_directory, check_output_dir
+from kdtool.errors import InputError, IntegrityError, require_file
+from kdtool.export import bundle as B
+from kdtool.export import trt as T
+from kdtool.export.config import ExportConfig
+from kdtool.export.onnx_export import export_onnx, parity, torch_logits
+from kdtool.export.samples import sample_windows
+
+MODEL_FILE = "model.onnx"
+
+
+def _onnx_io(path: Path) -> tuple[list[dict], list[dict]]:
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    inits = {i.name for i in graph.initializer}
+
+    def describe(v):
+        t = v.type.tensor_type
+        return {"name": v.name, "dtype": onnx.TensorProto.DataType.Name(t.elem_type).lower(),
+                "shape": [d.dim_param or d.dim_value for d in t.shape.dim]}
+
+    return [describe(v) for v in graph.input if v.name not in inits], [describe(v) for v in graph.output]
+
+
+def _copy_onnx(src: Path, dst: Path) -> None:
+    import onnx
+
+    model = onnx.load(str(src))
+    onnx.save_model(model, str(dst), save_as_external_data=model.ByteSize() > (1 << 31) - (1 << 26),
+                    location=dst.name + ".data")
+
+
+def _resolve(config: ExportConfig):
+    from kdtool.profiles import get_profile
+
+    profile = get_profile(config.profile) if config.profile else None
+    precision = config.precision or (profile.precision if profile else "fp32")
+    if config.calibration_data is not None:
+        require_file(config.calibration_data, "calibration data")
+    if precision == "int8-static" and config.calibration_data is None:
+        raise InputError("--precision int8-static needs real calibration features: pass --calibration-data SQUAD.json")
+    if config.trt and precision.startswith("int8") and config.calibration_data is None:
+        raise InputError("--trt at INT8 needs calibrated Q/DQ scales: pass --calibration-data SQUAD.json")
+    return profile, precision
+
+
+def _max_length(config: ExportConfig, profile, model) -> int:
+    wanted = config.max_seq_length or (profile.max_seq_length if profile else 384)
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit and getattr(model.config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+        limit -= model.config.pad_token_id + 1
+    if limit and wanted > limit:
+        if config.max_seq_length:
+            raise InputError(f"--max-seq-length {wanted} exceeds what {config.model_dir} accepts ({limit} positions)")
+        return int(limit)
+    return int(wanted)
+
+
+def export_model(config: ExportConfig, progress: Callable[[str], None] | None = None) -> Path:
+    """Export ``config.model_dir`` to a bundle at ``config.output``; return the bundle path."""
+    from kdtool.models import count_parameters, load_qa_model, load_tokenizer
+
+    say = progress or (lambda message: None)
+    check_output_dir(config.output, config.overwrite)  # fail before minutes of work, not after
+    profile, precision = _resolve(config)
+    model = load_qa_model(config.model_dir, trust_remote_code=config.trust_remote_code).eval()
+    tokenizer = load_tokenizer(config.model_dir, trust_remote_code=config.trust_remote_code)
+    max_len = _max_length(config, profile, model)
+    data = config.calibration_data
+    say(f"[1/6] reference logits: PyTorch FP32 on {'windows of ' + data.name if data else 'built-in examples'}")
+    checks = sample_windows(tokenizer, data, config.parity_samples, max_len, batch_size=4)
+    reference = torch_logits(model, checks)
+    calibration = None
+    if precision == "int8-static" or (config.trt and precision.startswith("int8")):
+        calibration = sample_windows(tokenizer, data, config.calibration_samples, max_len)
+
+    with tempfile.TemporaryDirectory(prefix="kdtool-export-") as work, \
+            atomic_directory(config.output, overwrite=config.overwrite, kind="bundle") as out:
+        work = Path(work)
+        say(f"[2/6] ONNX export (Optimum, question-answering, opset {config.opset})")
+        plain = export_onnx(config.model_dir, work / "plain", opset=config.opset,
+                            trust_remote_code=config.trust_remote_code)
+        plain_parity = parity(reference, plain, checks)
+        if plain_parity["max_abs_logit_diff"] > config.parity_tolerance:
+            raise IntegrityError(f"ONNX export of {config.model_dir} differs from PyTorch by "
+                                 f"{plain_parity['max_abs_logit_diff']:.2e} (> {config.parity_tolerance}); not bundling it")
+        graph, fusion = plain, {}
+        if config.fuse:
+            from kdtool.export.fusion import fuse_transformer
+
+            say("[3/6] transformer fusion (ORT optimizer)")
+            graph = work / "fused.onnx"
+            fusion = fuse_transformer(plain, graph, model.config)
+        say(f"[4/6] precision {precision}")
+        final = out / MODEL_FILE
+        quant = _apply_precision(precision, graph, final, config, calibration, fused=config.fuse)
+        say("[5/6] parity of the bundled graph against PyTorch")
+        final_parity = _safe_parity(reference, final, checks)
+        trt_section = None
+        if config.trt:
+            trt_section = _trt_stage(plain, out, precision, calibration, config, profile, say)
+        tokenizer.save_pretrained(out)
+        model.config.save_pretrained(out)
+        inputs, outputs = _onnx_io(final)
+        manifest = B.new_manifest(
+            source={"path": str(config.model_dir.resolve()), "sha256": B.source_digest(config.model_dir),
+                    "model_type": model.config.model_type, "architectures": list(model.config.architectures or [])},
+            model=MODEL_FILE, precision=precision, opset=config.opset, max_seq_length=max_len,
+            inputs=inputs, outputs=outputs, num_parameters=count_parameters(model),
+            parity={"plain_onnx": plain_parity, "bundle": final_parity}, fusion=fusion, quantization=quant,
+            device_profile=profile.to_dict() if profile else None, tensorrt=trt_section)
+        if trt_section is not None:
+            manifest["trt_onnx"] = T.TRT_ONNX_FILE
+            if trt_section["built"]:
+                manifest.update(engine=T.ENGINE_FILE, timing_cache=T.TIMING_CACHE_FILE)
+        say("[6/6] manifest and checksums")
+        B.write_manifest(out, manifest)
+    return config.output
+
+
+def _apply_precision(precision: str, graph: Path, final: Path, config: ExportConfig, calibration, *, fused: bool) -> dict:
+    if precision == "fp32":
+        _copy_onnx(graph, final)
+        return {"mode": "none"}
+    if precision == "fp16":
+        from kdtool.export.fp16 import convert_fp16
+
+        return convert_fp16(graph, final)
+    from kdtool.export.quantize import quantize_int8_dynamic, quantize_int8_static
+
+    if precision == "int8":
+        return quantize_int8_dynamic(graph, final, fused=fused, per_channel=config.per_channel)
+    return quantize_int8_static(graph, final, calibration, method=config.calibration_method,
+                                per_channel=config.per_channel, fused=fused)
+
+
+def _safe_parity(reference, path: Path, checks) -> dict:
+    """Parity on ORT CPU; a graph the CPU provider cannot run (e.g. some FP16 ops) is reported, not fatal."""
+    try:
+        return parity(reference, path, checks)
+    except Exception as err:  # onnxruntime raises its own exception types
+        return {"max_abs_logit_diff": None, "reference": "pytorch fp32",
+                "skipped": f"not runnable on ONNX Runtime CPU: {str(err).splitlines()[0][:160]}"}
+
+
+def _trt_stage(plain: Path, out: Path, precision: str, calibration, config: ExportConfig, profile, say) -> dict:
+    trt_precision = "int8" if precision.startswith("int8") else precision
+    say(f"[4b] TensorRT-ready ONNX ({trt_precision})")
+    info = T.make_trt_onnx(plain, out / T.TRT_ONNX_FILE, trt_precision, calibration=calibration,
+                           method=config.calibration_method)
+    reason = T.build_unavailable_reason()
+    if reason:
+        section = T.engine_manifest(None, reason=reason, trt_precision=trt_precision)
+    else:
+        say("[4c] TensorRT engine build")
+        shapes = profile.tensorrt if profile and profile.tensorrt else None
+        build = T.build_engine(out / T.TRT_ONNX_FILE, out / T.ENGINE_FILE, out / T.TIMING_CACHE_FILE, trt_precision, shapes)
+        section = T.engine_manifest(build, trt_precision=trt_precision)
+    section["onnx"] = info
+    return section
+
+
+def copy_bundle_files(src: Path, dst: Path, manifest: dict) -> None:
+    """Copy every listed file of a verified bundle into ``dst`` (used by build-engine)."""
+    for rel in manifest["files"]:
+        target = dst / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src / rel, target)
+
+
+def build_bundle_engine(bundle: Path, *, profile: str | None = None,
+                        progress: Callable[[str], None] | None = None) -> Path:
+    """Build (or rebuild) the TensorRT engine of ``bundle`` from its TRT-ready ONNX, on this machine.
+
+    The bundle is verified first and replaced atomically: the new manifest lists the engine, the
+    timing cache and the TensorRT version that built them.
+    """
+    from kdtool.errors import EnvironmentUnsupported
+    from kdtool.profiles import DeviceProfile, get_profile
+
+    say = progress or (lambda message: None)
+    bundle = Path(bundle)
+    manifest = B.verify_bundle(bundle)
+    if not manifest.get("trt_onnx") or not manifest.get("tensorrt"):
+        raise InputError(f"bundle {bundle} has no TensorRT-ready ONNX; export it with kdtool export --trt")
+    reason = T.build_unavailable_reason()
+    if reason:
+        raise EnvironmentUnsupported(f"cannot build a TensorRT engine here: {reason}; run kdtool build-engine "
+                                     "on the target device (TensorRT and a CUDA GPU)")
+    if profile:
+        prof = get_profile(profile)
+    elif manifest.get("device_profile"):
+        prof = DeviceProfile.from_dict(manifest["device_profile"], "in manifest.json")
+    else:
+        prof = None
+    precision = manifest["tensorrt"]["precision"]
+    with atomic_directory(bundle, overwrite=True, kind="bundle") as out:
+        copy_bundle_files(bundle, out, {"files": {r: m for r, m in manifest["files"].items() if r != T.ENGINE_FILE}})
+        say(f"building the TensorRT engine ({precision}) from {manifest['trt_onnx']}")
+        build = T.build_engine(out / manifest["trt_onnx"], out / T.ENGINE_FILE, out / T.TIMING_CACHE_FILE, precision,
+                               prof.tensorrt if prof and prof.tensorrt else None)
+        section = T.engine_manifest(build, trt_precision=precision)
+        section["onnx"] = manifest["tensorrt"].get("onnx")
+        updated = dict(manifest, tensorrt=section, engine=T.ENGINE_FILE, timing_cache=T.TIMING_CACHE_FILE)
+        if prof:
+            updated["device_profile"] = prof.to_dict()
+        B.write_manifest(out, updated)
+    return bundle

@@ -1,0 +1,49 @@
+"""``kdtool export``: a Hugging Face QA model directory -> a deployable bundle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from kdtool.export.config import CALIBRATION_METHODS, PRECISIONS
+
+
+@click.command("export")
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Bundle directory to write.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None,
+              help="Graph precision [default: the profile's, else fp32].")
+@click.option("--calibration-data", type=click.Path(path_type=Path), default=None,
+              help="SQuAD JSON whose windows calibrate INT8 static / TensorRT INT8 and feed the parity check.")
+@click.option("--calibration-method", type=click.Choice(CALIBRATION_METHODS), default="minmax", show_default=True,
+              help="How activation ranges are chosen from the calibration windows.")
+@click.option("--calibration-samples", type=int, default=128, show_default=True, help="Windows fed to the calibrator.")
+@click.option("--no-fuse", is_flag=True, help="Skip ORT transformer fusion (Attention, SkipLayerNorm, BiasGelu).")
+@click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset.")
+@click.option("--max-seq-length", type=int, default=None,
+              help="Longest window the bundle answers with [default: the profile's, else 384].")
+@click.option("--profile", "profile", default=None, help="Device profile name (kdtool profiles lists them).")
+@click.option("--trt", is_flag=True, help="Also write a TensorRT-ready ONNX and build the engine where possible.")
+@click.option("--per-channel", is_flag=True, help="Per-channel INT8 weight scales.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing bundle directory.")
+def command(model_dir, output, precision, calibration_data, calibration_method, calibration_samples, no_fuse, opset,
+            max_seq_length, profile, trt, per_channel, overwrite):
+    """Export MODEL_DIR (a *ForQuestionAnswering directory) to a verified bundle at -o."""
+    from kdtool.export.config import ExportConfig
+    from kdtool.export.pipeline import export_model
+
+    config = ExportConfig(model_dir=model_dir, output=output, precision=precision, calibration_data=calibration_data,
+                          calibration_method=calibration_method, calibration_samples=calibration_samples,
+                          fuse=not no_fuse, opset=opset, max_seq_length=max_seq_length, profile=profile, trt=trt,
+                          per_channel=per_channel, overwrite=overwrite)
+    bundle = export_model(config, progress=lambda message: click.echo(message, err=True))
+    manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+    diff = manifest["parity"]["bundle"].get("max_abs_logit_diff")
+    click.echo(f"bundle {bundle}: {manifest['precision']}, max |logit diff| vs PyTorch "
+               f"{'n/a' if diff is None else f'{diff:.2e}'}, {len(manifest['files'])} files")
+    trt_section = manifest.get("tensorrt")
+    if trt_section and not trt_section["built"]:
+        click.echo(f"TensorRT engine not built here ({trt_section['reason']}); on the target device run: "
+                   f"kdtool build-engine {bundle}")
