@@ -1,0 +1,116 @@
+"""``kdtool profile``: latency and throughput of several models side by side (thin layer over
+:func:`kdtool.profiles.profiler.profile_models`)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+
+class IntList(click.ParamType):
+    """A comma-separated list of positive integers: ``128,256,384``."""
+
+    name = "N[,N...]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        try:
+            out = [int(x) for x in str(value).split(",") if x.strip()]
+        except ValueError:
+            self.fail(f"{value!r} is not a comma-separated list of integers", param, ctx)
+        if not out or min(out) < 1:
+            self.fail(f"{value!r}: give positive integers, e.g. 128,256,384", param, ctx)
+        return out
+
+
+def _check_output(path: str | None, option: str) -> Path | None:
+    if path is None:
+        return None
+    p = Path(path)
+    if p.is_dir():
+        raise click.BadParameter(f"{p} is a directory; give a file name", param_hint=option)
+    return p
+
+
+class _Progress:
+    """A tqdm bar on a terminal; one line per shape otherwise (logs, CI, pipes)."""
+
+    def __init__(self):
+        self.bar, self.last = None, None
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int, what: str) -> None:
+        if self.tty:
+            if self.bar is None:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, unit="run", file=sys.stderr, dynamic_ncols=True, leave=False)
+            self.bar.set_description(what, refresh=False)
+            self.bar.update(done - self.bar.n)
+        elif what != self.last:
+            click.echo(f"[{100 * done // max(total, 1):3d}%] {what}", err=True)
+        self.last = what
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+@click.command("profile")
+@click.argument("models", nargs=-1, required=True, metavar="REFERENCE [MODEL_OR_BUNDLE ...]")
+@click.option("--profile", "profile_name", default=None,
+              help="Device profile for defaults and device (kdtool profiles lists them). Default: this machine, CPU or CUDA.")
+@click.option("--seq-len", type=IntList(), default=None, help="Sequence lengths. Default: the profile's, else 128,256,384.")
+@click.option("--batch-size", type=IntList(), default=None,
+              help="Batch sizes. Default: the profile's, else 1 on CPU and 1,8 on CUDA.")
+@click.option("--data", type=click.Path(dir_okay=False), default=None,
+              help="A SQuAD JSON file: also measure latency per question over its real tokenized lengths.")
+@click.option("--data-limit", type=click.IntRange(min=1), default=200, help="Questions of --data used (evenly spread).")
+@click.option("--runs", type=click.IntRange(min=1), default=None, help="Timed runs per model and shape. Default: 20 on CPU, 100 on CUDA.")
+@click.option("--warmup", type=click.IntRange(min=1), default=None,
+              help="Untimed runs per model and shape first. Default: 3 on CPU, 10 on CUDA.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads. Default: the profile's, else all cores.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the result as JSON (profiles/SCHEMA.md).")
+@click.option("--markdown", "markdown_out", type=click.Path(dir_okay=False), default=None, help="Write the tables as Markdown.")
+@click.option("--plot", "plot_out", type=click.Path(dir_okay=False), default=None,
+              help="Write a PNG: latency against sequence length, speed-up against the reference.")
+@click.pass_context
+def command(ctx, models, profile_name, seq_len, batch_size, data, data_limit, runs, warmup, threads, json_out,
+            markdown_out, plot_out):
+    """Latency and throughput of REFERENCE (usually the teacher) and every other model or bundle,
+    measured in one run, interleaved, with speed-ups against REFERENCE.
+
+    \b
+    Example:
+      kdtool profile teacher student bundle --seq-len 128,384 --data dev.json --plot latency.png
+    """
+    from kdtool.atomic import atomic_write_json, atomic_write_text
+    from kdtool.profiles.profiler import ProfileConfig, profile_models
+    from kdtool.profiles.report import format_markdown, format_table, write_plot
+
+    outputs = {"json": _check_output(json_out, "--json"), "markdown": _check_output(markdown_out, "--markdown"),
+               "plot": _check_output(plot_out, "--plot")}
+    config = ProfileConfig(models=list(models), profile=profile_name, seq_lengths=seq_len, batch_sizes=batch_size,
+                           data=data, data_limit=data_limit, runs=runs, warmup=warmup, threads=threads)
+    progress = _Progress()
+    try:
+        result = profile_models(config, on_progress=progress)
+    finally:
+        progress.close()
+    report = result.to_dict()
+    click.echo(format_table(report))
+    if outputs["json"]:
+        atomic_write_json(outputs["json"], report)
+    if outputs["markdown"]:
+        atomic_write_text(outputs["markdown"], format_markdown(report))
+    if outputs["plot"]:
+        write_plot(report, outputs["plot"])
+    written = [str(p) for p in outputs.values() if p]
+    if written:
+        click.echo(f"wrote {', '.join(written)}", err=True)
+    if result.interrupted:
+        click.echo("Interrupted: the tables above hold what was measured before Ctrl-C.", err=True)
+        ctx.exit(130)
