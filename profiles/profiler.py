@@ -22,6 +22,7 @@ Method (what makes the numbers comparable, and what ``profiles/SCHEMA.md`` docum
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -188,6 +189,9 @@ def load_models(paths: list, settings: dict) -> tuple[list, list[dict]]:
     # import the libraries every engine needs (tokenizers at least) before the first RSS reading,
     # so the first model's load delta is its own memory, not the imports'
     transformers.AutoTokenizer, transformers.AutoModelForQuestionAnswering  # noqa: B018 - lazy imports
+    if any((Path(p) / "manifest.json").is_file() for p in paths):
+        with contextlib.suppress(ImportError):
+            import onnxruntime  # noqa: F401 - bundles run on it
     engines, infos, seen = [], [], {}
     for i, p in enumerate(paths):
         before, t0 = rss(), time.perf_counter()

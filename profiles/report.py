@@ -161,7 +161,7 @@ def render_plot(r: dict) -> bytes:
     colors = plt.get_cmap("tab10")
     batch_sizes = sorted({row["batch_size"] for row in r["fixed"]})
     styles = ["-", "--", ":", "-."]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [1, 1.15]})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 6), gridspec_kw={"width_ratios": [1, 1.15]})
     ys = []
     for m in models:
         for k, b in enumerate(batch_sizes):
@@ -183,7 +183,8 @@ def render_plot(r: dict) -> bytes:
     left.set_title("Latency against sequence length")
     left.grid(True, alpha=0.3)
     if ys:
-        left.legend(fontsize=8)
+        n = len(left.get_legend_handles_labels()[1])
+        left.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=min(3, n), frameon=False)
     _speedup_panel(right, r, colors)
     env = r["environment"]
     fig.suptitle(f"kdtool profile on {r['settings']['device']} ({_where(env)}); {r['settings']['runs']} runs per shape"
@@ -215,14 +216,16 @@ def _speedup_panel(ax, r: dict, colors) -> None:
         for bar, g in zip(bars, labels):
             v = value.get(g)
             ax.annotate("n/a" if v is None else f"{v:.1f}x", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                        ha="center", va="bottom", fontsize=7, xytext=(0, 2), textcoords="offset points")
+                        ha="center", va="bottom", fontsize=7, xytext=(0, 4 if v is None else 2), textcoords="offset points",
+                        color="dimgray" if v is None else "black",
+                        rotation=90 if v is not None and len(labels) * len(others) > 24 else 0)
     ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label=f"{r['reference']} (1x)")
     ax.set_xticks(range(len(labels)), labels, fontsize=8)
     ax.set_xlabel("shape (b = batch size, s = sequence length, real = SQuAD lengths)")
     ax.set_ylabel("speed-up (x)")
     ax.margins(y=0.12)
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=min(4, len(others) + 1), frameon=False)
 
 
 def write_plot(r: dict, path: Path) -> None:
