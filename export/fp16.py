@@ -26,8 +26,29 @@ def convert_fp16(src: Path, dst: Path) -> dict:
         model.convert_float_to_float16(use_symbolic_shape_infer=True, keep_io_types=True, op_block_list=FP32_OPS)
     except Exception as err:
         raise KdtoolError(f"FP16 conversion failed: {type(err).__name__}: {str(err).splitlines()[0][:160]}") from None
+    _drop_duplicate_casts(model.model)
     model.save_model_to_file(str(dst), use_external_data_format=model.model.ByteSize() > (1 << 31) - (1 << 26))
     return {"mode": "fp16", "kept_fp32_ops": FP32_OPS, "io_types": "kept (float32 logits)", "converter": "onnxruntime.transformers OnnxModel.convert_float_to_float16"}
+
+
+def _drop_duplicate_casts(model) -> int:
+    """Remove repeated identical Cast nodes the converter adds when one tensor feeds several kept-FP32 ops.
+
+    The converter names the cast output after its input, so two consumers give two nodes writing
+    one name: ONNX Runtime tolerates it, the ONNX checker and TensorRT do not (graphs must be SSA).
+    """
+    seen, drop = {}, []
+    for node in model.graph.node:
+        if node.op_type == "Cast" and len(node.output) == 1:
+            key = node.output[0]
+            sig = (tuple(node.input), tuple((a.name, a.i) for a in node.attribute))
+            if key in seen and seen[key] == sig:
+                drop.append(node)
+            else:
+                seen.setdefault(key, sig)
+    for node in drop:
+        model.graph.node.remove(node)
+    return len(drop)
 
 
 def fp32_ops_in(path: Path) -> dict[str, str]:
