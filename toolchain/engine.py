@@ -73,6 +73,8 @@ class TorchQAEngine(QAEngine):
             torch.set_num_threads(threads)
         self.device = device
         self.tokenizer = load_tokenizer(self.path, trust_remote_code=trust_remote_code)
+        if attn_implementation == "torch-triton":  # registers the name with transformers (kdtool.kernels)
+            importlib.import_module("kdtool.kernels.hf_attention")
         self.model = load_qa_model(self.path, trust_remote_code=trust_remote_code, attn_implementation=attn_implementation)
         if dtype:
             self.model = self.model.to(getattr(torch, dtype))
