@@ -3,7 +3,10 @@
 - dynamic: weights INT8 ahead of time, activations quantized per batch at run time. On a fused
   graph ORT quantizes the Attention op too (QAttention), which is where the CPU speed comes from.
 - static: QDQ form, activations (UINT8, asymmetric) and weights (INT8) calibrated on real feature
-  windows from a SQuAD file (minmax, entropy or percentile).
+  windows from a SQuAD file (minmax, entropy or percentile). A fused graph first gets ORT's
+  symbolic shape inference: without the types of contrib-op outputs the quantizer silently keeps
+  activations in FP32 and ORT turns the result into weight-only MatMulNBits. With it, every
+  MatMul reads Q/DQ'd activations and ORT runs QLinearMatMul.
 - tensorrt: symmetric INT8 Q/DQ on the plain (unfused) graph, the form TensorRT's explicit
   quantization consumes; per-channel weights.
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +87,7 @@ def quantize_int8_dynamic(src: Path, dst: Path, *, fused: bool, per_channel: boo
 def quantize_int8_static(src: Path, dst: Path, batches, *, method: str, per_channel: bool = False,
                          symmetric: bool = False, op_types: list[str] | None = None, fused: bool = False) -> dict:
     """QDQ static quantization calibrated on ``batches``; ``symmetric`` gives the TensorRT form."""
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import QuantType
 
     extra = dict(FUSED_EXTRA) if fused else {}
     if symmetric:
@@ -91,6 +95,31 @@ def quantize_int8_static(src: Path, dst: Path, batches, *, method: str, per_chan
     if method == "percentile":
         extra.update(CalibPercentile=99.99)
     act = QuantType.QInt8 if symmetric else QuantType.QUInt8
+    with tempfile.TemporaryDirectory(prefix="kdtool-quant-") as tmp:
+        if fused:  # without shapes of the contrib ops' outputs the quantizer leaves activations in FP32
+            src = _with_symbolic_shapes(src, Path(tmp) / "shaped.onnx")
+        _quantize_static(src, dst, batches, act, method, per_channel, op_types, extra)
+    return {"mode": "static", "format": "QDQ", "weights": "int8", "activations": "int8" if symmetric else "uint8",
+            "symmetric": symmetric, "per_channel": per_channel, "calibration_method": method,
+            "calibration_windows": int(sum(len(b["input_ids"]) for b in batches)),
+            "op_types": op_types or "default"}
+
+
+def _with_symbolic_shapes(src: Path, dst: Path) -> Path:
+    import onnx
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    try:
+        model = SymbolicShapeInference.infer_shapes(onnx.load(str(src)), auto_merge=True)
+    except Exception:  # shape inference is an aid; quantization still works (weights only) without it
+        return src
+    onnx.save_model(model, str(dst), save_as_external_data=model.ByteSize() > (1 << 31) - (1 << 26))
+    return dst
+
+
+def _quantize_static(src, dst, batches, act, method, per_channel, op_types, extra) -> None:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
     try:
         with _quiet():
             quantize_static(str(src), str(dst), WindowReader(batches, _input_names(src)), quant_format=QuantFormat.QDQ,
@@ -98,7 +127,3 @@ def quantize_int8_static(src: Path, dst: Path, batches, *, method: str, per_chan
                             calibrate_method=_method(method), op_types_to_quantize=op_types, extra_options=extra)
     except Exception as err:
         raise KdtoolError(f"INT8 static quantization failed: {type(err).__name__}: {str(err).splitlines()[0][:160]}") from None
-    return {"mode": "static", "format": "QDQ", "weights": "int8", "activations": "int8" if symmetric else "uint8",
-            "symmetric": symmetric, "per_channel": per_channel, "calibration_method": method,
-            "calibration_windows": int(sum(len(b["input_ids"]) for b in batches)),
-            "op_types": op_types or "default"}

@@ -61,7 +61,8 @@ class OrtQAEngine(_BundleEngine):
 
     kind = "onnxruntime"
 
-    def __init__(self, path, manifest: dict, *, device: str = "auto", threads: int | None = None, providers=None):
+    def __init__(self, path, manifest: dict, *, device: str = "auto", threads: int | None = None, providers=None,
+                 spinning: bool = False):
         import onnxruntime as ort
 
         self._init_common(path, manifest)
@@ -72,6 +73,9 @@ class OrtQAEngine(_BundleEngine):
         threads = threads or (manifest.get("device_profile") or {}).get("threads")
         if threads:
             opts.intra_op_num_threads = int(threads)
+        # ORT's worker threads busy-wait between ops by default; on a CPU shared with other processes
+        # that halves throughput (bench/latency.py), so they sleep unless asked to spin.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         try:
             self.session = ort.InferenceSession(str(self.path / manifest["model"]), opts, providers=self.providers)
         except Exception as err:  # ORT raises its own exception types for graphs it cannot load
@@ -146,10 +150,12 @@ class TrtQAEngine(_BundleEngine):
         self._torch.cuda.synchronize()
 
 
-def load_bundle_engine(path, *, device: str = "auto", threads: int | None = None, providers=None, **_) -> QAEngine:
+def load_bundle_engine(path, *, device: str = "auto", threads: int | None = None, providers=None,
+                       spinning: bool = False, **_) -> QAEngine:
     """Verify the bundle at ``path`` and open it with the best backend the machine and ``device`` allow.
 
     ``device``: "auto", "cpu", "cuda" (ORT CUDA/TensorRT providers) or "tensorrt" (the engine, required).
+    ``spinning``: let ORT's CPU worker threads busy-wait between ops (faster only on an idle machine).
     """
     path = Path(path)
     manifest = B.verify_bundle(path)  # checksums first: nothing is deserialized from an unverified bundle
@@ -163,4 +169,4 @@ def load_bundle_engine(path, *, device: str = "auto", threads: int | None = None
         return TrtQAEngine(path, manifest)
     if has_engine and device in ("auto", "cuda") and T.build_unavailable_reason() is None:
         return TrtQAEngine(path, manifest)
-    return OrtQAEngine(path, manifest, device=device, threads=threads, providers=providers)
+    return OrtQAEngine(path, manifest, device=device, threads=threads, providers=providers, spinning=spinning)

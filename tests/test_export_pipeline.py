@@ -113,6 +113,9 @@ def test_int8_static_is_calibrated_qdq_and_mostly_agrees(bundles, kind, squad_fi
     model = onnx.load(str(static / "model.onnx"))
     ops = Counter(n.op_type for n in model.graph.node)
     assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] > 0 and "MatMulInteger" not in ops
+    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    matmuls = [n for n in model.graph.node if n.op_type == "MatMul"]
+    assert matmuls and all(producers.get(i) == "DequantizeLinear" for n in matmuls for i in n.input)  # int8 both sides
     q = manifest(static)["quantization"]
     assert q["format"] == "QDQ" and q["calibration_method"] == "minmax" and q["calibration_windows"] > 0
     assert _agreement(_answers(load_engine(fp32), squad_file), _answers(load_engine(static), squad_file)) >= 0.7

@@ -1,0 +1,151 @@
+"""Latency of the paper-shape teacher and student through every kdtool export path, in one run.
+
+Teacher: RoBERTa-large shape (24 x 1024, 16 heads, FFN 4096, vocab 50262), random weights.
+Student: 6 x 512, 16 heads, FFN 3072, vocab 50262, random weights. Batch 1, sequence 384.
+Variants run interleaved (round-robin) so machine noise hits all of them alike; medians reported,
+speed-ups against the teacher. The INT8 bundles are made by kdtool.export.export_model exactly as
+`kdtool export` makes them; ablations show what matters for INT8 speed on this CPU.
+
+    python bench/latency.py --threads 2 --rounds 15 --out bench/results/latency.json
+
+Prints JSON. Never asserts timings (the machine is shared; read the ratios, not the absolutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+SQUAD_ES = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad-es" / "squad-es-v1.1-pool.json"
+SHAPES = {"teacher": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
+          "student": dict(hidden_size=512, num_hidden_layers=6, num_attention_heads=16, intermediate_size=3072)}
+
+
+def build_model(out: Path, shape: str, tokenizer) -> Path:
+    import torch
+    from transformers import AutoModelForQuestionAnswering, RobertaConfig
+
+    torch.manual_seed(0)
+    config = RobertaConfig(vocab_size=50262, max_position_embeddings=514, type_vocab_size=1,
+                           pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.cls_token_id,
+                           eos_token_id=tokenizer.sep_token_id, **SHAPES[shape])
+    config.architectures = ["RobertaForQuestionAnswering"]
+    AutoModelForQuestionAnswering.from_config(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def make_tokenizer():
+    from kdtool.export.samples import BUILTIN
+    from kdtool.tokenizer_training import train_tokenizer
+
+    texts = [t for pair in BUILTIN for t in pair] * 20
+    return train_tokenizer(texts, "bpe", vocab_size=600)
+
+
+def variants(work: Path, student: Path, teacher: Path, calib: Path | None, threads: int) -> dict:
+    """name -> (engine, how it was made)."""
+    from kdtool.engine import TorchQAEngine, load_engine
+    from kdtool.export.config import ExportConfig
+    from kdtool.export.pipeline import export_model
+
+    def bundle(name, **options):
+        t = time.perf_counter()
+        path = export_model(ExportConfig(student, work / name, max_seq_length=384, calibration_data=calib,
+                                         calibration_samples=32, parity_samples=4, **options))
+        print(f"exported {name} in {time.perf_counter() - t:.0f}s", file=sys.stderr)
+        return path
+
+    made = {
+        "student_onnx_fp32_fused": (bundle("fp32", precision="fp32"), threads, "kdtool export --precision fp32"),
+        "student_int8_dynamic": (bundle("int8", precision="int8"), threads,
+                                 "kdtool export --precision int8 (fused graph: QAttention + int8 MatMuls, per-tensor)"),
+        "ablation_int8_dynamic_unfused": (bundle("int8-nofuse", precision="int8", fuse=False), threads,
+                                          "kdtool export --precision int8 --no-fuse (plain ORT dynamic INT8)"),
+        "ablation_int8_dynamic_per_channel": (bundle("int8-pc", precision="int8", per_channel=True), threads,
+                                              "kdtool export --precision int8 --per-channel"),
+    }
+    if calib:
+        made["student_int8_static"] = (bundle("int8-static", precision="int8-static"), threads,
+                                       "kdtool export --precision int8-static --calibration-data squad-es (QDQ)")
+    made["ablation_int8_dynamic_1_thread"] = (made["student_int8_dynamic"][0], 1, "as student_int8_dynamic, 1 thread")
+    made["ablation_int8_dynamic_spinning"] = (made["student_int8_dynamic"][0], threads,
+                                              "as student_int8_dynamic, ORT worker threads spinning (ORT default)")
+    out = {"teacher_pytorch_fp32": (TorchQAEngine(teacher, device="cpu", threads=threads), "HF eager, fp32"),
+           "student_pytorch_fp32": (TorchQAEngine(student, device="cpu", threads=threads), "HF eager, fp32")}
+    for name, (path, n, how) in made.items():
+        out[name] = (load_engine(path, device="cpu", threads=n, spinning="spinning" in name), how)
+    return out
+
+
+def measure(engines: dict, batch: dict, rounds: int, warmup: int = 2) -> dict:
+    import torch
+
+    times = {name: [] for name in engines}
+    for name, (engine, _) in engines.items():
+        for _ in range(warmup):
+            engine.run(batch)
+    for _ in range(rounds):
+        for name, (engine, _) in engines.items():
+            if engine.kind == "pytorch":  # set per call: ORT sessions own their thread pools
+                torch.set_num_threads(engine._threads)
+            t = time.perf_counter()
+            engine.run(batch)
+            times[name].append((time.perf_counter() - t) * 1000)
+    return times
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--seq", type=int, default=384)
+    ap.add_argument("--calibration-data", type=Path, default=SQUAD_ES if SQUAD_ES.is_file() else None)
+    ap.add_argument("--workdir", type=Path, default=None, help="Keep models and bundles here (default: a temp dir).")
+    ap.add_argument("--out", type=Path, default=None, help="Also write the JSON here.")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="kdtool-bench-") as tmp:
+        work = args.workdir or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        tok = make_tokenizer()
+        teacher = work / "teacher" if (work / "teacher" / "config.json").is_file() else build_model(work / "teacher", "teacher", tok)
+        student = work / "student" if (work / "student" / "config.json").is_file() else build_model(work / "student", "student", tok)
+        engines = variants(work / "bundles", student, teacher, args.calibration_data, args.threads)
+        for name, (engine, _) in engines.items():
+            engine._threads = args.threads
+        rng = np.random.default_rng(0)
+        batch = {"input_ids": rng.integers(5, 50000, (1, args.seq)).astype(np.int64),
+                 "attention_mask": np.ones((1, args.seq), dtype=np.int64)}
+        batch["input_ids"][0, 0], batch["input_ids"][0, -1] = tok.cls_token_id, tok.sep_token_id
+        t0 = time.time()
+        times = measure(engines, batch, args.rounds)
+        teacher_ms = float(np.median(times["teacher_pytorch_fp32"]))
+        result = {
+            "benchmark": "latency", "batch": 1, "seq": args.seq, "threads": args.threads, "rounds": args.rounds,
+            "interleaved": True, "seconds": round(time.time() - t0, 1),
+            "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                        "loadavg_after": os.getloadavg()},
+            "variants": {name: {"median_ms": round(float(np.median(t)), 1), "p10_ms": round(float(np.percentile(t, 10)), 1),
+                                "p90_ms": round(float(np.percentile(t, 90)), 1),
+                                "speedup_vs_teacher": round(teacher_ms / float(np.median(t)), 1),
+                                "parameters": engines[name][0].num_parameters(), "how": engines[name][1]}
+                         for name, t in times.items()},
+        }
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
