@@ -13,8 +13,9 @@ transformers 4.57 has two attention plug points, and the name is registered with
   attention class by name (BERT, RoBERTa, XLM-R, CamemBERT, ELECTRA, Data2VecText): a subclass
   of each model's SDPA attention whose forward calls ``fused_attention``.
 
-Anything the kernel does not cover (causal or non-padding masks, relative positions, dropout in
-training, head masks, ``output_attentions``, caches, cross-attention) falls back to SDPA.
+Anything the kernel does not cover falls back to SDPA: autograd (the kernel is forward-only; use
+``torch.no_grad``/``inference_mode``), causal or non-padding masks, relative positions, dropout in
+training, head masks, ``output_attentions``, caches, cross-attention.
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def triton_attention_forward(module, query, key, value, attention_mask, dropout:
 
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", False)
     usable, key_mask = padding_key_mask(attention_mask, query.shape[0], key.shape[2])
-    if (causal or not usable or (dropout and module.training) or key.shape != query.shape or value.shape != query.shape
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
+    if (causal or not usable or needs_grad or (dropout and module.training) or key.shape != query.shape or value.shape != query.shape
             or kwargs.get("output_attentions") or kwargs.get("head_mask") is not None):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
@@ -85,7 +87,8 @@ def triton_self_attention_class(sdpa_class: type) -> type:
                 past_key_values=None, output_attentions=False, cache_position=None, **kwargs):
         batch, seq, _ = hidden_states.shape
         usable, key_mask = padding_key_mask(attention_mask, batch, seq)
-        if (not usable or self.position_embedding_type != "absolute" or output_attentions or head_mask is not None
+        needs_grad = torch.is_grad_enabled() and (hidden_states.requires_grad or self.query.weight.requires_grad)
+        if (not usable or needs_grad or self.position_embedding_type != "absolute" or output_attentions or head_mask is not None
                 or encoder_hidden_states is not None or past_key_values is not None or self.is_decoder
                 or (self.training and self.dropout_prob > 0)):
             return sdpa_class.forward(self, hidden_states, attention_mask, head_mask, encoder_hidden_states,

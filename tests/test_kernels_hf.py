@@ -118,3 +118,13 @@ def test_triton_kernel_in_model_gives_sdpa_logits(kind, tmp_path, adapter_backen
 @pytest.mark.skipif(TRITON_DEVICE is not None or not HAS_TRITON, reason="the kernel cases run directly here")
 def test_kernels_under_interpreter():
     print(run_test_file_under_interpreter(__file__, min_passed=2))
+
+
+def test_under_autograd_the_adapter_uses_differentiable_sdpa(tmp_path):
+    sdpa_model, triton_model = load_pair("bert", tmp_path)
+    batch = padded_batch()
+    out = triton_model(**batch)  # grad enabled: the forward-only kernel must not be used
+    out.start_logits.sum().backward()
+    grad = triton_model.bert.encoder.layer[0].attention.self.query.weight.grad
+    assert grad is not None and grad.abs().max() > 0
+    torch.testing.assert_close(out.start_logits.detach(), sdpa_model(**batch).start_logits.detach())
