@@ -50,14 +50,19 @@ def load_tokenizer(path, *, trust_remote_code: bool = False):
     return tok
 
 
-def load_qa_model(path, *, trust_remote_code: bool = False, attn_implementation: str | None = None, **kwargs):
-    """An ``AutoModelForQuestionAnswering`` from a local directory, refusing models without a QA head."""
+def load_qa_model(path, *, trust_remote_code: bool = False, attn_implementation: str | None = None,
+                  require_head: bool = True, **kwargs):
+    """An ``AutoModelForQuestionAnswering`` from a local directory, refusing models without a QA head.
+
+    ``require_head=False`` accepts a bare encoder (e.g. ``BertModel``) and gives it a new, randomly
+    initialised QA head: what fine-tuning a pretrained encoder needs.
+    """
     from transformers import AutoModelForQuestionAnswering
 
     path = _check_model_dir(Path(path))
     config = load_config(path, trust_remote_code=trust_remote_code)
     archs = getattr(config, "architectures", None) or []
-    if archs and not any(a.endswith("ForQuestionAnswering") for a in archs):
+    if require_head and archs and not any(a.endswith("ForQuestionAnswering") for a in archs):
         raise InputError(f"{path} is a {archs[0]}, not a question-answering model; fine-tune it first "
                          "(kdtool finetune) or give a *ForQuestionAnswering checkpoint")
     if attn_implementation:
