@@ -113,6 +113,9 @@ def export_model(config: ExportConfig, progress: Callable[[str], None] | None = 
         quant = _apply_precision(precision, graph, final, config, calibration, fused=config.fuse)
         say("[5/6] parity of the bundled graph against PyTorch")
         final_parity = _safe_parity(reference, final, checks)
+        if precision == "fp32" and (final_parity["max_abs_logit_diff"] or 0) > config.parity_tolerance:
+            raise IntegrityError(f"the fused FP32 graph differs from PyTorch by {final_parity['max_abs_logit_diff']:.2e} "
+                                 f"(> {config.parity_tolerance}); export with --no-fuse")
         trt_section = None
         if config.trt:
             trt_section = _trt_stage(plain, out, precision, calibration, config, profile, say)

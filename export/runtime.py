@@ -128,8 +128,16 @@ class TrtQAEngine(_BundleEngine):
         self._dtype = {n: trt.nptype(self.engine.get_tensor_dtype(n)) for n in names}
         self.input_names = tuple(self._inputs)
         self._stream = torch.cuda.Stream()
+        shapes = (manifest["tensorrt"].get("profile_shapes") or {}).get("max")
+        self.max_batch = int(shapes[0]) if shapes else None
+        if shapes:  # windows longer than the optimization profile allows cannot run
+            self.max_length = min(self.max_length or shapes[1], int(shapes[1]))
 
     def run(self, batch):
+        n = len(batch["input_ids"])
+        if self.max_batch and n > self.max_batch:  # the engine's profile caps the batch: run in slices
+            parts = [self.run({k: v[i:i + self.max_batch] for k, v in batch.items()}) for i in range(0, n, self.max_batch)]
+            return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
         torch = self._torch
         tensors = {}
         for n in self._inputs:

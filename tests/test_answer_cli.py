@@ -71,3 +71,12 @@ def test_engine_loader_opens_bundles_for_validate(fp32_bundle, squad_file):
     scores = squad_evaluate(data.examples, {k: p.text for k, p in preds.items()}, lang="es")
     assert len(preds) == len(data.examples) and 0 <= scores["f1"] <= 100
     assert engine.describe()["kind"] == "onnxruntime" and engine.describe()["precision"] == "fp32"
+
+
+def test_validate_takes_bundles_as_reference_and_candidate(fp32_bundle, roberta_dir, squad_file, tmp_path):
+    out = tmp_path / "validate.json"
+    result = run("validate", fp32_bundle, roberta_dir, fp32_bundle, "--data", squad_file, "--lang", "es",
+                 "--json", out, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert str(fp32_bundle.name) in text and "onnxruntime" in text
