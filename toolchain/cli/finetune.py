@@ -1,0 +1,81 @@
+"""``kdtool finetune``: train a QA model on hard labels (no teacher) — a teacher from a pretrained
+encoder, or the no-distillation baseline of a student under the same budget as ``kdtool distill``."""
+
+from __future__ import annotations
+
+import click
+
+from kdtool.distill.config import PRECISIONS, STUDENT_INITS
+
+
+def _opt(*names, **kw):
+    kw.setdefault("show_default", True)
+    return click.option(*names, **kw)
+
+
+# options shared by finetune and distill: (decorator, config field)
+TRAINING_OPTIONS = [
+    _opt("--train", "train_file", required=True, type=click.Path(dir_okay=False), help="Training SQuAD JSON file."),
+    _opt("--dev", "dev_file", type=click.Path(dir_okay=False), default=None,
+         help="Dev SQuAD JSON file: F1/EM after each epoch, the best epoch is kept."),
+    _opt("-o", "--output", required=True, type=click.Path(file_okay=False),
+         help="Output Hugging Face model directory (model, tokenizer, report, log)."),
+    _opt("--student-init", type=click.Choice(STUDENT_INITS), default="random",
+         help="Weights of a preset/JSON student: random, or embeddings + every k-th layer of the base model."),
+    _opt("--lang", default="es", help="Answer normalisation of the F1/EM metric (es: MLQA rules, en: SQuAD)."),
+    _opt("--max-length", type=int, default=384, help="Tokens per window."),
+    _opt("--doc-stride", type=int, default=128, help="Overlap between windows of a long context."),
+    _opt("--max-query-length", type=int, default=64, help="Longest question in tokens."),
+    _opt("--max-train-examples", type=int, default=None, help="Use only the first N training questions."),
+    _opt("--max-dev-examples", type=int, default=None, help="Use only the first N dev questions."),
+    _opt("--epochs", type=int, default=3, help="Epochs in all (both stages of a two-stage schedule)."),
+    _opt("--batch-size", type=int, default=32, help="Global batch per optimizer step (all processes, all micro-steps)."),
+    _opt("--grad-accum", type=int, default=1, help="Micro-steps per optimizer step."),
+    _opt("--lr", type=float, default=3e-5, help="Peak learning rate (AdamW)."),
+    _opt("--weight-decay", type=float, default=0.01, help="AdamW weight decay (not on biases and LayerNorm)."),
+    _opt("--warmup", type=float, default=0.1, help="Linear warm-up as a fraction of each stage's steps."),
+    _opt("--max-grad-norm", type=float, default=1.0, help="Gradient clipping norm."),
+    _opt("--dropout", type=float, default=None, help="Override the student's hidden and attention dropout."),
+    _opt("--precision", type=click.Choice(PRECISIONS), default="auto",
+         help="auto: bf16 (or fp16) mixed precision on a GPU, fp32 on CPU."),
+    _opt("--seed", type=int, default=42, help="Seed of initialisation, data order and dropout."),
+    _opt("--save-every", type=int, default=500, help="Optimizer steps between checkpoints."),
+    _opt("--eval-batch-size", type=int, default=64, help="Batch size of evaluation and of the teacher-logits pass."),
+    _opt("--work-dir", type=click.Path(file_okay=False), default=None,
+         help="Run directory for checkpoints and logs [default: OUTPUT.work]."),
+    _opt("--resume", is_flag=True, help="Continue the run in the run directory from its newest checkpoint."),
+    _opt("--overwrite", is_flag=True, help="Replace an existing output directory and start the run over."),
+    _opt("--stop-after", type=int, default=None, hidden=True, help="Stop after N optimizer steps (as if killed)."),
+    _opt("--progress/--no-progress", default=True, help="Show a progress bar."),
+]
+
+
+def training_options(fn):
+    for option in reversed(TRAINING_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
+def finish(report: dict) -> None:
+    """The one line a finished (or stopped) run prints (once, by the main process)."""
+    if "worker" in report:
+        return
+    if report.get("stopped"):
+        click.echo(f"stopped after step {report['step']}; continue with --resume (run directory {report['work_dir']})")
+        return
+    best = report["best"]
+    score = f"; best dev F1 {best['f1']:.2f} EM {best['exact_match']:.2f} (epoch {best['epoch']})" if best else ""
+    click.echo(f"wrote {report['config']['output']} ({report['student']['parameters'] / 1e6:.1f}M parameters, "
+               f"{report['total_seconds']:.0f} s){score}")
+
+
+@click.command(context_settings={"show_default": True})
+@click.argument("model", type=click.Path())
+@click.option("--student", default=None, show_default=True,
+              help="Train a new student (preset, JSON config or model dir) on MODEL's tokenizer instead of MODEL itself.")
+@training_options
+def command(**options):
+    """Fine-tune MODEL (a QA model or a bare encoder, which gets a new QA head) on hard labels."""
+    from kdtool.distill import TrainConfig, finetune
+
+    finish(finetune(TrainConfig(**options)))

@@ -1,0 +1,130 @@
+"""One training step's loss: the student, its hidden-state projection and the weighted components.
+
+:class:`Objective` is the module that data-parallel training wraps (so the projection is trained and
+synchronised with the student). Which components a stage uses is data (:data:`STAGE_COMPONENTS`).
+The teacher runs outside it, without gradients (:func:`teacher_targets`).
+
+Attention losses never ask either model for ``output_attentions``: Q and K of a mapped layer are
+recomputed from the hidden state that entered it (``hidden_states[k-1]``) with that layer's own
+query/key projections, so both models keep their SDPA attention.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from kdtool.distill.losses import ATTENTION_LOSSES, hidden_mse, prediction_loss, span_loss
+from kdtool.errors import InputError
+
+STAGE_COMPONENTS: dict[str, tuple[str, ...]] = {
+    "finetune": ("hard",),
+    "intermediate": ("attention", "hidden", "embedding"),
+    "prediction": ("prediction", "hard"),
+    "joint": ("attention", "hidden", "embedding", "prediction", "hard"),
+}
+INTERMEDIATE = {"attention", "hidden", "embedding"}
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def self_attention(model, layer: int):
+    """The self-attention module of transformer layer ``layer`` (1-based) of a BERT-style model."""
+    try:
+        return model.base_model.encoder.layer[layer - 1].attention.self
+    except (AttributeError, IndexError):
+        raise InputError(f"{type(model).__name__} has no BERT-style encoder.layer[i].attention.self; the attention "
+                         "loss supports BERT/RoBERTa-family models (use --attention-loss none)") from None
+
+
+def check_attention_support(model) -> None:
+    att = self_attention(model, 1)
+    if not all(hasattr(att, a) for a in ("query", "key", "num_attention_heads", "attention_head_size")):
+        raise InputError(f"{type(model).__name__}: attention layers lack query/key projections; use --attention-loss none")
+    if getattr(model.config, "position_embedding_type", "absolute") != "absolute":
+        raise InputError(f"{type(model).__name__} uses {model.config.position_embedding_type} position scores, which "
+                         "recomputed Q/K cannot reproduce; use --attention-loss none")
+
+
+def layer_qk(model, layer: int, hidden_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Q and K (``[batch, heads, seq, head_dim]``) of ``layer`` from the hidden state that entered it."""
+    att = self_attention(model, layer)
+    b, n, _ = hidden_in.shape
+    def heads(x):
+        return x.view(b, n, att.num_attention_heads, att.attention_head_size).transpose(1, 2)
+    return heads(att.query(hidden_in)), heads(att.key(hidden_in))
+
+
+def model_inputs(batch: dict) -> dict:
+    return {k: batch[k] for k in MODEL_INPUTS if k in batch}
+
+
+@torch.no_grad()
+def teacher_targets(teacher, batch: dict, stage: str, layer_map: dict[int, int], attention: bool) -> dict:
+    """What the student learns from in ``stage``: logits, hidden states and Q/K of the mapped layers."""
+    needs_hidden = bool(INTERMEDIATE & set(STAGE_COMPONENTS[stage]))
+    out = teacher(**model_inputs(batch), output_hidden_states=needs_hidden)
+    targets = {"start_logits": out.start_logits, "end_logits": out.end_logits}
+    if needs_hidden:
+        hs = out.hidden_states
+        targets["hidden"] = {t: hs[t] for t in layer_map.values()}
+        if attention:
+            targets["qk"] = {t: layer_qk(teacher, t, hs[t - 1]) for t in layer_map.values() if t > 0}
+    return targets
+
+
+class Objective(nn.Module):
+    """The student and what it needs to be trained; ``forward`` returns the loss and its components."""
+
+    def __init__(self, student, *, config=None, layer_map: dict[int, int] | None = None, teacher_hidden: int = 0):
+        super().__init__()
+        self.student = student
+        self.config = config  # a DistillConfig, or None for fine-tuning
+        self.layer_map = layer_map or {}
+        self.weights = {"hard": 1.0} if config is None else {
+            "attention": config.attention_weight if config.attention_loss != "none" else 0.0,
+            "hidden": config.hidden_weight, "embedding": config.embedding_weight,
+            "prediction": config.prediction_weight, "hard": config.hard_weight}
+        self.projection = None
+        if config is not None and config.schedule != "prediction":
+            d_s = student.config.hidden_size
+            n = 1 if config.projection == "shared" else len(self.layer_map)
+            self.projection = nn.ModuleList(nn.Linear(d_s, teacher_hidden) for _ in range(n))
+            if d_s == teacher_hidden:  # start from the identity when widths match
+                for p in self.projection:
+                    nn.init.eye_(p.weight)
+                    nn.init.zeros_(p.bias)
+
+    def components(self, stage: str) -> tuple[str, ...]:
+        return tuple(c for c in STAGE_COMPONENTS[stage] if self.weights.get(c, 0.0) > 0)
+
+    def project(self, k: int, h: torch.Tensor) -> torch.Tensor:
+        layer = 0 if len(self.projection) == 1 else list(self.layer_map).index(k)
+        return self.projection[layer](h)
+
+    def forward(self, batch: dict, stage: str, targets: dict | None = None) -> dict[str, torch.Tensor]:
+        comps = self.components(stage)
+        mask = batch["attention_mask"]
+        needs_hidden = bool(INTERMEDIATE & set(comps))
+        out = self.student(**model_inputs(batch), output_hidden_states=needs_hidden)
+        losses: dict[str, torch.Tensor] = {}
+        if "hard" in comps:
+            losses["hard"] = span_loss(out.start_logits, out.end_logits, batch["start_positions"],
+                                       batch["end_positions"], mask)
+        if "prediction" in comps:
+            losses["prediction"] = prediction_loss(
+                (out.start_logits, out.end_logits), (targets["start_logits"], targets["end_logits"]), mask,
+                temperature=self.config.temperature, kind=self.config.prediction_loss)
+        if needs_hidden:
+            hs = out.hidden_states
+            pairs = list(self.layer_map.items())
+            if "embedding" in comps:
+                losses["embedding"] = hidden_mse(self.project(0, hs[0]), targets["hidden"][0], mask)
+            if "hidden" in comps:
+                losses["hidden"] = sum(hidden_mse(self.project(s, hs[s]), targets["hidden"][t], mask)
+                                       for s, t in pairs if s > 0)
+            if "attention" in comps:
+                fn = ATTENTION_LOSSES[self.config.attention_loss]
+                losses["attention"] = sum(fn(*layer_qk(self.student, s, hs[s - 1]), *targets["qk"][t], mask)
+                                          for s, t in pairs if s > 0)
+        losses["loss"] = sum(self.weights[c] * losses[c] for c in comps)
+        return losses

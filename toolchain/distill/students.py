@@ -1,0 +1,133 @@
+"""Building the student: a preset (registry data below), a JSON config, or a model directory.
+
+A preset or JSON config only sets the shape; everything else (model type, vocabulary, positions,
+special token ids) comes from the base model (the teacher), because the student always uses the
+base model's tokenizer. ``teacher-layers`` initialisation copies the embeddings, the QA head and,
+for each student layer k, teacher layer g(k) (the layer map) when the layer shapes match.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from kdtool.errors import InputError
+from kdtool.models import load_config, load_qa_model, load_tokenizer
+
+
+@dataclass(frozen=True)
+class StudentShape:
+    layers: int
+    hidden: int
+    heads: int
+    intermediate: int
+    about: str = ""
+
+    def config_overrides(self) -> dict:
+        return {"num_hidden_layers": self.layers, "hidden_size": self.hidden, "num_attention_heads": self.heads,
+                "intermediate_size": self.intermediate}
+
+
+PRESETS: dict[str, StudentShape] = {
+    "tinyroberta-es": StudentShape(6, 512, 16, 3072, "SpanishTinyRoBERTa, the paper's student (51M with a 50k vocabulary)"),
+    "tinybert-6l": StudentShape(6, 768, 12, 3072, "TinyBERT-6 / DistilBERT shape"),
+    "tinybert-4l": StudentShape(4, 312, 12, 1200, "TinyBERT-4"),
+    "small-4l-256": StudentShape(4, 256, 4, 1024, "a small student"),
+    "micro-2l-128": StudentShape(2, 128, 2, 512, "a very small student for smoke tests"),
+}
+
+SHORT_KEYS = {"layers": "num_hidden_layers", "hidden": "hidden_size", "heads": "num_attention_heads",
+              "intermediate": "intermediate_size"}
+
+
+def _json_overrides(path: Path) -> dict:
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(f"student config {path} is not valid JSON ({type(err).__name__})") from None
+    if not isinstance(obj, dict):
+        raise InputError(f"student config {path} must be a JSON object of config fields")
+    return {SHORT_KEYS.get(k, k): v for k, v in obj.items()}
+
+
+def student_kind(spec: str | None) -> str:
+    """``base`` (train the base model itself), ``preset``, ``json`` or ``directory``."""
+    if spec is None:
+        return "base"
+    if spec in PRESETS:
+        return "preset"
+    p = Path(spec)
+    if p.is_dir():
+        return "directory"
+    if p.suffix == ".json" and p.is_file():
+        return "json"
+    raise InputError(f"unknown student {spec!r}: not a preset ({', '.join(PRESETS)}), a JSON config file or a "
+                     "model directory")
+
+
+def same_tokenizer(a, b) -> bool:
+    return type(a).__name__ == type(b).__name__ and a.get_vocab() == b.get_vocab()
+
+
+def build_student(spec: str | None, base_dir: str, *, init: str = "random", layer_map_spec: str | None = None,
+                  dropout: float | None = None, base_model=None):
+    """The student model (``attn_implementation="sdpa"``) and a short description of where it came from.
+
+    ``base_model`` (optional) is the already loaded base/teacher, reused for ``teacher-layers``.
+    """
+    from transformers import AutoModelForQuestionAnswering
+
+    kind = student_kind(spec)
+    drop = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
+    if init == "teacher-layers" and kind in ("base", "directory"):
+        raise InputError("--student-init teacher-layers builds a student from a preset or JSON config; "
+                         f"{'the model' if kind == 'base' else spec} already has weights")
+    if kind in ("base", "directory"):
+        path = base_dir if kind == "base" else spec
+        model = load_qa_model(path, require_head=False, attn_implementation="sdpa", **drop)
+        if kind == "directory" and not same_tokenizer(load_tokenizer(path), load_tokenizer(base_dir)):
+            raise InputError(f"student {spec} has a different tokenizer from the teacher {base_dir}; "
+                             "the student must use the teacher's tokenizer (vocabulary and type)")
+        return model, {"kind": kind, "source": str(path)}
+    config = load_config(base_dir)
+    overrides = PRESETS[spec].config_overrides() if kind == "preset" else _json_overrides(Path(spec))
+    for key, value in {**overrides, **drop}.items():
+        setattr(config, key, value)
+    config.architectures = None
+    if config.hidden_size % config.num_attention_heads:
+        raise InputError(f"student hidden size {config.hidden_size} is not a multiple of its "
+                         f"{config.num_attention_heads} heads")
+    model = AutoModelForQuestionAnswering.from_config(config, attn_implementation="sdpa")
+    desc = {"kind": kind, "source": spec, "init": init}
+    if init == "teacher-layers":
+        teacher = base_model if base_model is not None else load_qa_model(base_dir, require_head=False)
+        desc["copied_tensors"] = init_from_teacher(model, teacher, layer_map_spec)
+    return model, desc
+
+
+def init_from_teacher(student, teacher, layer_map_spec: str | None = None) -> int:
+    """Copy embeddings, QA head and mapped layers from ``teacher``; returns how many tensors were copied."""
+    from kdtool.distill.mapping import layer_map
+
+    s, t = student.config, teacher.config
+    for name in ("hidden_size", "num_attention_heads", "intermediate_size"):
+        if getattr(s, name) != getattr(t, name):
+            raise InputError(f"--student-init teacher-layers needs the teacher's layer shape; {name} is "
+                             f"{getattr(s, name)} in the student and {getattr(t, name)} in the teacher")
+    lmap = layer_map(s.num_hidden_layers, t.num_hidden_layers, layer_map_spec)
+    sp, tp = f"{student.base_model_prefix}.encoder.layer.", f"{teacher.base_model_prefix}.encoder.layer."
+    t_sd, s_sd = teacher.state_dict(), student.state_dict()
+    copied = {}
+    for key, value in s_sd.items():
+        src = key
+        if key.startswith(sp):
+            i, tail = key[len(sp):].split(".", 1)
+            j = lmap.get(int(i) + 1)
+            if not j:
+                continue
+            src = f"{tp}{j - 1}.{tail}"
+        if src in t_sd and t_sd[src].shape == value.shape:
+            copied[key] = t_sd[src].detach().clone()
+    student.load_state_dict(copied, strict=False)
+    return len(copied)
