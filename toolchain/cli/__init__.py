@@ -37,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "demo": "kdtool.cli.demo",
     "run": "kdtool.cli.run",
     "split": "kdtool.cli.split",
+    "derive-pairs": "kdtool.cli.derive_pairs",
 }
 
 
