@@ -134,23 +134,34 @@ def tokenize_examples(
         seq_ids = enc.sequence_ids(i)
         feats.offsets.append([tuple(o) if s == 1 else None for o, s in zip(offsets, seq_ids)])
     if with_labels:
+        owner = feats.example_index
         for i, offsets in enumerate(feats.offsets):
-            ex = examples[feats.example_index[i]]
-            start, end = _label_span(ex, offsets)
+            ex = examples[owner[i]]
+            first = i == 0 or owner[i - 1] != owner[i]
+            last = i == len(owner) - 1 or owner[i + 1] != owner[i]
+            start, end = _label_span(ex, offsets, first=first, last=last)
             feats.start_positions.append(start)
             feats.end_positions.append(end)
     return feats
 
 
-def _label_span(example: Example, offsets: list) -> tuple[int, int]:
+def _label_span(example: Example, offsets: list, *, first: bool = True, last: bool = True) -> tuple[int, int]:
+    """The gold span's first and last context tokens in this window, or (0, 0) (CLS).
+
+    A window cut before the answer ends (or after it starts) does not hold it. The first and last
+    windows of a context are never cut on that side: characters the tokenizer drops (a BOM, a soft
+    hyphen) at an answer's edge must not make the answer look cut off.
+    """
     if example.is_impossible or not example.answers:
         return 0, 0
     answer = example.answers[0]
     ctx = [i for i, o in enumerate(offsets) if o is not None]
-    if not ctx or offsets[ctx[0]][0] > answer.start or offsets[ctx[-1]][1] < answer.end:
+    if not ctx or (not first and offsets[ctx[0]][0] > answer.start) or (not last and offsets[ctx[-1]][1] < answer.end):
         return 0, 0
-    start = next(i for i in ctx if offsets[i][1] > answer.start)
-    end = next(i for i in reversed(ctx) if offsets[i][0] < answer.end)
+    start = next((i for i in ctx if offsets[i][1] > answer.start), None)
+    end = next((i for i in reversed(ctx) if offsets[i][0] < answer.end), None)
+    if start is None or end is None or end < start:  # the answer is only characters the tokenizer drops
+        return 0, 0
     return start, end
 
 
