@@ -61,6 +61,7 @@ class ProfileConfig:
     threads: int | None = None
     device: str | None = None  # "cpu" | "cuda"; default: the profile's, else CUDA when visible
     seed: int = 0
+    trust_remote_code: bool = False  # let model directories run their own code (auto_map)
 
 
 @dataclass
@@ -177,7 +178,7 @@ def environment(settings: dict, profile) -> dict:
 # loading and inputs
 
 
-def load_models(paths: list, settings: dict) -> tuple[list, list[dict]]:
+def load_models(paths: list, settings: dict, *, trust_remote_code: bool = False) -> tuple[list, list[dict]]:
     """Open every model (all paths are checked first, so a typo fails before a slow load)."""
     from kdtool.engine import load_engine
 
@@ -195,7 +196,8 @@ def load_models(paths: list, settings: dict) -> tuple[list, list[dict]]:
     engines, infos, seen = [], [], {}
     for i, p in enumerate(paths):
         before, t0 = rss(), time.perf_counter()
-        engine = load_engine(p, device=settings["device"], threads=settings["threads"])
+        engine = load_engine(p, device=settings["device"], threads=settings["threads"],
+                             trust_remote_code=trust_remote_code)
         load_s = time.perf_counter() - t0
         info = engine.describe()
         name = info["name"] or Path(p).name
@@ -399,7 +401,7 @@ def profile_models(config: ProfileConfig, on_progress: Progress | None = None) -
         from kdtool.data import load_squad
 
         dataset = load_squad(config.data)
-    engines, infos = load_models(config.models, settings)
+    engines, infos = load_models(config.models, settings, trust_remote_code=config.trust_remote_code)
     result = ProfileResult(environment=environment(settings, profile), settings=settings, models=infos)
     try:
         features = []

@@ -1,13 +1,17 @@
 """Atomic outputs: a stage writes into a temporary sibling and renames it into place.
 
 A run killed at any moment leaves either no output or the previous complete one, never a half
-written directory. The temporary names start with ``.`` and end in ``.partial`` so a later run
-can recognise and remove leftovers.
+written directory. The temporary names start with ``.``, carry the writer's process id and end in
+``.partial``, so a later write to the same target removes the leftovers of writers that died.
+Replacing an existing directory swaps old and new in one ``renameat2(RENAME_EXCHANGE)`` on Linux
+(two renames elsewhere), so there is no moment at which the target is missing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import json
 import os
 import shutil
@@ -44,6 +48,67 @@ def check_output_dir(target: Path, overwrite: bool) -> None:
         )
 
 
+def check_output_file(path, option: str = "output") -> Path | None:
+    """Refuse, before any work, a file output that cannot be written: a directory, or a parent that is a file."""
+    if path is None:
+        return None
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(f"{option} {p} is a directory; give a file name")
+    parent = next((q for q in p.absolute().parents if q.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise InputError(f"{option} {p}: {parent} is a file, not a directory")
+    return p
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_partials(target: Path) -> None:
+    """Remove ``.<name>.<pid>.*.partial`` siblings of ``target`` left by writers that are no longer running."""
+    target = Path(target)
+    if not target.parent.is_dir():
+        return
+    prefix = f".{target.name}."
+    for p in target.parent.iterdir():
+        if not (p.name.startswith(prefix) and p.name.endswith(".partial")):
+            continue
+        pid = p.name[len(prefix):].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    p.unlink()
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2); False where the call is not available."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False  # a filesystem without exchange support: fall back to two renames
+    raise OSError(code, os.strerror(code), str(a))
+
+
 @contextlib.contextmanager
 def atomic_directory(target: Path, *, overwrite: bool = False, kind: str = "output") -> Iterator[Path]:
     """Yield a temporary directory that becomes ``target`` when the block succeeds.
@@ -55,17 +120,22 @@ def atomic_directory(target: Path, *, overwrite: bool = False, kind: str = "outp
     target = Path(target).absolute()
     check_output_dir(target, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    remove_stale_partials(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".partial", dir=target.parent))
     try:
         yield tmp
         (tmp / MARKER).write_text(json.dumps({"kind": kind}) + "\n")
+        _fsync_dir(tmp)
         if target.exists():
-            old = target.with_name(f".{target.name}.old.partial")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
+            if _exchange(tmp, target):  # tmp now holds the old directory
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                old = target.with_name(f".{target.name}.{os.getpid()}.old.partial")
+                if old.exists():
+                    shutil.rmtree(old)
+                os.replace(target, old)
+                os.replace(tmp, target)
+                shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, target)
         _fsync_dir(target.parent)
@@ -81,9 +151,10 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write a binary file (a PNG, say) through a temporary sibling and ``os.replace``."""
-    path = Path(path)
+    path = check_output_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    remove_stale_partials(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".partial", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

@@ -13,6 +13,7 @@ plain Hugging Face directories by :class:`TorchQAEngine`.
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -65,6 +66,9 @@ class TorchQAEngine(QAEngine):
 
         self.path = Path(path)
         self.name = self.path.name
+        if device == "tensorrt":
+            raise InputError(f"{self.path} is a Hugging Face model directory; --device tensorrt runs kdtool bundles "
+                             "(kdtool export --trt, then kdtool build-engine)")
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device.startswith("cuda") and not torch.cuda.is_available():
@@ -116,12 +120,18 @@ ENGINE_KINDS: list[EngineKind] = [
 ]
 
 
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?|tensorrt")
+
+
 def load_engine(path, **options) -> QAEngine:
     """Open ``path`` with the first engine kind whose detector accepts it.
 
     ``options`` go to the loader (``device``, ``threads``, ``trust_remote_code``, ...).
     """
     p = Path(path)
+    device = options.get("device", "auto")
+    if not DEVICE_PATTERN.fullmatch(str(device)):
+        raise InputError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or tensorrt (bundles)")
     if not p.exists():
         raise InputError(f"model not found: {p}")
     if not p.is_dir():

@@ -23,6 +23,15 @@ def _check_model_dir(path: Path) -> Path:
     return path
 
 
+REMOTE_CODE_HINT = ("holds custom Python code (auto_map) that kdtool does not run; pass --trust-remote-code "
+                    "only if you have read that code and trust it")
+
+
+def _needs_remote_code(err: Exception) -> bool:
+    text = str(err)
+    return "trust_remote_code" in text or "custom code" in text
+
+
 def load_config(path, *, trust_remote_code: bool = False):
     from transformers import AutoConfig
 
@@ -31,8 +40,11 @@ def load_config(path, *, trust_remote_code: bool = False):
         raise InputError(f"{path} has no config.json; give a Hugging Face model directory (save_pretrained output)")
     try:
         return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except (ValueError, OSError) as err:
-        raise InputError(f"{path}/config.json could not be read: {str(err).splitlines()[0]}") from None
+    except (ValueError, OSError, KeyError) as err:
+        if _needs_remote_code(err):
+            raise InputError(f"{path} {REMOTE_CODE_HINT}") from None
+        raise InputError(f"{path}/config.json could not be read: {str(err).strip().splitlines()[0][:200]}; "
+                         "give a Hugging Face model directory") from None
 
 
 def load_tokenizer(path, *, trust_remote_code: bool = False):
@@ -43,6 +55,8 @@ def load_tokenizer(path, *, trust_remote_code: bool = False):
     try:
         tok = AutoTokenizer.from_pretrained(path, use_fast=True, trust_remote_code=trust_remote_code)
     except (ValueError, OSError, TypeError) as err:
+        if _needs_remote_code(err):
+            raise InputError(f"{path}: its tokenizer {REMOTE_CODE_HINT}") from None
         raise InputError(f"{path} has no usable tokenizer ({str(err).splitlines()[0][:120]}); "
                          "save one with tokenizer.save_pretrained into the model directory") from None
     if not tok.is_fast:
@@ -67,10 +81,18 @@ def load_qa_model(path, *, trust_remote_code: bool = False, attn_implementation:
                          "(kdtool finetune) or give a *ForQuestionAnswering checkpoint")
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
+    # transformers loads pytorch_model.bin with torch.load(weights_only=True) by default (4.57:
+    # modeling_utils.load_state_dict); no caller may turn that off
+    kwargs.pop("weights_only", None)
     try:
         return AutoModelForQuestionAnswering.from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs)
-    except (ValueError, OSError) as err:
-        raise InputError(f"{path}: the model could not be loaded: {str(err).splitlines()[0][:200]}") from None
+    except (ValueError, OSError, RuntimeError) as err:
+        if _needs_remote_code(err):
+            raise InputError(f"{path} {REMOTE_CODE_HINT}") from None
+        if not any((path / w).is_file() for w in WEIGHT_FILES[:2]) and "pytorch checkpoint" in str(err):
+            raise InputError(f"{path}/pytorch_model.bin is not a plain tensor file (damaged, or it holds pickled "
+                             "objects that kdtool will not unpickle); convert the model to model.safetensors") from None
+        raise InputError(f"{path}: the model could not be loaded: {str(err).strip().splitlines()[0][:200]}") from None
 
 
 def count_parameters(model) -> int:

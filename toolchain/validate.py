@@ -35,6 +35,7 @@ class ValidateConfig:
     null_score_diff_threshold: float = 0.0
     device: str = "auto"
     threads: int | None = None
+    trust_remote_code: bool = False  # let model directories run their own code (auto_map)
 
 
 @dataclass
@@ -84,6 +85,11 @@ def validate(config: ValidateConfig, on_model: Callable[[str, int], Callable[[in
     """
     if not config.models:
         raise InputError("validate needs at least one model: the reference")
+    if config.limit is not None and config.limit < 1:
+        raise InputError(f"limit must be at least 1 question, got {config.limit}")
+    for name in ("batch_size", "n_best", "max_answer_length"):
+        if getattr(config, name) < 1:
+            raise InputError(f"{name.replace('_', ' ')} must be at least 1, got {getattr(config, name)}")
     get_language(config.lang)
     ds = load_squad(config.data)
     examples = ds.examples[: config.limit] if config.limit else ds.examples
@@ -94,7 +100,8 @@ def validate(config: ValidateConfig, on_model: Callable[[str, int], Callable[[in
             raise InputError(f"model not found: {path}")
     try:
         for path in config.models:
-            engine = load_engine(path, device=config.device, threads=config.threads)
+            engine = load_engine(path, device=config.device, threads=config.threads,
+                                 trust_remote_code=config.trust_remote_code)
             try:
                 pcfg = PredictConfig(feature_config_for(engine, config.features), post, config.batch_size)
                 callback = on_model(engine.name, len(examples)) if on_model else None

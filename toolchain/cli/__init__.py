@@ -6,7 +6,9 @@ imported only when their command runs, so ``kdtool --help`` stays fast.
 
 Errors: library code raises :class:`kdtool.errors.KdtoolError`; :class:`KdtoolGroup` turns it
 into one line on stderr and the error's exit code. ``--debug`` shows the traceback instead.
-Ctrl-C exits 130.
+Usage errors (a bad option value, a missing argument, an unknown command) are one line too and
+exit 2; an operating-system error (permission denied, disk full) is one line and exits 1;
+Ctrl-C exits 130. Python warnings from libraries are hidden unless ``--debug``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import logging
 import os
 import sys
 import traceback
+import warnings
 
 import click
 
@@ -53,6 +56,12 @@ class KdtoolGroup(click.Group):
             return None
         return importlib.import_module(module).command
 
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as err:  # a bad group option (``kdtool --bogus``)
+            _usage_exit(err)
+
     def invoke(self, ctx):
         debug = ctx.params.get("debug") or os.environ.get("KDTOOL_DEBUG") == "1"
         try:
@@ -65,8 +74,19 @@ class KdtoolGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             ctx.exit(130)
-        except (click.exceptions.Exit, click.ClickException, click.Abort):
-            raise
+        except click.UsageError as err:
+            if debug:
+                traceback.print_exc()
+            _usage_exit(err)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, BrokenPipeError):
+            raise  # click prints its own exceptions and handles a closed pipe (``kdtool answer ... | head``)
+        except OSError as err:  # the machine, not kdtool: a permission, a full disk, a vanished file
+            if debug:
+                traceback.print_exc()
+            where = f" ({err.filename})" if err.filename else ""
+            click.echo(f"Error: {err.strerror or type(err).__name__}{where}; check the path, its permissions "
+                       "and the free disk space", err=True)
+            ctx.exit(1)
         except Exception as err:  # a bug, not bad input: say so, keep the traceback behind --debug
             if debug:
                 traceback.print_exc()
@@ -75,6 +95,16 @@ class KdtoolGroup(click.Group):
                 err=True,
             )
             ctx.exit(1)
+
+
+def _usage_exit(err: click.UsageError):
+    """A usage error as one line (click would print usage, a hint and the error on three)."""
+    ctx = err.ctx
+    path = " ".join(["kdtool", *ctx.command_path.split()[1:]]) if ctx is not None else "kdtool"  # not "-c", "main"
+    where = f" (see '{path} --help')"
+    message = " ".join(err.format_message().split())
+    click.echo(f"Error: {message}{where}", err=True)
+    raise click.exceptions.Exit(err.exit_code)
 
 
 @click.group(cls=KdtoolGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -96,6 +126,7 @@ def main(debug: bool) -> None:
         for noisy in ("transformers", "optimum", "onnxruntime", "torch"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        warnings.filterwarnings("ignore")  # library warnings would break the one-line error rule
 
 
 if __name__ == "__main__":  # pragma: no cover

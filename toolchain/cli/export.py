@@ -19,7 +19,7 @@ from kdtool.export.config import CALIBRATION_METHODS, PRECISIONS
               help="SQuAD JSON whose windows calibrate INT8 static / TensorRT INT8 and feed the parity check.")
 @click.option("--calibration-method", type=click.Choice(CALIBRATION_METHODS), default="minmax", show_default=True,
               help="How activation ranges are chosen from the calibration windows.")
-@click.option("--calibration-samples", type=int, default=128, show_default=True, help="Windows fed to the calibrator.")
+@click.option("--calibration-samples", type=click.IntRange(min=1), default=128, show_default=True, help="Windows fed to the calibrator.")
 @click.option("--no-fuse", is_flag=True, help="Skip ORT transformer fusion (Attention, SkipLayerNorm, BiasGelu).")
 @click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset.")
 @click.option("--max-seq-length", type=int, default=None,
@@ -27,9 +27,11 @@ from kdtool.export.config import CALIBRATION_METHODS, PRECISIONS
 @click.option("--profile", "profile", default=None, help="Device profile name (kdtool profiles lists them).")
 @click.option("--trt", is_flag=True, help="Also write a TensorRT-ready ONNX and build the engine where possible.")
 @click.option("--per-channel", is_flag=True, help="Per-channel INT8 weight scales.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing bundle directory.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing bundle directory (only one kdtool wrote).")
+@click.option("--trust-remote-code", is_flag=True,
+              help="Let MODEL_DIR run its own Python code (auto_map). Only for code you have read.")
 def command(model_dir, output, precision, calibration_data, calibration_method, calibration_samples, no_fuse, opset,
-            max_seq_length, profile, trt, per_channel, overwrite):
+            max_seq_length, profile, trt, per_channel, overwrite, trust_remote_code):
     """Export MODEL_DIR (a *ForQuestionAnswering directory) to a verified bundle at -o."""
     from kdtool.export.config import ExportConfig
     from kdtool.export.pipeline import export_model
@@ -37,7 +39,7 @@ def command(model_dir, output, precision, calibration_data, calibration_method, 
     config = ExportConfig(model_dir=model_dir, output=output, precision=precision, calibration_data=calibration_data,
                           calibration_method=calibration_method, calibration_samples=calibration_samples,
                           fuse=not no_fuse, opset=opset, max_seq_length=max_seq_length, profile=profile, trt=trt,
-                          per_channel=per_channel, overwrite=overwrite)
+                          per_channel=per_channel, overwrite=overwrite, trust_remote_code=trust_remote_code)
     bundle = export_model(config, progress=lambda message: click.echo(message, err=True))
     manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
     diff = manifest["parity"]["bundle"].get("max_abs_logit_diff")

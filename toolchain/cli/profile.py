@@ -27,12 +27,9 @@ class IntList(click.ParamType):
 
 
 def _check_output(path: str | None, option: str) -> Path | None:
-    if path is None:
-        return None
-    p = Path(path)
-    if p.is_dir():
-        raise click.BadParameter(f"{p} is a directory; give a file name", param_hint=option)
-    return p
+    from kdtool.atomic import check_output_file
+
+    return check_output_file(path, option)
 
 
 class _Progress:
@@ -77,9 +74,11 @@ class _Progress:
 @click.option("--markdown", "markdown_out", type=click.Path(dir_okay=False), default=None, help="Write the tables as Markdown.")
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False), default=None,
               help="Write a PNG: latency against sequence length, speed-up against the reference.")
+@click.option("--trust-remote-code", is_flag=True,
+              help="Let model directories run their own Python code (auto_map). Only for code you have read.")
 @click.pass_context
 def command(ctx, models, profile_name, seq_len, batch_size, data, data_limit, runs, warmup, threads, json_out,
-            markdown_out, plot_out):
+            markdown_out, plot_out, trust_remote_code):
     """Latency and throughput of REFERENCE (usually the teacher) and every other model or bundle,
     measured in one run, interleaved, with speed-ups against REFERENCE.
 
@@ -94,7 +93,8 @@ def command(ctx, models, profile_name, seq_len, batch_size, data, data_limit, ru
     outputs = {"json": _check_output(json_out, "--json"), "markdown": _check_output(markdown_out, "--markdown"),
                "plot": _check_output(plot_out, "--plot")}
     config = ProfileConfig(models=list(models), profile=profile_name, seq_lengths=seq_len, batch_sizes=batch_size,
-                           data=data, data_limit=data_limit, runs=runs, warmup=warmup, threads=threads)
+                           data=data, data_limit=data_limit, runs=runs, warmup=warmup, threads=threads,
+                           trust_remote_code=trust_remote_code)
     progress = _Progress()
     try:
         result = profile_models(config, on_progress=progress)

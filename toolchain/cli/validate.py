@@ -9,7 +9,7 @@ import click
 
 from kdtool.metrics import LANGUAGES
 
-from kdtool.atomic import atomic_write_json
+from kdtool.atomic import atomic_directory, atomic_write_json, check_output_dir, check_output_file
 from kdtool.data import FeatureConfig
 
 
@@ -30,18 +30,23 @@ def _safe_name(name: str, taken: set[str]) -> str:
 @click.option("--lang", default="en", type=click.Choice(sorted(LANGUAGES)), help="Answer normalisation rules (es: MLQA Spanish).")
 @click.option("--max-f1-drop", type=float, default=None, help="Exit 1 when a candidate's F1 is lower than the reference's by more than this.")
 @click.option("--json", "json_out", type=click.Path(), default=None, help="Write the full result as JSON here.")
-@click.option("--predictions-dir", type=click.Path(), default=None, help="Write each model's predictions (official format) here.")
-@click.option("--limit", type=int, default=None, help="Score only the first N questions.")
-@click.option("--batch-size", default=16, show_default=True, help="Windows per forward pass.")
+@click.option("--predictions-dir", type=click.Path(), default=None,
+              help="Write each model's predictions (official format) into this new directory.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --predictions-dir written by kdtool.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Score only the first N questions.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Windows per forward pass.")
 @click.option("--max-length", default=384, show_default=True, help="Tokens per window (clipped to the model's limit).")
 @click.option("--doc-stride", default=128, show_default=True, help="Overlap in tokens between windows of a long context.")
-@click.option("--max-answer-length", default=30, show_default=True, help="Longest answer span in tokens.")
-@click.option("--n-best", default=20, show_default=True, help="Start/end candidates per window.")
+@click.option("--max-answer-length", type=click.IntRange(min=1), default=30, show_default=True,
+              help="Longest answer span in tokens.")
+@click.option("--n-best", type=click.IntRange(min=1), default=20, show_default=True, help="Start/end candidates per window.")
 @click.option("--null-threshold", default=0.0, show_default=True, help="SQuAD v2.0: answer nothing when null - best span > this.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
-@click.option("--threads", type=int, default=None, help="CPU threads per model (default: all).")
-def command(reference, candidates, data, lang, max_f1_drop, json_out, predictions_dir, limit, batch_size, max_length,
-            doc_stride, max_answer_length, n_best, null_threshold, device, threads):
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads per model (default: all).")
+@click.option("--trust-remote-code", is_flag=True,
+              help="Let model directories run their own Python code (auto_map). Only for code you have read.")
+def command(reference, candidates, data, lang, max_f1_drop, json_out, predictions_dir, overwrite, limit, batch_size,
+            max_length, doc_stride, max_answer_length, n_best, null_threshold, device, threads, trust_remote_code):
     """Score REFERENCE and each CANDIDATE (model dirs or bundles) on --data and compare them.
 
     Prints F1, EM, the drop against the reference and the share of questions with the same
@@ -51,10 +56,14 @@ def command(reference, candidates, data, lang, max_f1_drop, json_out, prediction
 
     from kdtool.validate import ValidateConfig, format_table, predictions_json, validate
 
+    check_output_file(json_out, "--json")  # outputs are checked before minutes of scoring, not after
+    if predictions_dir:
+        check_output_dir(Path(predictions_dir), overwrite)
     config = ValidateConfig(models=(reference, *candidates), data=data, lang=lang, max_f1_drop=max_f1_drop, limit=limit,
                             batch_size=batch_size, features=FeatureConfig(max_length, doc_stride),
                             n_best=n_best, max_answer_length=max_answer_length,
-                            null_score_diff_threshold=null_threshold, device=device, threads=threads)
+                            null_score_diff_threshold=null_threshold, device=device, threads=threads,
+                            trust_remote_code=trust_remote_code)
     bars = []
 
     def on_model(name, n_questions):
@@ -62,18 +71,20 @@ def command(reference, candidates, data, lang, max_f1_drop, json_out, prediction
         bars.append(bar)
         return bar.update
 
-    result = validate(config, on_model)
-    for bar in bars:
-        bar.close()
+    try:
+        result = validate(config, on_model)
+    finally:
+        for bar in bars:
+            bar.close()
     click.echo(f"{result.data_report['source']}: {result.data_report['questions_scored']} questions, lang={lang}")
     click.echo(format_table(result))
     if json_out:
         atomic_write_json(Path(json_out), result.to_dict())
-    if predictions_dir:
+    if predictions_dir and result.scores:
         taken: set[str] = set()
-        for s in result.scores:
-            atomic_write_json(Path(predictions_dir) / f"{_safe_name(s.name, taken)}.json",
-                              predictions_json(result.predictions[s.path]))
+        with atomic_directory(Path(predictions_dir), overwrite=overwrite, kind="predictions") as tmp:
+            for s in result.scores:
+                atomic_write_json(tmp / f"{_safe_name(s.name, taken)}.json", predictions_json(result.predictions[s.path]))
     if result.interrupted:
         click.echo("Interrupted: the table shows the models scored so far.", err=True)
         raise SystemExit(130)

@@ -38,7 +38,9 @@ class Prediction:
     null_score: float | None = None
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "answer": self.text, "start": self.start, "end": self.end, "score": self.score}
+        """JSON-safe: a score that is not finite (no window had a context token) is ``None``."""
+        score = self.score if np.isfinite(self.score) else None
+        return {"id": self.id, "answer": self.text, "start": self.start, "end": self.end, "score": score}
 
 
 def _best_span(start_logits: np.ndarray, end_logits: np.ndarray, offsets: list, cfg: PostprocessConfig):

@@ -51,6 +51,7 @@ class LoadReport:
     questions_in_file: int = 0
     questions_kept: int = 0
     questions_dropped_no_answer: int = 0
+    questions_dropped_empty: int = 0  # an empty (blank) context or question: nothing to answer
     unanswerable: int = 0
     answers_kept: int = 0
     answers_dropped_empty: int = 0
@@ -66,6 +67,7 @@ class LoadReport:
             ("answers_dropped_bad_offset", "answers with unrepairable offsets dropped"),
             ("offsets_repaired", "offsets repaired"),
             ("questions_dropped_no_answer", "questions left without an answer dropped"),
+            ("questions_dropped_empty", "questions with an empty context or question dropped"),
         ):
             if getattr(self, name):
                 parts.append(f"{getattr(self, name)} {label}")
@@ -177,12 +179,12 @@ def parse_squad(obj, source: str | Path, *, version: str | None = None, strict: 
                 report.questions_in_file += 1
                 impossible = bool(qa.get("is_impossible", False))
                 saw_impossible |= "is_impossible" in qa
+                if not context.strip() or not qa["question"].strip():
+                    report.questions_dropped_empty += 1  # nothing to answer from, or nothing asked
+                    continue
                 answers = _answers(qa.get("answers", []), context, path, qw + ".answers", report, True, strict)
                 plausible = _answers(qa.get("plausible_answers", []), context, path, qw + ".plausible_answers", report,
                                      False, False)
-                if not context.strip():
-                    report.questions_dropped_no_answer += 1
-                    continue
                 if impossible:
                     report.unanswerable += 1
                     answers = []
@@ -194,7 +196,9 @@ def parse_squad(obj, source: str | Path, *, version: str | None = None, strict: 
     report.questions_kept = len(examples)
     report.version = version or ("2.0" if saw_impossible or declared.startswith("2") else "1.1")
     if not examples:
-        raise InputError(f"{source}: no usable question (all {report.questions_in_file} were dropped); check the file")
+        why = f": {report.summary().split(': ', 1)[1]}" if report.questions_in_file else ""
+        raise InputError(f"{source}: no usable question (all {report.questions_in_file} were dropped{why}); "
+                         "check the file")
     ids = [e.id for e in examples]
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)

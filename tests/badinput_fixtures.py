@@ -1,0 +1,111 @@
+"""Helpers of the bad-input, interrupt, crash and security tests: running kdtool (in process or as a
+real subprocess), the one-line error check, and broken variants of the tiny real models."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from kdtool.cli import main
+
+KDTOOL = [sys.executable, "-c", "import sys; from kdtool.cli import main; sys.exit(main())"]
+CONTEXT = "En 1905, María López construyó un puente en Sevilla. Años después, la obra fue visitada por viajeros."
+
+
+def run(*args):
+    """``kdtool ARGS`` in this process (stderr kept apart from stdout)."""
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def assert_one_line_error(result, code: int, *needles: str) -> str:
+    """Exit ``code``, exactly one non-empty stderr line starting ``Error:`` holding every needle, no traceback."""
+    assert result.exit_code == code, (result.exit_code, result.output, repr(result.exception))
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert "Traceback" not in result.output
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
+def copy_model(src: Path, dst: Path, *, without=(), extra: dict | None = None) -> Path:
+    """A copy of a model directory without some files and with ``extra`` {name: bytes or str} added."""
+    dst.mkdir(parents=True)
+    for f in Path(src).iterdir():
+        if f.name not in without:
+            shutil.copy2(f, dst / f.name)
+    for name, data in (extra or {}).items():
+        (dst / name).write_bytes(data if isinstance(data, bytes) else data.encode())
+    return dst
+
+
+def squad(paragraphs: list[tuple[str, list[dict]]]) -> dict:
+    """A SQuAD v1.1 object from ``[(context, qas), ...]``."""
+    return {"version": "1.1", "data": [{"title": "t", "paragraphs": [{"context": c, "qas": q} for c, q in paragraphs]}]}
+
+
+def write_jsonl(path: Path, n: int, context: str = CONTEXT) -> Path:
+    qs = ["¿Quién construyó un puente?", "¿En qué año?", "¿Dónde se construyó el puente?", "¿Quién visitó la obra?"]
+    with open(path, "w", encoding="utf-8") as fh:
+        for i in range(n):
+            fh.write(json.dumps({"id": f"q{i}", "question": qs[i % len(qs)], "context": context}, ensure_ascii=False) + "\n")
+    return path
+
+
+class Proc:
+    """A real ``kdtool`` subprocess whose stderr is collected by a thread (progress uses ``\\r``)."""
+
+    def __init__(self, args, **kw):
+        env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
+        self.p = subprocess.Popen(KDTOOL + [str(a) for a in args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  env=env, **kw)
+        self.err = b""
+        self.out = b""
+        self._t = [threading.Thread(target=self._pump, args=(self.p.stderr, "err"), daemon=True),
+                   threading.Thread(target=self._pump, args=(self.p.stdout, "out"), daemon=True)]
+        for t in self._t:
+            t.start()
+
+    def _pump(self, stream, name):
+        while chunk := stream.read1(4096) if hasattr(stream, "read1") else stream.read(1):
+            setattr(self, name, getattr(self, name) + chunk)
+
+    def wait_for(self, predicate, timeout: float = 120.0) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if predicate():
+                return
+            if self.p.poll() is not None:
+                raise AssertionError(f"kdtool ended (rc {self.p.returncode}) before the condition held:\n"
+                                     f"{self.err.decode(errors='replace')[-2000:]}")
+            time.sleep(0.05)
+        self.kill()
+        raise AssertionError(f"timed out waiting; stderr:\n{self.err.decode(errors='replace')[-2000:]}")
+
+    def finish(self, timeout: float = 120.0) -> int:
+        rc = self.p.wait(timeout=timeout)
+        for t in self._t:
+            t.join(timeout=10)
+        return rc
+
+    def kill(self) -> None:
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait()
+
+    @property
+    def stderr(self) -> str:
+        return self.err.decode("utf-8", errors="replace")
+
+    @property
+    def stdout(self) -> str:
+        return self.out.decode("utf-8", errors="replace")
