@@ -8,7 +8,9 @@ fusion figures, device profile, TensorRT version) and the sha256 and size of eve
 Trust rules, applied by :func:`verify_bundle` before anything in the bundle is deserialized:
 every listed file exists, is a regular file inside the bundle (no ``..``, no absolute path, no
 symlink) and has the recorded digest; no file is present that the manifest does not list (the
-``.kdtool`` marker of :mod:`kdtool.atomic` aside).
+``.kdtool`` marker of :mod:`kdtool.atomic` aside); and every external-data file an ONNX graph
+names (read with ``load_external_data=False`` once its digest checks out) is itself a listed
+member, so neither ONNX Runtime nor the TensorRT parser is ever pointed at a file outside.
 """
 
 from __future__ import annotations
@@ -137,4 +139,29 @@ def verify_bundle(root) -> dict:
             raise IntegrityError(f"bundle {root}: {MANIFEST} names {key} {rel!r} but does not list it; export again")
     if manifest.get("model") is None:
         raise IntegrityError(f"bundle {root}: {MANIFEST} names no model file; export the bundle again")
+    for rel in files:
+        if rel.endswith(".onnx"):
+            check_external_data(root, rel, files)
     return manifest
+
+
+def check_external_data(root: Path, rel: str, files) -> None:
+    """Every external-data location of the (already verified) ONNX graph ``rel`` is a listed bundle member."""
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors
+
+    try:
+        model = onnx.load(str(Path(root) / rel), load_external_data=False)
+    except Exception as err:  # protobuf raises its own DecodeError
+        raise IntegrityError(f"bundle {root}: {rel} is not a readable ONNX graph ({type(err).__name__}); "
+                             "export the bundle again") from None
+    base = PurePosixPath(rel).parent
+    for tensor in _get_all_tensors(model):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        member = str(base / location) if str(base) != "." else location
+        resolve_member(root, member)  # no "..", no absolute path, no symlink
+        if member not in files:
+            raise IntegrityError(f"bundle {root}: {rel} reads external data from {location!r}, which the bundle "
+                                 f"does not list; refusing to load it")

@@ -115,6 +115,8 @@ class TrtQAEngine(_BundleEngine):
 
         self._init_common(path, manifest)
         T.check_engine_version(manifest["tensorrt"].get("version"), str(trt.__version__), self.path)
+        T.check_engine_gpu(manifest["tensorrt"].get("gpu"), T.gpu_identity(),
+                           manifest["tensorrt"].get("hardware_compatibility_level") or "none", self.path)
         self._torch = torch
         self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engine = self._runtime.deserialize_cuda_engine((self.path / manifest["engine"]).read_bytes())

@@ -74,6 +74,35 @@ def check_engine_version(built_with: str | None, installed: str | None, bundle: 
                              f"TensorRT {installed}; rebuild it here with: kdtool build-engine {bundle}")
 
 
+def gpu_identity() -> dict | None:
+    """The visible GPU an engine is built for or run on: name and compute capability (None without one)."""
+    if not cuda_available():
+        return None
+    import torch
+
+    major, minor = torch.cuda.get_device_capability()
+    return {"name": torch.cuda.get_device_name(), "compute_capability": f"{major}.{minor}"}
+
+
+def check_engine_gpu(built_on: dict | None, running_on: dict | None, level: str, bundle: Path) -> None:
+    """Refuse an engine built for another GPU than this one, as its hardware compatibility level rules.
+
+    ``none`` and ``same_compute_capability`` engines run only on the compute capability they were built
+    for; ``ampere_plus`` engines on any compute capability 8.0 or later.
+    """
+    if not built_on or not running_on:
+        return  # an engine from before GPUs were recorded: TensorRT itself is the last check
+    built, here = built_on.get("compute_capability"), running_on.get("compute_capability")
+    if level == "ampere_plus":
+        ok = here is not None and float(here) >= 8.0
+    else:
+        ok = built == here
+    if not ok:
+        raise IntegrityError(f"bundle {bundle}: {ENGINE_FILE} was built for {built_on.get('name')} (compute capability "
+                             f"{built}, hardware compatibility {level}) but this GPU is {running_on.get('name')} "
+                             f"(compute capability {here}); rebuild it here with: kdtool build-engine {bundle}")
+
+
 @dataclass(frozen=True)
 class EngineBuild:
     version: str
@@ -82,6 +111,7 @@ class EngineBuild:
     shapes: TrtShapes
     hardware_compatibility_level: str
     input_names: tuple[str, ...]
+    gpu: dict | None = None
 
 
 def build_engine(onnx_path: Path, engine_path: Path, cache_path: Path, precision: str,
@@ -127,7 +157,7 @@ def build_engine(onnx_path: Path, engine_path: Path, cache_path: Path, precision
         raise KdtoolError(f"TensorRT failed to build an engine from {onnx_path.name}; rerun with --debug for the builder log")
     engine_path.write_bytes(bytes(serialized))
     cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
-    return EngineBuild(str(trt.__version__), precision, strongly_typed, shapes, level, names)
+    return EngineBuild(str(trt.__version__), precision, strongly_typed, shapes, level, names, gpu_identity())
 
 
 def engine_manifest(build: EngineBuild | None, *, reason: str | None = None, trt_precision: str) -> dict:
@@ -140,4 +170,4 @@ def engine_manifest(build: EngineBuild | None, *, reason: str | None = None, trt
             "strongly_typed": build.strongly_typed, "hardware_compatibility_level": build.hardware_compatibility_level,
             "profile_shapes": {"min": list(s.min_shape), "opt": list(s.opt_shape), "max": list(s.max_shape)},
             "workspace_mb": s.workspace_mb, "builder_optimization_level": s.builder_optimization_level,
-            "inputs": list(build.input_names)}
+            "inputs": list(build.input_names), "gpu": build.gpu}
