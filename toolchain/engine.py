@@ -114,7 +114,16 @@ class EngineKind:
     loader: str  # "module:attribute", imported only when used
 
 
+def _is_task(task: str) -> Callable[[Path], bool]:
+    from kdtool.tasks import detect_task
+
+    return lambda p: detect_task(p) == task
+
+
 ENGINE_KINDS: list[EngineKind] = [
+    EngineKind("pair-bundle", lambda p: (p / "manifest.json").is_file() and _is_task("pair-classification")(p),
+               "kdtool.tasks.engines:load_pair_bundle"),
+    EngineKind("pair-hf-model", _is_task("pair-classification"), "kdtool.tasks.engines:TorchPairEngine"),
     EngineKind("bundle", lambda p: (p / "manifest.json").is_file(), "kdtool.export.runtime:load_bundle_engine"),
     EngineKind("hf-model", lambda p: (p / "config.json").is_file(), "kdtool.engine:TorchQAEngine"),
 ]

@@ -35,6 +35,8 @@ def _needs_remote_code(err: Exception) -> bool:
 def load_config(path, *, trust_remote_code: bool = False):
     from transformers import AutoConfig
 
+    import kdtool.students  # noqa: F401 - registers kdtool's own model types (BiLSTM) with the Auto classes
+
     path = require_dir(path, "model directory")
     if not (path / "config.json").is_file():
         raise InputError(f"{path} has no config.json; give a Hugging Face model directory (save_pretrained output)")
