@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import logging
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,16 +17,42 @@ from kdtool.errors import KdtoolError
 log = logging.getLogger(__name__)
 
 
-def export_onnx(model_dir: Path, out_dir: Path, *, opset: int, trust_remote_code: bool = False) -> Path:
-    """Export ``model_dir`` with ``optimum.exporters.onnx.main_export`` (task question-answering)."""
-    from optimum.exporters.onnx import main_export
+@dataclass(frozen=True)
+class CustomExporter:
+    """A model type Optimum does not know: ``exporter`` ("module:function") writes ``out_dir/model.onnx`` with
+    Optimum's input/output names and dynamic axes; ``fuse`` says whether the transformer fusion applies."""
 
+    exporter: str
+    fuse: bool = False
+
+
+# model_type -> exporter; every other model type goes through Optimum's main_export
+CUSTOM_EXPORTERS: dict[str, CustomExporter] = {
+    "kdtool-bilstm": CustomExporter("kdtool.students.bilstm_onnx:export_bilstm_onnx"),
+}
+
+
+def custom_exporter(model_type: str) -> CustomExporter | None:
+    return CUSTOM_EXPORTERS.get(model_type)
+
+
+def export_onnx(model_dir: Path, out_dir: Path, *, opset: int, trust_remote_code: bool = False,
+                task: str = "question-answering", model_type: str = "") -> Path:
+    """Export ``model_dir`` with ``optimum.exporters.onnx.main_export`` (``task``: Optimum's task name), or
+    with the :data:`CUSTOM_EXPORTERS` entry of its ``model_type``."""
     sink = io.StringIO()
+    custom = custom_exporter(model_type)
     try:
         with contextlib.redirect_stdout(sink), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            main_export(str(model_dir), str(out_dir), task="question-answering", opset=opset, do_validation=False,
-                        local_files_only=True, trust_remote_code=trust_remote_code, library_name="transformers")
+            if custom is not None:
+                module, attr = custom.exporter.split(":")
+                getattr(importlib.import_module(module), attr)(Path(model_dir), Path(out_dir), task=task, opset=opset)
+            else:
+                from optimum.exporters.onnx import main_export
+
+                main_export(str(model_dir), str(out_dir), task=task, opset=opset, do_validation=False,
+                            local_files_only=True, trust_remote_code=trust_remote_code, library_name="transformers")
     except (ValueError, KeyError, RuntimeError, OSError) as err:
         raise KdtoolError(f"ONNX export of {model_dir} failed: {str(err).splitlines()[0][:200]}") from None
     path = Path(out_dir) / "model.onnx"
@@ -43,15 +71,17 @@ def ort_session(path: Path, *, threads: int | None = None, providers=("CPUExecut
     return ort.InferenceSession(str(path), opts, providers=list(providers))
 
 
-def run_session(session, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+QA_OUTPUTS = ("start_logits", "end_logits")
+
+
+def run_session(session, batch: dict[str, np.ndarray], outputs=QA_OUTPUTS) -> tuple[np.ndarray, ...]:
     feed = {}
     for inp in session.get_inputs():
         feed[inp.name] = batch[inp.name] if inp.name in batch else np.zeros_like(batch["input_ids"])
-    start, end = session.run(["start_logits", "end_logits"], feed)
-    return start.astype(np.float32), end.astype(np.float32)
+    return tuple(o.astype(np.float32) for o in session.run(list(outputs), feed))
 
 
-def torch_logits(model, batches) -> list[tuple[np.ndarray, np.ndarray]]:
+def torch_logits(model, batches, outputs=QA_OUTPUTS) -> list[tuple[np.ndarray, ...]]:
     import torch
 
     accepted = set(model.forward.__code__.co_varnames)
@@ -59,20 +89,25 @@ def torch_logits(model, batches) -> list[tuple[np.ndarray, np.ndarray]]:
     with torch.inference_mode():
         for b in batches:
             o = model(**{k: torch.from_numpy(v) for k, v in b.items() if k in accepted})
-            out.append((o.start_logits.float().numpy(), o.end_logits.float().numpy()))
+            out.append(tuple(getattr(o, name).float().numpy() for name in outputs))
     return out
 
 
-def parity(reference: list, onnx_path: Path, batches) -> dict:
-    """Max |logit difference| over real (unpadded) positions, and how often the argmax agrees."""
+def parity(reference: list, onnx_path: Path, batches, outputs=QA_OUTPUTS, per_token: bool = True) -> dict:
+    """Max |logit difference| over real (unpadded) positions, and how often the argmax agrees.
+
+    ``per_token`` outputs are ``[batch, seq]`` and masked by ``attention_mask``; others are ``[batch, labels]``.
+    """
     session = ort_session(onnx_path)
     worst, agree, total = 0.0, 0, 0
-    for (rs, re_), b in zip(reference, batches):
-        s, e = run_session(session, b)
-        mask = b["attention_mask"].astype(bool)
-        worst = max(worst, float(np.abs(s - rs)[mask].max()), float(np.abs(e - re_)[mask].max()))
-        neg = np.where(mask, 0, -np.inf)
-        agree += int(((s + neg).argmax(1) == (rs + neg).argmax(1)).sum() + ((e + neg).argmax(1) == (re_ + neg).argmax(1)).sum())
-        total += 2 * len(mask)
+    for ref, b in zip(reference, batches):
+        got = run_session(session, b, outputs)
+        mask = b["attention_mask"].astype(bool) if per_token else None
+        for r, g in zip(ref, got):
+            m = mask if per_token else np.ones_like(r, dtype=bool)
+            worst = max(worst, float(np.abs(g - r)[m].max()))
+            neg = np.where(m, 0, -np.inf)
+            agree += int(((g + neg).argmax(1) == (r + neg).argmax(1)).sum())
+            total += len(m)
     return {"max_abs_logit_diff": worst, "argmax_agreement": agree / max(total, 1),
             "reference": "pytorch fp32", "n_features": int(sum(len(b["input_ids"]) for b in batches))}

@@ -19,7 +19,7 @@ from kdtool.errors import InputError, IntegrityError, require_file
 from kdtool.export import bundle as B
 from kdtool.export import trt as T
 from kdtool.export.config import ExportConfig
-from kdtool.export.onnx_export import export_onnx, parity, torch_logits
+from kdtool.export.onnx_export import custom_exporter, export_onnx, parity, torch_logits
 from kdtool.export.samples import sample_windows
 
 MODEL_FILE = "model.onnx"
@@ -75,18 +75,23 @@ def _max_length(config: ExportConfig, profile, model) -> int:
 
 def export_model(config: ExportConfig, progress: Callable[[str], None] | None = None) -> Path:
     """Export ``config.model_dir`` to a bundle at ``config.output``; return the bundle path."""
-    from kdtool.models import count_parameters, load_qa_model, load_tokenizer
+    from kdtool.models import count_parameters, load_tokenizer
+    from kdtool.tasks import resolve_task
+    from kdtool.tasks.engines import load_task_model
 
     say = progress or (lambda message: None)
     check_output_dir(config.output, config.overwrite)  # fail before minutes of work, not after
     profile, precision = _resolve(config)
-    model = load_qa_model(config.model_dir, trust_remote_code=config.trust_remote_code).eval()
+    task = resolve_task(None, config.model_dir)  # what the head is decides the Optimum task and the outputs
+    model = load_task_model(config.model_dir, task, trust_remote_code=config.trust_remote_code).eval()
+    custom = custom_exporter(model.config.model_type)
+    fuse = config.fuse and (custom is None or custom.fuse)
     tokenizer = load_tokenizer(config.model_dir, trust_remote_code=config.trust_remote_code)
     max_len = _max_length(config, profile, model)
     data = config.calibration_data
     say(f"[1/6] reference logits: PyTorch FP32 on {'windows of ' + data.name if data else 'built-in examples'}")
     checks = sample_windows(tokenizer, data, config.parity_samples, max_len, batch_size=4)
-    reference = torch_logits(model, checks)
+    reference = torch_logits(model, checks, task.outputs)
     calibration = None
     if precision == "int8-static" or (config.trt and precision.startswith("int8")):
         calibration = sample_windows(tokenizer, data, config.calibration_samples, max_len)
@@ -94,15 +99,16 @@ def export_model(config: ExportConfig, progress: Callable[[str], None] | None = 
     with tempfile.TemporaryDirectory(prefix="kdtool-export-") as work, \
             atomic_directory(config.output, overwrite=config.overwrite, kind="bundle") as out:
         work = Path(work)
-        say(f"[2/6] ONNX export (Optimum, question-answering, opset {config.opset})")
+        say(f"[2/6] ONNX export ({'kdtool' if custom else 'Optimum'}, {task.optimum_task}, opset {config.opset})")
         plain = export_onnx(config.model_dir, work / "plain", opset=config.opset,
-                            trust_remote_code=config.trust_remote_code)
-        plain_parity = parity(reference, plain, checks)
+                            trust_remote_code=config.trust_remote_code, task=task.optimum_task,
+                            model_type=model.config.model_type)
+        plain_parity = parity(reference, plain, checks, task.outputs, task.per_token)
         if plain_parity["max_abs_logit_diff"] > config.parity_tolerance:
             raise IntegrityError(f"ONNX export of {config.model_dir} differs from PyTorch by "
                                  f"{plain_parity['max_abs_logit_diff']:.2e} (> {config.parity_tolerance}); not bundling it")
         graph, fusion = plain, {}
-        if config.fuse:
+        if fuse:
             from kdtool.export.fusion import fuse_transformer
 
             say("[3/6] transformer fusion (ORT optimizer)")
@@ -110,9 +116,9 @@ def export_model(config: ExportConfig, progress: Callable[[str], None] | None = 
             fusion = fuse_transformer(plain, graph, model.config)
         say(f"[4/6] precision {precision}")
         final = out / MODEL_FILE
-        quant = _apply_precision(precision, graph, final, config, calibration, fused=config.fuse)
+        quant = _apply_precision(precision, graph, final, config, calibration, fused=fuse)
         say("[5/6] parity of the bundled graph against PyTorch")
-        final_parity = _safe_parity(reference, final, checks)
+        final_parity = _safe_parity(reference, final, checks, task)
         if precision == "fp32" and (final_parity["max_abs_logit_diff"] or 0) > config.parity_tolerance:
             raise IntegrityError(f"the fused FP32 graph differs from PyTorch by {final_parity['max_abs_logit_diff']:.2e} "
                                  f"(> {config.parity_tolerance}); export with --no-fuse")
@@ -128,7 +134,7 @@ def export_model(config: ExportConfig, progress: Callable[[str], None] | None = 
             model=MODEL_FILE, precision=precision, opset=config.opset, max_seq_length=max_len,
             inputs=inputs, outputs=outputs, num_parameters=count_parameters(model),
             parity={"plain_onnx": plain_parity, "bundle": final_parity}, fusion=fusion, quantization=quant,
-            device_profile=profile.to_dict() if profile else None, tensorrt=trt_section)
+            device_profile=profile.to_dict() if profile else None, tensorrt=trt_section, task=task.optimum_task)
         if trt_section is not None:
             manifest["trt_onnx"] = T.TRT_ONNX_FILE
             if trt_section["built"]:
@@ -154,10 +160,10 @@ def _apply_precision(precision: str, graph: Path, final: Path, config: ExportCon
                                 per_channel=config.per_channel, fused=fused)
 
 
-def _safe_parity(reference, path: Path, checks) -> dict:
+def _safe_parity(reference, path: Path, checks, task) -> dict:
     """Parity on ORT CPU; a graph the CPU provider cannot run (e.g. some FP16 ops) is reported, not fatal."""
     try:
-        return parity(reference, path, checks)
+        return parity(reference, path, checks, task.outputs, task.per_token)
     except Exception as err:  # onnxruntime raises its own exception types
         return {"max_abs_logit_diff": None, "reference": "pytorch fp32",
                 "skipped": f"not runnable on ONNX Runtime CPU: {str(err).splitlines()[0][:160]}"}
