@@ -8,6 +8,7 @@ the F1/EM drop, and the share of questions where both give the same answer text.
 
 from __future__ import annotations
 
+import importlib
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,6 +37,11 @@ class ValidateConfig:
     device: str = "auto"
     threads: int | None = None
     trust_remote_code: bool = False  # let model directories run their own code (auto_map)
+    task: str = "auto"  # auto: the reference model's task (kdtool.tasks); qa or pair-classification
+
+
+# tasks other than QA, scored beside the QA path below: task name -> "module:function"
+TASK_VALIDATORS = {"pair-classification": "kdtool.tasks.validate_pairs:validate_pairs"}
 
 
 @dataclass
@@ -85,6 +91,12 @@ def validate(config: ValidateConfig, on_model: Callable[[str, int], Callable[[in
     """
     if not config.models:
         raise InputError("validate needs at least one model: the reference")
+    from kdtool.tasks import resolve_task
+
+    other = TASK_VALIDATORS.get(resolve_task(config.task, config.models[0]).name)
+    if other is not None:
+        module, attr = other.split(":")
+        return getattr(importlib.import_module(module), attr)(config, on_model)
     if config.limit is not None and config.limit < 1:
         raise InputError(f"limit must be at least 1 question, got {config.limit}")
     for name in ("batch_size", "n_best", "max_answer_length"):
@@ -135,6 +147,8 @@ def _compare(result: ValidationResult) -> None:
 
 def format_table(result: ValidationResult) -> str:
     """A plain-text table of the scores (the reference first)."""
+    if hasattr(result, "table"):  # another task's result formats itself (kdtool.tasks.validate_pairs)
+        return result.table()
     head = f"{'model':<28} {'kind':<12} {'F1':>7} {'EM':>7} {'ΔF1':>7} {'ΔEM':>7} {'agree%':>7} {'sec':>7}  budget"
     lines = [head, "-" * len(head)]
     for i, s in enumerate(result.scores):

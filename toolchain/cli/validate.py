@@ -26,7 +26,10 @@ def _safe_name(name: str, taken: set[str]) -> str:
 @click.command("validate")
 @click.argument("reference", type=click.Path())
 @click.argument("candidates", nargs=-1, type=click.Path())
-@click.option("--data", required=True, type=click.Path(), help="SQuAD v1.1/v2.0 JSON file to score on.")
+@click.option("--data", required=True, type=click.Path(),
+              help="SQuAD v1.1/v2.0 JSON file (qa) or pairs TSV/JSONL file (pair-classification) to score on.")
+@click.option("--task", type=click.Choice(["auto", "qa", "pair-classification"]), default="auto", show_default=True,
+              help="auto: the reference model's task. pair-classification reports accuracy and F1.")
 @click.option("--lang", default="en", type=click.Choice(sorted(LANGUAGES)), help="Answer normalisation rules (es: MLQA Spanish).")
 @click.option("--max-f1-drop", type=float, default=None, help="Exit 1 when a candidate's F1 is lower than the reference's by more than this.")
 @click.option("--json", "json_out", type=click.Path(), default=None, help="Write the full result as JSON here.")
@@ -45,7 +48,7 @@ def _safe_name(name: str, taken: set[str]) -> str:
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads per model (default: all).")
 @click.option("--trust-remote-code", is_flag=True,
               help="Let model directories run their own Python code (auto_map). Only for code you have read.")
-def command(reference, candidates, data, lang, max_f1_drop, json_out, predictions_dir, overwrite, limit, batch_size,
+def command(reference, candidates, data, task, lang, max_f1_drop, json_out, predictions_dir, overwrite, limit, batch_size,
             max_length, doc_stride, max_answer_length, n_best, null_threshold, device, threads, trust_remote_code):
     """Score REFERENCE and each CANDIDATE (model dirs or bundles) on --data and compare them.
 
@@ -63,7 +66,7 @@ def command(reference, candidates, data, lang, max_f1_drop, json_out, prediction
                             batch_size=batch_size, features=FeatureConfig(max_length, doc_stride),
                             n_best=n_best, max_answer_length=max_answer_length,
                             null_score_diff_threshold=null_threshold, device=device, threads=threads,
-                            trust_remote_code=trust_remote_code)
+                            trust_remote_code=trust_remote_code, task=task)
     bars = []
 
     def on_model(name, n_questions):
