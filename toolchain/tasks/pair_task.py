@@ -1,0 +1,58 @@
+"""The pair-classification task's code for the trainer: pairs, one window per pair, cross-entropy, accuracy/F1."""
+
+from __future__ import annotations
+
+LABEL_KEYS = ("labels",)
+
+
+def load_examples(path: str | None, limit: int | None = None) -> list:
+    from kdtool.tasks.pairs import load_pairs
+
+    return [] if path is None else load_pairs(path, limit=limit).examples
+
+
+def make_features(examples, tokenizer, config, *, with_labels: bool = False):
+    """``config`` is the run's FeatureConfig: pairs use its ``max_length`` (no windows, no stride)."""
+    from kdtool.tasks.pairs import tokenize_pairs
+
+    return tokenize_pairs(examples, tokenizer, config.max_length, with_labels=with_labels)
+
+
+def soft_mask(batch: dict):
+    """Classifier logits have no padding: every entry counts."""
+    return None
+
+
+def hard_loss(outputs: tuple, batch: dict):
+    import torch.nn.functional as F
+
+    (logits,) = outputs
+    return F.cross_entropy(logits.float(), batch["labels"])
+
+
+def evaluate(model, tokenizer, examples, features_config, *, batch_size: int, lang: str, device) -> dict:
+    import numpy as np
+    import torch
+
+    from kdtool.engine import QAEngine
+    from kdtool.tasks.engines import predict_pairs
+    from kdtool.tasks.pairs import pair_metrics
+
+    class _Engine(QAEngine):
+        def __init__(self):
+            self.tokenizer, self.max_length = tokenizer, None
+            accepted = set(tokenizer.model_input_names) | {"input_ids", "attention_mask"}
+            self.input_names = tuple(n for n in ("input_ids", "attention_mask", "token_type_ids") if n in accepted)
+
+        def run(self, batch):
+            with torch.inference_mode():
+                out = model(**{k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in batch.items()})
+            return (out.logits.float().cpu().numpy(),)
+
+    was_training = model.training
+    model.eval()
+    try:
+        preds = predict_pairs(_Engine(), examples, max_length=features_config.max_length, batch_size=batch_size)
+    finally:
+        model.train(was_training)
+    return pair_metrics(examples, preds, getattr(model.config, "num_labels", 2))
