@@ -151,3 +151,19 @@ def test_stale_partials_of_dead_writers_are_removed_and_live_ones_kept(tmp_path)
     remove_stale_partials(tmp_path / "out")
     assert not stale.exists() and live.exists() and other.exists()
     shutil.rmtree(live)
+
+
+def test_outputs_get_normal_permissions_not_the_temporary_ones(tmp_path):
+    import stat
+
+    from kdtool.atomic import atomic_write_text
+
+    mask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "report.json", "{}")
+        with atomic_directory(tmp_path / "bundle") as tmp:
+            (tmp / "model.onnx").write_bytes(b"x")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "report.json").stat().st_mode) == 0o644  # not mkstemp's 0600
+    assert stat.S_IMODE((tmp_path / "bundle").stat().st_mode) == 0o755  # not mkdtemp's 0700

@@ -61,6 +61,12 @@ def check_output_file(path, option: str = "output") -> Path | None:
     return p
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -122,6 +128,7 @@ def atomic_directory(target: Path, *, overwrite: bool = False, kind: str = "outp
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".partial", dir=target.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the output gets a normal directory's mode
     try:
         yield tmp
         (tmp / MARKER).write_text(json.dumps({"kind": kind}) + "\n")
@@ -156,6 +163,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     remove_stale_partials(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".partial", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; the output gets a normal file's mode
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
