@@ -64,8 +64,8 @@ def write_jsonl(path: Path, n: int, context: str = CONTEXT) -> Path:
 class Proc:
     """A real ``kdtool`` subprocess whose stderr is collected by a thread (progress uses ``\\r``)."""
 
-    def __init__(self, args, **kw):
-        env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
+    def __init__(self, args, env: dict | None = None, **kw):
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", **(env or {})}
         self.p = subprocess.Popen(KDTOOL + [str(a) for a in args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   env=env, **kw)
         self.err = b""
