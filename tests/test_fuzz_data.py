@@ -76,3 +76,40 @@ def test_postprocess_never_leaves_the_context(bpe_tokenizer, wordpiece_tokenizer
 def test_metric_never_fails(a, b, lang):
     em, f = score_question(a, [b], lang)
     assert 0.0 <= em <= f <= 1.0
+
+
+@SETTINGS
+@given(ws=words, data=st.data(), bom=st.booleans())
+def test_loader_round_trips_any_unicode_and_offsets_point_at_the_answer(ws, data, bom):
+    import json
+
+    from kdtool.data import parse_squad, to_squad_json
+
+    i = data.draw(st.integers(0, len(ws) - 1))
+    j = data.draw(st.integers(i + 1, min(len(ws), i + 3)))
+    ex = _example(ws, i, j, question=data.draw(st.text(min_size=1, max_size=20).filter(str.strip)))
+    if bom:  # a context that starts with a byte-order mark, offsets counted without it (SQuAD-es)
+        a = ex.answers[0]
+        ex = Example("q", ex.question, "\ufeff" + ex.context, (Answer(a.text, a.start),))
+    assume(ex.answers[0].text.strip())
+    ds = parse_squad(json.loads(json.dumps(to_squad_json([ex]), ensure_ascii=False)), "fuzz.json")
+    got = ds.examples[0]
+    a = got.answers[0]
+    assert got.context[a.start:a.end] == a.text == ex.answers[0].text
+    assert ds.report.offsets_repaired in ((0, 1) if bom else (0,))  # the BOM shift is repaired, nothing else
+
+
+@SETTINGS
+@given(ws=words, seed=st.integers(0, 2**16), bad=st.sampled_from([np.nan, np.inf, -np.inf]))
+def test_postprocess_survives_non_finite_logits(bpe_tokenizer, ws, seed, bad):
+    """An FP16 engine that overflows returns inf/NaN: answers stay inside the context and JSON-safe."""
+    import json
+
+    ex = Example("q", "¿Qué?", " ".join(ws), ())
+    feats = tokenize_examples([ex], bpe_tokenizer, FeatureConfig(max_length=40, doc_stride=10))
+    rng = np.random.default_rng(seed)
+    starts = [np.where(rng.random(len(x)) < 0.3, bad, rng.normal(size=len(x))) for x in feats.input_ids]
+    ends = [np.where(rng.random(len(x)) < 0.3, bad, rng.normal(size=len(x))) for x in feats.input_ids]
+    p = postprocess([ex], feats, starts, ends, PostprocessConfig(n_best=5, max_answer_length=6))["q"]
+    assert p.text == ex.context[p.start:p.end] if p.start >= 0 else p.text == ""
+    json.dumps(p.to_dict(), allow_nan=False)
