@@ -181,3 +181,37 @@ def test_two_gloo_processes_follow_the_single_process_trajectory(tmp_path, teach
     for a, b in zip(one, two):
         for key in ("loss", "attention", "hidden", "embedding", "prediction", "hard", "grad_norm"):
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), (a["step"], key)
+
+
+@pytest.mark.parametrize("projection", ["shared", "per-layer"])
+def test_probs_objective_is_the_seed_loss_on_hf_attention_maps(tmp_path, teacher_dir, squad_file, projection):
+    """--attention-loss probs on recomputed Q/K equals MSE over the maps HF returns with output_attentions."""
+    from kdtool.data import FeatureConfig, load_squad, tokenize_examples
+    from kdtool.distill import build_student
+    from kdtool.distill.mapping import default_layer_map
+    from kdtool.distill.objective import Objective, teacher_targets
+    from kdtool.models import load_qa_model, load_tokenizer
+
+    cfg = tmp_path / "s.json"
+    cfg.write_text(json.dumps({"layers": 2, "hidden": 32, "heads": 4, "intermediate": 64, "hidden_dropout_prob": 0,
+                               "attention_probs_dropout_prob": 0}))
+    teacher = load_qa_model(teacher_dir, attn_implementation="eager").eval()
+    student, _ = build_student(str(cfg), str(teacher_dir))
+    config = DistillConfig(model=str(teacher_dir), student=str(cfg), train_file="-", output="-", schedule="joint",
+                           attention_loss="probs", projection=projection, hidden_weight=0, embedding_weight=0)
+    lmap = default_layer_map(2, 4)
+    objective = Objective(student, config=config, layer_map=lmap, teacher_hidden=64)
+    assert len(objective.projection) == (1 if projection == "shared" else 3)
+    feats = tokenize_examples(load_squad(squad_file).examples[:6], load_tokenizer(teacher_dir), FeatureConfig(64, 16, 16),
+                              with_labels=True)
+    batch = {k: torch.from_numpy(v) for k, v in feats.batch(range(6), labels=True).items()}
+    assert (batch["attention_mask"] == 0).any()
+    losses = objective(batch, "joint", teacher_targets(teacher, batch, "joint", lmap, attention=True))
+    student.set_attn_implementation("eager")
+    with torch.no_grad():
+        s_att = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_attentions=True).attentions
+        t_att = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_attentions=True).attentions
+    rows = batch["attention_mask"].bool()
+    expected = sum(((s_att[k - 1] - t_att[t - 1]) ** 2).permute(0, 2, 1, 3)[rows].mean() for k, t in lmap.items() if k)
+    torch.testing.assert_close(losses["attention"], expected, rtol=1e-4, atol=1e-7)
+    assert set(losses) == {"attention", "prediction", "loss"}  # zero-weight components are not computed
