@@ -64,8 +64,10 @@ def open_run_dir(work: Path, config, *, resume: bool, overwrite: bool = False) -
         raise InputError(f"run directory {work} exists from an earlier run; pass --resume to continue it "
                          "or --overwrite to start over")
     if recorded.get("fingerprint") != config.fingerprint():
-        changed = sorted(k for k, v in config.to_dict().items() if recorded.get("config", {}).get(k) != v
-                         and k not in ("resume", "overwrite", "stop_after", "progress", "work_dir", "output"))
+        from kdtool.distill.config import RESUMABLE_FIELDS
+
+        changed = sorted(k for k, v in config.to_dict().items()
+                         if recorded.get("config", {}).get(k) != v and k not in RESUMABLE_FIELDS)
         raise InputError(f"cannot resume {work}: it was started with a different configuration "
                          f"(differs in: {', '.join(changed) or 'kind of run'})")
     return load_latest(work)
