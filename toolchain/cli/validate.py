@@ -10,7 +10,6 @@ import click
 from kdtool.metrics import LANGUAGES
 
 from kdtool.atomic import atomic_directory, atomic_write_json, check_output_dir, check_output_file
-from kdtool.data import FeatureConfig
 
 
 def _safe_name(name: str, taken: set[str]) -> str:
@@ -62,8 +61,12 @@ def command(reference, candidates, data, task, lang, max_f1_drop, json_out, pred
     check_output_file(json_out, "--json")  # outputs are checked before minutes of scoring, not after
     if predictions_dir:
         check_output_dir(Path(predictions_dir), overwrite)
+    from kdtool.tasks import resolve_task
+
+    # windows and stride are the task's business: a pair is one window, so --doc-stride does not apply to it
+    features = resolve_task(task, reference).module().feature_config(max_length, doc_stride)
     config = ValidateConfig(models=(reference, *candidates), data=data, lang=lang, max_f1_drop=max_f1_drop, limit=limit,
-                            batch_size=batch_size, features=FeatureConfig(max_length, doc_stride),
+                            batch_size=batch_size, features=features,
                             n_best=n_best, max_answer_length=max_answer_length,
                             null_score_diff_threshold=null_threshold, device=device, threads=threads,
                             trust_remote_code=trust_remote_code, task=task)

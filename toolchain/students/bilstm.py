@@ -67,6 +67,7 @@ class BiLSTMPreTrainedModel(PreTrainedModel):
     config_class = BiLSTMConfig
     base_model_prefix = "bilstm"
     main_input_name = "input_ids"
+    _supports_sdpa = True  # no attention at all: any attention implementation a caller asks for is moot
 
     def _init_weights(self, module):
         if isinstance(module, nn.Linear):

@@ -5,6 +5,13 @@ from __future__ import annotations
 LABEL_KEYS = ("labels",)
 
 
+def feature_config(max_length: int, doc_stride: int = 0, max_query_length: int = 64):
+    """One window of ``max_length`` tokens per pair: the stride and question limit do not apply."""
+    from kdtool.data import FeatureConfig
+
+    return FeatureConfig(max_length, 0, max(1, min(max_query_length, max_length // 2)))
+
+
 def load_examples(path: str | None, limit: int | None = None) -> list:
     from kdtool.tasks.pairs import load_pairs
 

@@ -5,6 +5,13 @@ from __future__ import annotations
 LABEL_KEYS = ("start_positions", "end_positions")
 
 
+def feature_config(max_length: int, doc_stride: int, max_query_length: int = 64):
+    """Windows of ``max_length`` tokens overlapping by ``doc_stride`` (checked: stride < length)."""
+    from kdtool.data import FeatureConfig
+
+    return FeatureConfig(max_length, doc_stride, max_query_length)
+
+
 def load_examples(path: str | None, limit: int | None = None) -> list:
     from kdtool.data import load_squad
 
