@@ -311,3 +311,17 @@ def test_run_into_a_directory_kdtool_did_not_write_is_refused(tmp_path):
     res = run("run", "minilm-squad-es-cpu", "-o", mine, "--override", f"data.train={tmp_path / 'missing.json'}")
     assert (mine / "recipe.yaml").read_text() == "my own notes\n"
     assert_one_line_error(res, 2, str(mine))
+
+
+def test_engines_give_back_the_thread_count_they_set(roberta_dir, bert_dir, squad_file):
+    """--threads is process-wide in PyTorch: after validate/profile/answer in process (a recipe, a notebook,
+    this test suite) the caller's setting is back, so later work (an exact-resume training run) is unchanged."""
+    import torch
+
+    before = torch.get_num_threads()
+    wanted = 1 if before > 1 else 2
+    for args in (("validate", roberta_dir, bert_dir, "--data", squad_file, "--limit", 2, "--threads", wanted),
+                 ("profile", roberta_dir, bert_dir, "--seq-len", 16, "--runs", 1, "--warmup", 1, "--threads", wanted),
+                 ("answer", roberta_dir, "-q", "¿Quién?", "-c", CONTEXT, "--threads", wanted)):
+        assert run(*args).exit_code == 0
+        assert torch.get_num_threads() == before, args[0]

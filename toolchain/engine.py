@@ -55,6 +55,9 @@ class QAEngine:
         pass
 
 
+_THREADS = {"engines": 0, "before": None}  # open TorchQAEngines that set torch's thread count, and its prior value
+
+
 class TorchQAEngine(QAEngine):
     """A Hugging Face ``*ForQuestionAnswering`` directory run with PyTorch."""
 
@@ -73,7 +76,11 @@ class TorchQAEngine(QAEngine):
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise InputError(f"device {device} requested but no CUDA GPU is visible; use --device cpu")
-        if threads:
+        self._sets_threads = bool(threads)
+        if threads:  # process-wide in PyTorch: the last engine to close restores the caller's setting
+            if not _THREADS["engines"]:
+                _THREADS["before"] = torch.get_num_threads()
+            _THREADS["engines"] += 1
             torch.set_num_threads(threads)
         self.device = device
         self.tokenizer = load_tokenizer(self.path, trust_remote_code=trust_remote_code)
@@ -105,6 +112,15 @@ class TorchQAEngine(QAEngine):
 
     def num_parameters(self) -> int:
         return count_parameters(self.model)
+
+    def close(self) -> None:
+        if self._sets_threads:
+            import torch
+
+            self._sets_threads = False
+            _THREADS["engines"] -= 1
+            if not _THREADS["engines"]:
+                torch.set_num_threads(_THREADS["before"])
 
 
 @dataclass(frozen=True)
