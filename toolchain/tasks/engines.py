@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from kdtool.engine import QAEngine
+from kdtool.engine import _THREADS, QAEngine
 from kdtool.errors import InputError
 from kdtool.models import count_parameters, load_tokenizer
 
@@ -59,7 +59,11 @@ class TorchPairEngine(QAEngine):
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device == "tensorrt" or (device.startswith("cuda") and not torch.cuda.is_available()):
             raise InputError(f"device {device} is not available for {self.path}; use --device cpu")
-        if threads:
+        self._sets_threads = bool(threads)
+        if threads:  # process-wide in PyTorch: shared with TorchQAEngine, the last engine to close restores it
+            if not _THREADS["engines"]:
+                _THREADS["before"] = torch.get_num_threads()
+            _THREADS["engines"] += 1
             torch.set_num_threads(threads)
         self.device = device
         self.tokenizer = load_tokenizer(self.path, trust_remote_code=trust_remote_code)
@@ -89,6 +93,15 @@ class TorchPairEngine(QAEngine):
 
     def num_parameters(self) -> int:
         return count_parameters(self.model)
+
+    def close(self) -> None:
+        if self._sets_threads:
+            import torch
+
+            self._sets_threads = False
+            _THREADS["engines"] -= 1
+            if not _THREADS["engines"]:
+                torch.set_num_threads(_THREADS["before"])
 
 
 def load_pair_bundle(path, *, device: str = "auto", threads: int | None = None, providers=None, spinning: bool = False,
