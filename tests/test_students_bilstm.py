@@ -105,6 +105,17 @@ def test_bundle_matches_pytorch(tmp_path, wordpiece_tokenizer, squad_file, cls, 
         r = r.numpy()
         diff = np.abs(g - r)[mask] if qa else np.abs(g - r)
         assert diff.max() < tol, diff.max()
+    if qa and precision == "fp32":  # validate and profile take the BiLSTM directory and its bundle like any student
+        from click.testing import CliRunner
+
+        from kdtool.cli import main
+
+        res = CliRunner().invoke(main, ["validate", str(tmp_path / "m"), str(bundle), "--data", str(squad_file),
+                                        "--max-length", "64", "--doc-stride", "16", "--limit", "8"])
+        assert res.exit_code == 0 and "onnxruntime" in res.output and "(reference)" in res.output, res.output
+        res = CliRunner().invoke(main, ["profile", str(tmp_path / "m"), str(bundle), "--seq-len", "32", "--runs", "2",
+                                        "--warmup", "1", "--threads", "1"])
+        assert res.exit_code == 0 and "x" in res.stdout, res.output
     if precision == "int8":  # the LSTMs themselves run quantized
         import onnx
 
