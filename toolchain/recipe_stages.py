@@ -235,6 +235,8 @@ def _train_command(ctx: StageContext, stage: str) -> str:
     model = section.pop("model", None) if stage == "finetune" else (
         str(ctx.run.path(TEACHER)) if ctx.recipe.has("finetune") else section.get("teacher"))
     section.pop("teacher", None)
+    if model and model.startswith("package:"):
+        model = resolve_model(model, f"{stage} model")
     feats = _features(ctx.recipe)
     options = [("--train", ctx.run.path(TRAIN)), ("--dev", ctx.run.path(DEV)),
                ("-o", ctx.run.path(TEACHER if stage == "finetune" else STUDENT)),
@@ -463,8 +465,20 @@ def stage_hashes(recipe: Recipe, run: RunDir) -> dict[str, str]:
             config = _data_inputs(recipe)
         if name == "distill":
             config["teacher"] = teacher_ref(recipe)
+        for section, key in (("finetune", "model"), ("distill", "teacher"), ("distill", "student")):
+            if section in stage.sections and recipe.section(section).get(key):
+                config[f"{key}_stamp"] = _local_stamp(recipe.section(section)[key])
         previous = hashes[name] = config_hash({"stage": name, "config": config, "upstream": previous})
     return hashes
+
+
+def _local_stamp(ref: str) -> list | None:
+    """Names, sizes and modification times of a local model directory or file: a changed model reruns its stage."""
+    p = Path(ref)
+    if not p.exists():
+        return None  # a preset, package: or hub reference: identified by its name
+    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
+    return [(str(f.relative_to(p)) if f != p else p.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
 
 
 def plan(recipe: Recipe, run_dir: Path) -> list[tuple[str, bool]]:

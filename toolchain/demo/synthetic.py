@@ -1,18 +1,22 @@
 """A synthetic Spanish extractive-QA dataset, written from templates, for the demo and the tests.
 
-Each paragraph tells two *events* (someone did something somewhere, in some year, before a
-crowd) plus a filler sentence, so every context holds distractor entities of each answer type:
-two people, three cities, three years, two counts, two works. Questions of five types ask
-about either event, in varied phrasing:
+Each paragraph tells one *event* (someone did something to a work, somewhere, in some year,
+before a crowd) and, before or after it, a *distractor* sentence with another person, city,
+year, count and work in other roles (someone visited, remembered, commented). So every answer
+has a distractor of its own type in the same context, and questions of five types in varied
+phrasing ask about the event:
 
-    quién    ¿Quién inauguró el teatro romano en Cádiz?            -> the person
-    cuándo   ¿En qué año inauguró Rosa Molina el teatro romano?    -> the year
-    dónde    ¿En qué ciudad inauguró Rosa Molina el teatro romano? -> the city
-    cuántos  ¿Cuántos vecinos asistieron cuando ...?               -> the count
-    qué      ¿Qué inauguró Rosa Molina en 1843?                    -> the work
+    quién    ¿Quién inauguró el teatro municipal en Cádiz?            -> the person
+    cuándo   ¿En qué año inauguró Rosa Molina el teatro municipal?    -> the year
+    dónde    ¿En qué ciudad inauguró Rosa Molina el teatro municipal? -> the city
+    cuántos  ¿Cuántos vecinos asistieron cuando ...?                  -> the count
+    qué      ¿Qué inauguró Rosa Molina en 1843?                       -> the work
 
-so a model has to read the question to choose between the two events. Answers are recorded
-while the context is rendered, so each one is the exact substring at its ``answer_start``.
+Answering means finding the sentence of the event the question names (its verb, work or person)
+and the entity of the asked type in it. (An earlier version told two events of the same kind and
+asked about either; a model small enough to train in the demo's minutes does not learn to tell
+them apart, so the distractors now play other roles.) Answers are recorded while the context is
+rendered, so each one is the exact substring at its ``answer_start``.
 
 Train and dev never share a context nor an event: an event (person, verb, work) belongs to dev
 when a stable hash of it falls in the dev share, so the split does not depend on the sizes
@@ -79,12 +83,13 @@ EVENT_TEMPLATES = [
     "{count} {audience} vieron cómo {person} {verb} {work} en {city} en {year}.",
     "En la ciudad de {city}, {person} {verb} {work} en {year} a la vista de {count} {audience}.",
 ]
-LINKS = ["", "Años más tarde, ", "Poco antes, ", "Por otra parte, ", "En cambio, ", "Mucho tiempo después, "]
-FILLERS = [
-    "La noticia llegó pronto a {city}, donde {person} la comentó en {year}.",
-    "Desde {city}, {person} escribió en {year} que nunca había visto algo igual.",
-    "Un siglo más tarde, en {year}, {person} recordó aquellos hechos en un libro publicado en {city}.",
-    "Hoy un museo de {city} guarda documentos de la época, donados por {person} en {year}.",
+# The distractor sentence: the same entity types, other roles, verbs that are never asked about.
+DISTRACTOR_TEMPLATES = [
+    "Años antes, en {year}, {person} había visitado {city} con {count} {audience} para ver {work}.",
+    "Al saberlo en {city}, {person} lo comentó en {year} ante {count} {audience}, comparándolo con {work}.",
+    "En {year}, {person} recordó en {city}, ante {count} {audience}, que nada igualaba a {work}.",
+    "Desde {city}, {person} contó en {year} a {count} {audience} que prefería {work}.",
+    "Tiempo después, {person} criticó en {city} {work} ante {count} {audience}, en {year}.",
 ]
 QUESTION_TEMPLATES = {
     "quién": ["¿Quién {verb} {work}?", "¿Quién {verb} {work} en {city}?", "¿Qué persona {verb} {work} en {year}?",
@@ -163,54 +168,47 @@ def _capitalise(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def _draw_events(rng: random.Random, split: str, dev_share: float, used: set) -> tuple[Event, Event]:
-    """Two events of ``split`` that differ in every entity, and whose keys were not used before."""
+def _draw(rng: random.Random) -> Event:
+    verb = rng.choice(sorted(ACTIONS))
+    return Event(f"{rng.choice(FIRST_NAMES)} {rng.choice(SURNAMES)}", verb, rng.choice(ACTIONS[verb]),
+                 rng.choice(CITIES), str(rng.randint(1500, 2020)), str(rng.randint(12, 989)), rng.choice(AUDIENCES))
+
+
+def _draw_event(rng: random.Random, split: str, dev_share: float, used: set) -> tuple[Event, Event]:
+    """The event (of ``split``, its key not used before) and a distractor differing in every entity."""
     while True:
-        verbs = rng.sample(sorted(ACTIONS), 2)
-        people = [f"{f} {s}" for f, s in zip(rng.sample(FIRST_NAMES, 2), rng.sample(SURNAMES, 2))]
-        cities = rng.sample(CITIES, 2)
-        years = rng.sample(range(1500, 2021), 2)
-        counts = rng.sample(range(12, 990), 2)
-        events = tuple(Event(people[i], verbs[i], rng.choice(ACTIONS[verbs[i]]), cities[i], str(years[i]),
-                             str(counts[i]), rng.choice(AUDIENCES)) for i in range(2))
-        if all(event_split(e, dev_share) == split and e.key not in used for e in events):
-            used.update(e.key for e in events)
-            return events
+        event = _draw(rng)
+        if event_split(event, dev_share) == split and event.key not in used:
+            break
+    used.add(event.key)
+    while True:
+        other = _draw(rng)
+        if all(getattr(other, f) != getattr(event, f) for f in ("person", "work", "city", "year", "count")) \
+                and other.person.split()[0] != event.person.split()[0]:
+            return event, other
 
 
-def _paragraph(rng: random.Random, events: tuple[Event, Event], exclude_cities: set[str]) -> tuple[str, list]:
-    """The context and, per event, the absolute spans of its slots."""
-    parts, spans = [], []
-    pos = 0
-    for i, ev in enumerate(events):
-        link = "" if i == 0 else rng.choice(LINKS)
-        template = rng.choice(EVENT_TEMPLATES)
-        text, sp = render(template, ev.slots())
-        if link and not template.startswith("{"):  # "Años más tarde, en 1843, ..." (names and numbers stay)
-            text = text[:1].lower() + text[1:]
-        text = link + text
-        shift = pos + len(link)
-        spans.append({k: (a + shift, b + shift) for k, (a, b) in sp.items()})
-        parts.append(text)
-        pos += len(text) + 1
-    filler_slots = {"city": rng.choice([c for c in CITIES if c not in exclude_cities]),
-                    "person": f"{rng.choice(FIRST_NAMES)} {rng.choice(SURNAMES)}",
-                    "year": str(rng.randint(1500, 2020))}
-    parts.append(render(rng.choice(FILLERS), filler_slots)[0])
-    return " ".join(parts), spans
+def _paragraph(rng: random.Random, event: Event, other: Event) -> tuple[str, dict]:
+    """The context and the absolute spans of the event's slots."""
+    event_text, spans = render(rng.choice(EVENT_TEMPLATES), event.slots())
+    distractor = render(rng.choice(DISTRACTOR_TEMPLATES), other.slots())[0]
+    event_text = _capitalise(event_text)
+    if rng.random() < 0.5:  # the distractor before or after the event: position tells nothing
+        parts, shift = [event_text, distractor], 0
+    else:
+        parts, shift = [distractor, event_text], len(distractor) + 1
+    return " ".join(parts), {k: (a + shift, b + shift) for k, (a, b) in spans.items()}
 
 
-def _questions(rng: random.Random, events: tuple[Event, Event], spans: list, context: str, prefix: str) -> list[dict]:
+def _questions(rng: random.Random, event: Event, spans: dict, context: str, prefix: str) -> list[dict]:
     qas = []
     for qtype in QUESTION_TYPES:
-        which = rng.randrange(2)
-        ev, sp = events[which], spans[which]
-        question = _capitalise_question(render(rng.choice(QUESTION_TEMPLATES[qtype]), ev.slots())[0])
+        question = _capitalise_question(render(rng.choice(QUESTION_TEMPLATES[qtype]), event.slots())[0])
         slot = ANSWER_SLOT[qtype]
-        start, end = sp[slot]
+        start, end = spans[slot]
         answer = context[start:end]
-        if answer != getattr(ev, slot):  # the rendering bookkeeping is the contract: check it
-            raise AssertionError(f"synthetic answer {answer!r} is not {getattr(ev, slot)!r}")
+        if answer != getattr(event, slot):  # the rendering bookkeeping is the contract: check it
+            raise AssertionError(f"synthetic answer {answer!r} is not {getattr(event, slot)!r}")
         qas.append({"id": f"{prefix}-{ID_SUFFIX[qtype]}", "question": question,
                     "answers": [{"text": answer, "answer_start": start}]})
     return qas
@@ -227,12 +225,12 @@ def _split(cfg: SyntheticConfig, split: str, n_paragraphs: int, per_article: int
     data, paragraphs = [], []
     k = 0
     while k < n_paragraphs:
-        events = _draw_events(rng, split, cfg.dev_share, used)
-        context, spans = _paragraph(rng, events, {e.city for e in events})
+        event, other = _draw_event(rng, split, cfg.dev_share, used)
+        context, spans = _paragraph(rng, event, other)
         if context in seen_contexts:
             continue
         seen_contexts.add(context)
-        paragraphs.append({"context": context, "qas": _questions(rng, events, spans, context, f"{split}-{k:05d}")})
+        paragraphs.append({"context": context, "qas": _questions(rng, event, spans, context, f"{split}-{k:05d}")})
         k += 1
         if len(paragraphs) == per_article or k == n_paragraphs:
             data.append({"title": f"Crónica sintética {split} {len(data) + 1}", "paragraphs": paragraphs})
