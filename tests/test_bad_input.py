@@ -302,8 +302,6 @@ def test_answer_output_is_jsonl_that_parses(tmp_path, roberta_dir):
     assert all(r["score"] is None or isinstance(r["score"], float) for r in rows)
 
 
-@pytest.mark.xfail(strict=True, reason="kdtool run writes into any existing directory (recipe owner: see the "
-                                       "issue 8 report); remove this marker when run_recipe refuses it")
 def test_run_into_a_directory_kdtool_did_not_write_is_refused(tmp_path):
     mine = tmp_path / "mine"
     mine.mkdir()

@@ -500,11 +500,17 @@ def run_recipe(recipe: Recipe, run_dir: Path, *, say: Callable[[str], None] = pr
     :class:`KdtoolError` to stop the run (the demo's "fails loudly" thresholds). ``force`` names
     stages to run even when done (and with them every later stage).
     """
-    from kdtool.atomic import atomic_write_text
+    from kdtool.atomic import MARKER, atomic_write_text
 
     t_start = time.perf_counter()
     run = RunDir(run_dir)
+    if run.root.is_file():
+        raise InputError(f"run directory {run.root} is a file; choose another -o")
+    if run.root.is_dir() and any(run.root.iterdir()) and not (run.root / MARKER).is_file():
+        raise InputError(f"run directory {run.root} exists and was not written by kdtool; choose another -o")
     run.root.mkdir(parents=True, exist_ok=True)
+    if not (run.root / MARKER).is_file():
+        (run.root / MARKER).write_text('{"kind": "run"}\n')
     atomic_write_text(run.path("recipe.yaml"), f"# {recipe.name}: resolved from {recipe.source}\n" + recipe.to_yaml())
     ctx = StageContext(recipe, run, say, progress)
     hashes = stage_hashes(recipe, run)
