@@ -16,6 +16,8 @@ with a :class:`DemoCheckFailed` that says which and by how much.
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -214,6 +216,19 @@ def make_check(cfg: DemoConfig) -> Callable[[str, dict], None]:
     return check
 
 
+@contextlib.contextmanager
+def _torch_threads(n: int | None):
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def run_demo(cfg: DemoConfig = DemoConfig(), say: Callable[[str], None] = print, *, fresh: bool = False) -> DemoResult:
     """Run the demo into ``cfg.output`` (see the module docstring); ``fresh`` redoes every stage."""
     from kdtool.atomic import MARKER, atomic_write_json
@@ -221,26 +236,23 @@ def run_demo(cfg: DemoConfig = DemoConfig(), say: Callable[[str], None] = print,
     from kdtool.recipe_stages import STAGES, run_recipe
 
     t0 = time.perf_counter()
-    if cfg.threads:
-        import torch
-
-        torch.set_num_threads(cfg.threads)
-    root = Path(cfg.output).absolute()
-    if root.exists() and any(root.iterdir()) and not (root / MARKER).exists():
-        raise InputError(f"output directory {root} exists and was not written by kdtool demo; choose another -o")
-    root.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(root / MARKER, {"kind": "demo"})
-    run = RunDir(root)
-    if fresh:
-        run.forget(["prepare", *STAGES])
-    atomic_write_json(root / "demo_config.json", asdict(cfg))
-    inputs = prepare(cfg, run, say)
-    recipe = demo_recipe(cfg, inputs, root)
-    result = run_recipe(recipe, root, say=say, progress=cfg.progress, check=make_check(cfg))
-    report = load_report(root)
-    report["demo"] = {"config": asdict(cfg), "wall_seconds": round(time.perf_counter() - t0, 1),
-                      "rerun": f"kdtool run {root / 'recipe.yaml'} -o {root}"}
-    atomic_write_json(root / "report.json", report)
+    with _torch_threads(cfg.threads):  # process-wide in PyTorch: give the caller its setting back
+        root = Path(cfg.output).absolute()
+        if root.exists() and any(root.iterdir()) and not (root / MARKER).exists():
+            raise InputError(f"output directory {root} exists and was not written by kdtool demo; choose another -o")
+        root.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(root / MARKER, {"kind": "demo"})
+        run = RunDir(root)
+        if fresh:
+            run.forget(["prepare", *STAGES])
+        atomic_write_json(root / "demo_config.json", asdict(cfg))
+        inputs = prepare(cfg, run, say)
+        recipe = demo_recipe(cfg, inputs, root)
+        result = run_recipe(recipe, root, say=say, progress=cfg.progress, check=make_check(cfg))
+        report = load_report(root)
+        report["demo"] = {"config": asdict(cfg), "wall_seconds": round(time.perf_counter() - t0, 1),
+                          "rerun": f"kdtool run {root / 'recipe.yaml'} -o {root}"}
+        atomic_write_json(root / "report.json", report)
     return DemoResult(root, report, time.perf_counter() - t0, result.ran, result.skipped)
 
 
