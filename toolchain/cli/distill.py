@@ -1,39 +1,57 @@
-"""``kdtool distill``: TinyBERT distillation of a QA teacher into a student."""
+"""``kdtool distill``: distil a teacher into a student with a strategy preset (TinyBERT by default).
+
+Every loss, schedule, mapping and student option defaults to the ``--strategy`` preset
+(kdtool.strategies); an option given on the command line overrides the preset.
+"""
 
 from __future__ import annotations
 
 import click
 
 from kdtool.cli.finetune import _opt, finish, training_options
-from kdtool.distill.config import ATTENTION_LOSS_KINDS, PREDICTION_LOSS_KINDS, PROJECTIONS, SCHEDULES
-from kdtool.distill.students import PRESETS
+from kdtool.distill.config import ATTENTION_LOSS_KINDS, PREDICTION_LOSS_KINDS, PROJECTIONS, SCHEDULES, STUDENT_INITS
+from kdtool.distill.students import ARCHITECTURES, PRESETS, RELATIVE_PRESETS
+from kdtool.strategies import STRATEGIES
+
+PRESET = "[default: from --strategy]"
+STRATEGY_HELP = "; ".join(f"{s.name}: {s.reference}" for s in STRATEGIES.values())
+
+
+def _preset_opt(*names, help: str, **kw):
+    return _opt(*names, default=None, show_default=False, help=f"{help} {PRESET}", **kw)
 
 
 @click.command(context_settings={"show_default": True})
 @click.argument("teacher", type=click.Path(), metavar="TEACHER")
-@_opt("--student", default="tinyroberta-es",
-      help=f"Student: a preset ({', '.join(PRESETS)}), a JSON config of shape fields, or a model directory.")
-@_opt("--schedule", type=click.Choice(SCHEDULES), default="two-stage",
-      help="two-stage: intermediate losses, then prediction loss (TinyBERT); joint: all summed; prediction: logits only.")
+@_opt("--strategy", type=click.Choice(list(STRATEGIES)), default="tinybert",
+      help=f"Preset of losses, schedule, layer map and student ({STRATEGY_HELP}). See kdtool.strategies.")
+@_preset_opt("--student", help=f"Student: a preset ({', '.join([*PRESETS, *RELATIVE_PRESETS])}), an architecture "
+             f"({', '.join(ARCHITECTURES)}), a JSON config of shape fields, or a model directory (else tinyroberta-es).")
+@_preset_opt("--student-init", type=click.Choice(STUDENT_INITS),
+             help="random; teacher-layers (mapped layers); teacher-bottom (layers 1..S); teacher-embeddings.")
+@_preset_opt("--schedule", type=click.Choice(SCHEDULES),
+             help="two-stage: intermediate losses, then prediction loss (TinyBERT); joint: all summed; prediction: logits only.")
 @_opt("--intermediate-epochs", type=int, default=None, help="Two-stage: epochs of stage 1 [default: half of --epochs].")
-@_opt("--attention-loss", type=click.Choice(ATTENTION_LOSS_KINDS), default="scores",
-      help="scores: TinyBERT pre-softmax MSE in closed form; probs: post-softmax MSE; none.")
-@_opt("--layer-map", default=None, help="Student:teacher layer pairs, e.g. 1:4,2:8 [default: k -> k*T/S].")
-@_opt("--projection", type=click.Choice(PROJECTIONS), default="shared",
-      help="Learned hidden-state projection student -> teacher width: one shared, or one per layer.")
-@_opt("--prediction-loss", type=click.Choice(PREDICTION_LOSS_KINDS), default="kl",
-      help="Soft loss on start/end logits: KL x T^2, or soft cross-entropy.")
-@_opt("--temperature", type=float, default=1.0, help="Temperature of the prediction loss.")
-@_opt("--attention-weight", type=float, default=1.0, help="Weight of the attention loss.")
-@_opt("--hidden-weight", type=float, default=1.0, help="Weight of the hidden-state loss.")
-@_opt("--embedding-weight", type=float, default=1.0, help="Weight of the embedding (layer 0) loss.")
-@_opt("--prediction-weight", type=float, default=1.0, help="Weight of the soft prediction loss.")
-@_opt("--hard-weight", type=float, default=0.0, help="Weight of the hard-label span loss in prediction epochs.")
+@_preset_opt("--attention-loss", type=click.Choice(ATTENTION_LOSS_KINDS),
+             help="scores: TinyBERT pre-softmax MSE in closed form; probs: post-softmax MSE; none.")
+@_preset_opt("--layer-map", help="uniform (k -> k*T/S), skip / last (PKD), or student:teacher pairs like 1:4,2:8.")
+@_preset_opt("--projection", type=click.Choice(PROJECTIONS),
+             help="Learned hidden-state projection student -> teacher width: one shared, one per layer, or none.")
+@_preset_opt("--prediction-loss", type=click.Choice(PREDICTION_LOSS_KINDS),
+             help="Soft loss on the logits: KL x T^2, soft cross-entropy, or MSE of raw logits.")
+@_preset_opt("--temperature", type=float, help="Temperature of the prediction loss.")
+@_preset_opt("--attention-weight", type=float, help="Weight of the attention loss.")
+@_preset_opt("--hidden-weight", type=float, help="Weight of the hidden-state loss.")
+@_preset_opt("--embedding-weight", type=float, help="Weight of the embedding (layer 0) loss.")
+@_preset_opt("--cosine-weight", type=float, help="Weight of the cosine loss on the last hidden states (DistilBERT).")
+@_preset_opt("--patient-weight", type=float, help="Weight of the normalised [CLS] loss over mapped layers (PKD).")
+@_preset_opt("--prediction-weight", type=float, help="Weight of the soft prediction loss.")
+@_preset_opt("--hard-weight", type=float, help="Weight of the hard-label loss.")
 @_opt("--cache-teacher-logits/--no-cache-teacher-logits", default=True,
       help="Compute the teacher's logits once for prediction-only epochs instead of every step.")
 @training_options
 def command(teacher, **options):
-    """Distil TEACHER (a question-answering model directory) into a student."""
+    """Distil TEACHER (a model directory of the task) into a student, with a --strategy preset."""
     from kdtool.distill import DistillConfig, distill
 
     finish(distill(DistillConfig(model=teacher, **options)))

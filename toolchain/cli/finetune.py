@@ -1,11 +1,12 @@
-"""``kdtool finetune``: train a QA model on hard labels (no teacher) — a teacher from a pretrained
-encoder, or the no-distillation baseline of a student under the same budget as ``kdtool distill``."""
+"""``kdtool finetune``: train a model on hard labels (no teacher) — a teacher from a pretrained
+encoder, or the no-distillation baseline of a student under the same budget as ``kdtool distill``.
+``--task`` picks extractive QA (SQuAD JSON) or pair classification (pairs TSV/JSONL)."""
 
 from __future__ import annotations
 
 import click
 
-from kdtool.distill.config import PRECISIONS, STUDENT_INITS
+from kdtool.distill.config import PRECISIONS, STUDENT_INITS, TASK_NAMES
 
 
 def _opt(*names, **kw):
@@ -15,15 +16,16 @@ def _opt(*names, **kw):
 
 # options shared by finetune and distill: (decorator, config field)
 TRAINING_OPTIONS = [
-    _opt("--train", "train_file", required=True, type=click.Path(dir_okay=False), help="Training SQuAD JSON file."),
+    _opt("--task", type=click.Choice(TASK_NAMES), default="qa",
+         help="qa: extractive QA on SQuAD JSON; pair-classification: sentence pairs (TSV/JSONL, kdtool derive-pairs)."),
+    _opt("--train", "train_file", required=True, type=click.Path(dir_okay=False),
+         help="Training file: SQuAD JSON (qa) or pairs TSV/JSONL (pair-classification)."),
     _opt("--dev", "dev_file", type=click.Path(dir_okay=False), default=None,
-         help="Dev SQuAD JSON file: F1/EM after each epoch, the best epoch is kept."),
+         help="Dev file of the same kind: F1/EM (qa) or accuracy/F1 (pairs) after each epoch, the best epoch is kept."),
     _opt("-o", "--output", required=True, type=click.Path(file_okay=False),
          help="Output Hugging Face model directory (model, tokenizer, report, log)."),
-    _opt("--student-init", type=click.Choice(STUDENT_INITS), default="random",
-         help="Weights of a preset/JSON student: random, or embeddings + every k-th layer of the base model."),
     _opt("--lang", default="es", help="Answer normalisation of the F1/EM metric (es: MLQA rules, en: SQuAD)."),
-    _opt("--max-length", type=int, default=384, help="Tokens per window."),
+    _opt("--max-length", type=int, default=384, help="Tokens per window (qa) or per pair (pair-classification)."),
     _opt("--doc-stride", type=int, default=128, help="Overlap between windows of a long context."),
     _opt("--max-query-length", type=int, default=64, help="Longest question in tokens."),
     _opt("--max-train-examples", type=int, default=None, help="Use only the first N training questions."),
@@ -64,7 +66,8 @@ def finish(report: dict) -> None:
         click.echo(f"stopped after step {report['step']}; continue with --resume (run directory {report['work_dir']})")
         return
     best = report["best"]
-    score = f"; best dev F1 {best['f1']:.2f} EM {best['exact_match']:.2f} (epoch {best['epoch']})" if best else ""
+    metrics = " ".join(f"{k} {v:.2f}" for k, v in (best or {}).items() if k not in ("epoch", "step", "stage"))
+    score = f"; best dev {metrics} (epoch {best['epoch']})" if best else ""
     click.echo(f"wrote {report['config']['output']} ({report['student']['parameters'] / 1e6:.1f}M parameters, "
                f"{report['total_seconds']:.0f} s){score}")
 
@@ -72,10 +75,13 @@ def finish(report: dict) -> None:
 @click.command(context_settings={"show_default": True})
 @click.argument("model", type=click.Path())
 @click.option("--student", default=None, show_default=True,
-              help="Train a new student (preset, JSON config or model dir) on MODEL's tokenizer instead of MODEL itself.")
+              help="Train a new student (preset, bilstm, JSON config or model dir) on MODEL's tokenizer instead of MODEL itself.")
+@_opt("--student-init", type=click.Choice(STUDENT_INITS), default="random",
+      help="Weights of a new student: random, the base model's embeddings + mapped layers (teacher-layers), its "
+           "bottom layers (teacher-bottom), or only its embeddings (teacher-embeddings; projected for a BiLSTM).")
 @training_options
 def command(**options):
-    """Fine-tune MODEL (a QA model or a bare encoder, which gets a new QA head) on hard labels."""
+    """Fine-tune MODEL (a model of the task, or a bare encoder, which gets a new head) on hard labels."""
     from kdtool.distill import TrainConfig, finetune
 
     finish(finetune(TrainConfig(**options)))

@@ -1,6 +1,7 @@
-"""TinyBERT-style distillation and plain fine-tuning of extractive QA models.
+"""Distillation (TinyBERT by default, or any strategy of kdtool.strategies) and plain fine-tuning,
+for every task of kdtool.tasks (extractive QA, sentence-pair classification).
 
-    kdtool.distill.distill(DistillConfig(...))   teacher -> student (``kdtool distill``)
+    kdtool.distill.distill(DistillConfig(...))   teacher -> student (``kdtool distill --strategy NAME``)
     kdtool.distill.finetune(TrainConfig(...))    hard labels only (``kdtool finetune``)
     kdtool.distill.attention_score_mse(...)      the memory-free TinyBERT attention loss
 

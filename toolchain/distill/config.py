@@ -2,6 +2,10 @@
 and :class:`DistillConfig` (adds the teacher's losses and the schedule). Plain dataclasses; the CLI
 builds them from its options and :func:`kdtool.distill.finetune` / :func:`kdtool.distill.distill`
 take them as they are.
+
+``task`` (kdtool.tasks: ``qa`` or ``pair-classification``) decides the data, features, heads and
+metrics. ``DistillConfig.strategy`` (kdtool.strategies) is a preset: every loss, schedule, mapping
+and student field left at ``None`` is filled from it, so explicit values always win.
 """
 
 from __future__ import annotations
@@ -14,9 +18,14 @@ from kdtool.errors import InputError
 
 SCHEDULES = ("two-stage", "joint", "prediction")
 ATTENTION_LOSS_KINDS = ("scores", "probs", "none")
-PREDICTION_LOSS_KINDS = ("kl", "soft-ce")
-PROJECTIONS = ("shared", "per-layer")
-STUDENT_INITS = ("random", "teacher-layers")
+PREDICTION_LOSS_KINDS = ("kl", "soft-ce", "mse")
+PROJECTIONS = ("shared", "per-layer", "none")
+STUDENT_INITS = ("random", "teacher-layers", "teacher-bottom", "teacher-embeddings")
+TASK_NAMES = ("qa", "pair-classification")
+STRATEGY_FIELDS = ("schedule", "attention_loss", "layer_map", "projection", "prediction_loss", "temperature",
+                   "attention_weight", "hidden_weight", "embedding_weight", "prediction_weight", "hard_weight",
+                   "cosine_weight", "patient_weight", "student", "student_init")
+DEFAULT_STUDENT = "tinyroberta-es"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 # fields that may change between a run and its resumption
@@ -32,6 +41,7 @@ class TrainConfig:
     train_file: str
     output: str
     dev_file: str | None = None
+    task: str = "qa"  # qa (SQuAD JSON) or pair-classification (pairs TSV/JSONL)
     student: str | None = None  # preset name, JSON config or model directory; None: train ``model`` itself
     student_init: str = "random"
     lang: str = "es"
@@ -59,6 +69,7 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self):
+        _check_choice("task", self.task, TASK_NAMES)
         _check_choice("student_init", self.student_init, STUDENT_INITS)
         _check_choice("precision", self.precision, PRECISIONS)
         for name in ("epochs", "batch_size", "grad_accum", "max_length", "save_every", "eval_batch_size"):
@@ -89,24 +100,38 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class DistillConfig(TrainConfig):
-    """A distillation run: ``model`` is the teacher (a QA model directory), ``student`` is required."""
+    """A distillation run: ``model`` is the teacher (a model directory of the task), ``student`` is required.
 
-    student: str | None = "tinyroberta-es"
-    schedule: str = "two-stage"
+    Fields left at ``None`` come from the ``strategy`` preset (kdtool.strategies); ``tinybert`` gives
+    the TinyBERT defaults (two stages, attention scores, shared projection, KL at T=1).
+    """
+
+    strategy: str = "tinybert"
+    student: str | None = None  # default: the strategy's student, else tinyroberta-es
+    student_init: str | None = None
+    schedule: str | None = None
     intermediate_epochs: int | None = None  # two-stage: epochs of stage 1 (default: half of --epochs)
-    attention_loss: str = "scores"
-    layer_map: str | None = None  # "1:4,2:8,..." student:teacher; default k -> k*T/S
-    projection: str = "shared"
-    prediction_loss: str = "kl"
-    temperature: float = 1.0
-    attention_weight: float = 1.0
-    hidden_weight: float = 1.0
-    embedding_weight: float = 1.0
-    prediction_weight: float = 1.0
-    hard_weight: float = 0.0
+    attention_loss: str | None = None
+    layer_map: str | None = None  # uniform (k -> k*T/S), skip, last, or pairs "1:4,2:8,..." student:teacher
+    projection: str | None = None
+    prediction_loss: str | None = None
+    temperature: float | None = None
+    attention_weight: float | None = None
+    hidden_weight: float | None = None
+    embedding_weight: float | None = None
+    prediction_weight: float | None = None
+    hard_weight: float | None = None
+    cosine_weight: float | None = None  # DistilBERT: 1 - cos of the last hidden states
+    patient_weight: float | None = None  # PKD: normalised [CLS] MSE over mapped layers
     cache_teacher_logits: bool = True
 
     def __post_init__(self):
+        from kdtool.strategies import get_strategy
+
+        preset = get_strategy(self.strategy).config_defaults()
+        for name in STRATEGY_FIELDS:
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, preset.get(name, DEFAULT_STUDENT if name == "student" else None))
         super().__post_init__()
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("attention-loss", self.attention_loss, ATTENTION_LOSS_KINDS)
@@ -116,7 +141,8 @@ class DistillConfig(TrainConfig):
             raise InputError("distillation needs a student: a preset name, a JSON config or a model directory")
         if self.temperature <= 0:
             raise InputError(f"temperature must be positive, got {self.temperature}")
-        for name in ("attention_weight", "hidden_weight", "embedding_weight", "prediction_weight", "hard_weight"):
+        for name in ("attention_weight", "hidden_weight", "embedding_weight", "prediction_weight", "hard_weight",
+                     "cosine_weight", "patient_weight"):
             if getattr(self, name) < 0:
                 raise InputError(f"{name.replace('_', '-')} must not be negative")
         if self.schedule == "two-stage" and not 1 <= self.stage_epochs[0] < self.epochs:

@@ -122,16 +122,23 @@ def hidden_mse(student_h: torch.Tensor, teacher_h: torch.Tensor, mask: torch.Ten
     return ((sq * m).sum(1) / m.sum(1).clamp(min=1)).mean()
 
 
-def _masked_log_softmax(logits: torch.Tensor, mask: torch.Tensor, temperature: float) -> torch.Tensor:
-    return torch.log_softmax((logits.float() / temperature).masked_fill(mask == 0, -1e9), dim=-1)
+def _masked_log_softmax(logits: torch.Tensor, mask: torch.Tensor | None, temperature: float) -> torch.Tensor:
+    scaled = logits.float() / temperature
+    return torch.log_softmax(scaled if mask is None else scaled.masked_fill(mask == 0, -1e9), dim=-1)
 
 
-def prediction_loss(student_logits: tuple[torch.Tensor, torch.Tensor], teacher_logits: tuple[torch.Tensor, torch.Tensor],
-                    mask: torch.Tensor, *, temperature: float = 1.0, kind: str = "kl") -> torch.Tensor:
-    """Soft loss on (start, end) logits, averaged over the two and the batch; padding masked out.
+def prediction_loss(student_logits: tuple[torch.Tensor, ...], teacher_logits: tuple[torch.Tensor, ...],
+                    mask: torch.Tensor | None, *, temperature: float = 1.0, kind: str = "kl") -> torch.Tensor:
+    """Soft loss on the task's logits ((start, end) for QA, (logits,) for classification), averaged over
+    the outputs and the batch; padding masked out (``mask=None``: classifier logits, nothing to mask).
 
     ``kl``: KL(p_T || p_S) x T^2 (Hinton). ``soft-ce``: -sum p_T log p_S (TinyBERT's soft cross-entropy).
+    ``mse``: MSE of the raw logits (Tang et al. 2019; kdtool.strategies.losses.logits_mse), no temperature.
     """
+    if kind == "mse":
+        from kdtool.strategies.losses import logits_mse
+
+        return logits_mse(student_logits, teacher_logits, mask)
     total = 0.0
     for s, t in zip(student_logits, teacher_logits):
         log_ps = _masked_log_softmax(s, mask, temperature)
@@ -143,7 +150,7 @@ def prediction_loss(student_logits: tuple[torch.Tensor, torch.Tensor], teacher_l
             total = total + (-(pt * log_ps).sum(-1)).mean()
         else:
             raise ValueError(f"unknown prediction loss {kind!r}")
-    return total / 2
+    return total / len(student_logits)
 
 
 def span_loss(start_logits: torch.Tensor, end_logits: torch.Tensor, start_positions: torch.Tensor,

@@ -5,6 +5,10 @@ transformer layer k. The default map is TinyBERT's ``g(k) = k * T / S`` (24 -> 6
 ``g(0) = 0`` pairs the embeddings (the embedding loss). Hidden states pair ``student[k]`` with
 ``teacher[g(k)]``; attention pairs student layer k with teacher layer g(k), whose inputs are
 ``hidden[k-1]`` and ``hidden[g(k)-1]``.
+
+Named maps (:data:`NAMED_MAPS`): ``uniform`` (the default above), and Patient KD's two, which leave
+the top student layer to the prediction loss: ``skip`` (k -> k*T/S for k < S: every (T/S)-th teacher
+layer) and ``last`` (k -> T-S+k for k < S: the last S-1 teacher layers below the top one).
 """
 
 from __future__ import annotations
@@ -17,6 +21,21 @@ def default_layer_map(student_layers: int, teacher_layers: int) -> dict[int, int
         raise InputError(f"the student has more layers ({student_layers}) than the teacher ({teacher_layers}); "
                          "give an explicit --layer-map")
     return {k: (k * teacher_layers) // student_layers for k in range(student_layers + 1)}
+
+
+def skip_layer_map(student_layers: int, teacher_layers: int) -> dict[int, int]:
+    """PKD-skip: every (T/S)-th teacher layer for student layers 1..S-1 (plus the embeddings)."""
+    full = default_layer_map(student_layers, teacher_layers)
+    return {k: t for k, t in full.items() if k < student_layers}
+
+
+def last_layer_map(student_layers: int, teacher_layers: int) -> dict[int, int]:
+    """PKD-last: student layer k learns teacher layer T-S+k for k = 1..S-1 (plus the embeddings)."""
+    default_layer_map(student_layers, teacher_layers)  # the same "more layers than the teacher" check
+    return {0: 0, **{k: teacher_layers - student_layers + k for k in range(1, student_layers)}}
+
+
+NAMED_MAPS = {"uniform": default_layer_map, "skip": skip_layer_map, "last": last_layer_map}
 
 
 def parse_layer_map(text: str, student_layers: int, teacher_layers: int) -> dict[int, int]:
@@ -38,6 +57,8 @@ def parse_layer_map(text: str, student_layers: int, teacher_layers: int) -> dict
 
 
 def layer_map(student_layers: int, teacher_layers: int, explicit: str | None = None) -> dict[int, int]:
+    if explicit in NAMED_MAPS:
+        return NAMED_MAPS[explicit](student_layers, teacher_layers)
     if explicit:
         return parse_layer_map(explicit, student_layers, teacher_layers)
     return default_layer_map(student_layers, teacher_layers)

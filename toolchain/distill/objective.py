@@ -2,7 +2,9 @@
 
 :class:`Objective` is the module that data-parallel training wraps (so the projection is trained and
 synchronised with the student). Which components a stage uses is data (:data:`STAGE_COMPONENTS`).
-The teacher runs outside it, without gradients (:func:`teacher_targets`).
+The teacher runs outside it, without gradients (:func:`teacher_targets`). The task (kdtool.tasks)
+names the model outputs and supplies the hard loss and the soft-loss mask, so QA and pair
+classification share every line here; a strategy (kdtool.strategies) only sets the weights.
 
 Attention losses never ask either model for ``output_attentions``: Q and K of a mapped layer are
 recomputed from the hidden state that entered it (``hidden_states[k-1]``) with that layer's own
@@ -14,16 +16,19 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kdtool.distill.losses import ATTENTION_LOSSES, hidden_mse, prediction_loss, span_loss
+from kdtool.distill.losses import ATTENTION_LOSSES, hidden_mse, prediction_loss
 from kdtool.errors import InputError
+from kdtool.strategies.losses import hidden_cosine, patient_cls_mse
+from kdtool.tasks import TASKS
 
 STAGE_COMPONENTS: dict[str, tuple[str, ...]] = {
     "finetune": ("hard",),
-    "intermediate": ("attention", "hidden", "embedding"),
+    "intermediate": ("attention", "hidden", "embedding", "cosine", "patient"),
     "prediction": ("prediction", "hard"),
-    "joint": ("attention", "hidden", "embedding", "prediction", "hard"),
+    "joint": ("attention", "hidden", "embedding", "cosine", "patient", "prediction", "hard"),
 }
-INTERMEDIATE = {"attention", "hidden", "embedding"}
+INTERMEDIATE = {"attention", "hidden", "embedding", "cosine", "patient"}
+PROJECTED = {"hidden", "embedding", "cosine", "patient"}  # compare student states to the teacher's width
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -58,15 +63,22 @@ def model_inputs(batch: dict) -> dict:
     return {k: batch[k] for k in MODEL_INPUTS if k in batch}
 
 
+def task_outputs(out, task=None) -> tuple[torch.Tensor, ...]:
+    return tuple(getattr(out, name) for name in (task or TASKS["qa"]).outputs)
+
+
 @torch.no_grad()
-def teacher_targets(teacher, batch: dict, stage: str, layer_map: dict[int, int], attention: bool) -> dict:
-    """What the student learns from in ``stage``: logits, hidden states and Q/K of the mapped layers."""
-    needs_hidden = bool(INTERMEDIATE & set(STAGE_COMPONENTS[stage]))
+def teacher_targets(teacher, batch: dict, stage: str, layer_map: dict[int, int], attention: bool, task=None,
+                    needs_hidden: bool | None = None) -> dict:
+    """What the student learns from in ``stage``: logits (``outputs``), hidden states and Q/K of the mapped layers."""
+    if needs_hidden is None:
+        needs_hidden = bool(INTERMEDIATE & set(STAGE_COMPONENTS[stage]))
     out = teacher(**model_inputs(batch), output_hidden_states=needs_hidden)
-    targets = {"start_logits": out.start_logits, "end_logits": out.end_logits}
+    targets = {"outputs": task_outputs(out, task)}
     if needs_hidden:
         hs = out.hidden_states
         targets["hidden"] = {t: hs[t] for t in layer_map.values()}
+        targets["last_hidden"] = hs[-1]
         if attention:
             targets["qk"] = {t: layer_qk(teacher, t, hs[t - 1]) for t in layer_map.values() if t > 0}
     return targets
@@ -75,17 +87,24 @@ def teacher_targets(teacher, batch: dict, stage: str, layer_map: dict[int, int],
 class Objective(nn.Module):
     """The student and what it needs to be trained; ``forward`` returns the loss and its components."""
 
-    def __init__(self, student, *, config=None, layer_map: dict[int, int] | None = None, teacher_hidden: int = 0):
+    def __init__(self, student, *, config=None, layer_map: dict[int, int] | None = None, teacher_hidden: int = 0,
+                 task=None):
         super().__init__()
         self.student = student
         self.config = config  # a DistillConfig, or None for fine-tuning
+        self.task = task or TASKS["qa"]
         self.layer_map = layer_map or {}
         self.weights = {"hard": 1.0} if config is None else {
             "attention": config.attention_weight if config.attention_loss != "none" else 0.0,
-            "hidden": config.hidden_weight, "embedding": config.embedding_weight,
-            "prediction": config.prediction_weight, "hard": config.hard_weight}
+            "hidden": config.hidden_weight, "embedding": config.embedding_weight, "cosine": config.cosine_weight,
+            "patient": config.patient_weight, "prediction": config.prediction_weight, "hard": config.hard_weight}
         self.projection = None
-        if config is not None and config.schedule != "prediction":
+        projected = config is not None and config.schedule != "prediction"
+        if projected and config.projection == "none" and student.config.hidden_size != teacher_hidden and \
+                any(self.weights[c] > 0 for c in PROJECTED):
+            raise InputError(f"--projection none compares hidden states as they are, but the student is "
+                             f"{student.config.hidden_size} wide and the teacher {teacher_hidden}; use --projection shared")
+        if projected and config.projection != "none":
             d_s = student.config.hidden_size
             n = 1 if config.projection == "shared" else len(self.layer_map)
             self.projection = nn.ModuleList(nn.Linear(d_s, teacher_hidden) for _ in range(n))
@@ -97,8 +116,15 @@ class Objective(nn.Module):
     def components(self, stage: str) -> tuple[str, ...]:
         return tuple(c for c in STAGE_COMPONENTS[stage] if self.weights.get(c, 0.0) > 0)
 
+    @property
+    def needs_hidden(self) -> bool:
+        """Whether any stage of this objective reads hidden states (so the teacher must return them)."""
+        return any(self.weights.get(c, 0.0) > 0 for c in INTERMEDIATE)
+
     def project(self, k: int, h: torch.Tensor) -> torch.Tensor:
-        layer = 0 if len(self.projection) == 1 else list(self.layer_map).index(k)
+        if self.projection is None:
+            return h
+        layer = 0 if len(self.projection) == 1 else list(self.layer_map).index(k) if k in self.layer_map else -1
         return self.projection[layer](h)
 
     def forward(self, batch: dict, stage: str, targets: dict | None = None) -> dict[str, torch.Tensor]:
@@ -106,14 +132,14 @@ class Objective(nn.Module):
         mask = batch["attention_mask"]
         needs_hidden = bool(INTERMEDIATE & set(comps))
         out = self.student(**model_inputs(batch), output_hidden_states=needs_hidden)
+        outputs = task_outputs(out, self.task)
+        impl = self.task.module()
         losses: dict[str, torch.Tensor] = {}
         if "hard" in comps:
-            losses["hard"] = span_loss(out.start_logits, out.end_logits, batch["start_positions"],
-                                       batch["end_positions"], mask)
+            losses["hard"] = impl.hard_loss(outputs, batch)
         if "prediction" in comps:
-            losses["prediction"] = prediction_loss(
-                (out.start_logits, out.end_logits), (targets["start_logits"], targets["end_logits"]), mask,
-                temperature=self.config.temperature, kind=self.config.prediction_loss)
+            losses["prediction"] = prediction_loss(outputs, targets["outputs"], impl.soft_mask(batch),
+                                                   temperature=self.config.temperature, kind=self.config.prediction_loss)
         if needs_hidden:
             hs = out.hidden_states
             pairs = list(self.layer_map.items())
@@ -122,6 +148,12 @@ class Objective(nn.Module):
             if "hidden" in comps:
                 losses["hidden"] = sum(hidden_mse(self.project(s, hs[s]), targets["hidden"][t], mask)
                                        for s, t in pairs if s > 0)
+            if "cosine" in comps:
+                top = len(hs) - 1
+                losses["cosine"] = hidden_cosine(self.project(top, hs[top]), targets["last_hidden"], mask)
+            if "patient" in comps:
+                losses["patient"] = patient_cls_mse([self.project(s, hs[s]) for s, t in pairs if s > 0],
+                                                    [targets["hidden"][t] for s, t in pairs if s > 0])
             if "attention" in comps:
                 fn = ATTENTION_LOSSES[self.config.attention_loss]
                 losses["attention"] = sum(fn(*layer_qk(self.student, s, hs[s - 1]), *targets["qk"][t], mask)

@@ -2,8 +2,13 @@
 
 A preset or JSON config only sets the shape; everything else (model type, vocabulary, positions,
 special token ids) comes from the base model (the teacher), because the student always uses the
-base model's tokenizer. ``teacher-layers`` initialisation copies the embeddings, the QA head and,
-for each student layer k, teacher layer g(k) (the layer map) when the layer shapes match.
+base model's tokenizer. ``teacher-layers`` initialisation copies the embeddings, the task head and,
+for each student layer k, teacher layer g(k) (the layer map) when the layer shapes match;
+``teacher-bottom`` copies teacher layers 1..S instead (Patient KD); ``teacher-embeddings`` only the
+embeddings (for the BiLSTM: the teacher's token embeddings projected to its width).
+
+Besides transformer shapes, :data:`RELATIVE_PRESETS` derive a shape from the teacher's (``half-width``)
+and :data:`ARCHITECTURES` build other students (``bilstm``: kdtool.students.bilstm).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kdtool.errors import InputError
-from kdtool.models import load_config, load_qa_model, load_tokenizer
+from kdtool.models import load_config, load_tokenizer
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,32 @@ PRESETS: dict[str, StudentShape] = {
     "micro-2l-128": StudentShape(2, 128, 2, 512, "a very small student for smoke tests"),
 }
 
+# shapes derived from the base model's config: name -> (layers, hidden, heads, intermediate) from it
+RELATIVE_PRESETS = {
+    "half-width": ("the teacher's depth at half its width, heads and FFN (DualTrain+SharedProj's narrower student)",
+                   lambda c: StudentShape(c.num_hidden_layers, c.hidden_size // 2, max(1, c.num_attention_heads // 2),
+                                          c.intermediate_size // 2)),
+}
+
+
+def _bilstm(base_config, task):
+    from kdtool.students.bilstm import BiLSTMConfig, BiLSTMForQuestionAnswering, BiLSTMForSequenceClassification
+
+    cls = BiLSTMForQuestionAnswering if task.name == "qa" else BiLSTMForSequenceClassification
+    limit = base_config.max_position_embeddings - (
+        base_config.pad_token_id + 1 if base_config.model_type in ("roberta", "xlm-roberta", "camembert") else 0)
+    config = BiLSTMConfig(vocab_size=base_config.vocab_size, embedding_size=min(256, base_config.hidden_size),
+                          hidden_size=256, num_hidden_layers=1, pad_token_id=base_config.pad_token_id or 0,
+                          max_position_embeddings=limit, num_labels=getattr(base_config, "num_labels", 2),
+                          architectures=[cls.__name__])
+    return cls(config)
+
+
+# non-transformer students: name -> (about, builder(base_config, task) -> model)
+ARCHITECTURES = {
+    "bilstm": ("BiLSTM: embedding 256, one bidirectional LSTM layer of 256 per direction, task head", _bilstm),
+}
+
 SHORT_KEYS = {"layers": "num_hidden_layers", "hidden": "hidden_size", "heads": "num_attention_heads",
               "intermediate": "intermediate_size"}
 
@@ -55,15 +86,17 @@ def student_kind(spec: str | None) -> str:
     """``base`` (train the base model itself), ``preset``, ``json`` or ``directory``."""
     if spec is None:
         return "base"
-    if spec in PRESETS:
+    if spec in PRESETS or spec in RELATIVE_PRESETS:
         return "preset"
+    if spec in ARCHITECTURES:
+        return "architecture"
     p = Path(spec)
     if p.is_dir():
         return "directory"
     if p.suffix == ".json" and p.is_file():
         return "json"
-    raise InputError(f"unknown student {spec!r}: not a preset ({', '.join(PRESETS)}), a JSON config file or a "
-                     "model directory")
+    raise InputError(f"unknown student {spec!r}: not a preset ({', '.join([*PRESETS, *RELATIVE_PRESETS, *ARCHITECTURES])}),"
+                     " a JSON config file or a model directory")
 
 
 def same_tokenizer(a, b) -> bool:
@@ -71,38 +104,60 @@ def same_tokenizer(a, b) -> bool:
 
 
 def build_student(spec: str | None, base_dir: str, *, init: str = "random", layer_map_spec: str | None = None,
-                  dropout: float | None = None, base_model=None):
+                  dropout: float | None = None, base_model=None, task=None):
     """The student model (``attn_implementation="sdpa"``) and a short description of where it came from.
 
-    ``base_model`` (optional) is the already loaded base/teacher, reused for ``teacher-layers``.
+    ``base_model`` (optional) is the already loaded base/teacher, reused for ``teacher-*`` inits.
+    ``task`` (kdtool.tasks, default QA) picks the head.
     """
-    from transformers import AutoModelForQuestionAnswering
+    from kdtool.tasks import TASKS
+    from kdtool.tasks.engines import load_task_model
 
+    task = task or TASKS["qa"]
     kind = student_kind(spec)
     drop = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
-    if init == "teacher-layers" and kind in ("base", "directory"):
-        raise InputError("--student-init teacher-layers builds a student from a preset or JSON config; "
+    if init != "random" and kind in ("base", "directory"):
+        raise InputError(f"--student-init {init} builds a student from a preset or JSON config; "
                          f"{'the model' if kind == 'base' else spec} already has weights")
+    if kind == "architecture":
+        if init not in ("random", "teacher-embeddings"):
+            raise InputError(f"--student-init {init} copies transformer layers; the {spec} student can start "
+                             "random or from teacher-embeddings")
+        model = ARCHITECTURES[spec][1](load_config(base_dir), task)
+        desc = {"kind": kind, "source": spec, "init": init}
+        if init == "teacher-embeddings":
+            from kdtool.students.bilstm import init_embeddings_from_teacher
+
+            teacher = base_model if base_model is not None else load_task_model(base_dir, task, require_head=False)
+            desc.update(init_embeddings_from_teacher(model, teacher))
+        return model, desc
     if kind in ("base", "directory"):
         path = base_dir if kind == "base" else spec
-        model = load_qa_model(path, require_head=False, attn_implementation="sdpa", **drop)
+        model = load_task_model(path, task, require_head=False, attn_implementation="sdpa", **drop)
         if kind == "directory" and not same_tokenizer(load_tokenizer(path), load_tokenizer(base_dir)):
             raise InputError(f"student {spec} has a different tokenizer from the teacher {base_dir}; "
                              "the student must use the teacher's tokenizer (vocabulary and type)")
         return model, {"kind": kind, "source": str(path)}
     config = load_config(base_dir)
-    overrides = PRESETS[spec].config_overrides() if kind == "preset" else _json_overrides(Path(spec))
+    if spec in RELATIVE_PRESETS:
+        overrides = RELATIVE_PRESETS[spec][1](config).config_overrides()
+    else:
+        overrides = PRESETS[spec].config_overrides() if kind == "preset" else _json_overrides(Path(spec))
     for key, value in {**overrides, **drop}.items():
         setattr(config, key, value)
     config.architectures = None
     if config.hidden_size % config.num_attention_heads:
         raise InputError(f"student hidden size {config.hidden_size} is not a multiple of its "
                          f"{config.num_attention_heads} heads")
-    model = AutoModelForQuestionAnswering.from_config(config, attn_implementation="sdpa")
+    model = task.auto_class().from_config(config, attn_implementation="sdpa")
     desc = {"kind": kind, "source": spec, "init": init}
-    if init == "teacher-layers":
-        teacher = base_model if base_model is not None else load_qa_model(base_dir, require_head=False)
-        desc["copied_tensors"] = init_from_teacher(model, teacher, layer_map_spec)
+    if init != "random":
+        teacher = base_model if base_model is not None else load_task_model(base_dir, task, require_head=False)
+        layers = config.num_hidden_layers
+        spec_map = {"teacher-layers": layer_map_spec if layer_map_spec not in ("skip", "last") else None,
+                    "teacher-bottom": ",".join(f"{k}:{k}" for k in range(1, layers + 1)),
+                    "teacher-embeddings": "0:0"}[init]
+        desc["copied_tensors"] = init_from_teacher(model, teacher, spec_map)
     return model, desc
 
 

@@ -1,5 +1,9 @@
 """The one trainer behind ``kdtool finetune`` (no teacher) and ``kdtool distill`` (a teacher).
 
+Tasks and strategies are configuration, not loops: ``config.task`` (kdtool.tasks) supplies the
+examples, features, model head, hard loss and evaluation; a distillation strategy (kdtool.strategies)
+only fills the loss weights, schedule, layer map and student of the :class:`DistillConfig`.
+
 Reading order: :func:`train` checks every input before anything is written, builds the student and
 the :class:`~kdtool.distill.objective.Objective`, then runs epochs of optimizer steps. Each epoch has a
 stage (``finetune``, ``intermediate``, ``prediction`` or ``joint``) that decides the loss components.
@@ -24,16 +28,18 @@ import numpy as np
 import torch
 
 from kdtool.atomic import atomic_directory, atomic_write_json, atomic_write_text, check_output_dir
-from kdtool.data import FeatureConfig, load_squad, tokenize_examples
 from kdtool.distill.checkpoint import open_run_dir, rng_state, save_checkpoint, set_rng_state, start_run_dir
 from kdtool.distill.config import DistillConfig, TrainConfig
 from kdtool.distill.logits_cache import build_logits_cache
 from kdtool.distill.mapping import head_groups, layer_map
-from kdtool.distill.objective import Objective, check_attention_support, model_inputs, teacher_targets
-from kdtool.distill.runtime import evaluate, make_accelerator
+from kdtool.distill.objective import (INTERMEDIATE, Objective, check_attention_support, model_inputs, task_outputs,
+                                     teacher_targets)
+from kdtool.distill.runtime import make_accelerator
 from kdtool.distill.students import build_student
 from kdtool.errors import InputError
-from kdtool.models import count_parameters, load_qa_model, load_tokenizer
+from kdtool.models import count_parameters, load_tokenizer
+from kdtool.tasks import get_task
+from kdtool.tasks.engines import load_task_model
 
 
 def finetune(config: TrainConfig) -> dict:
@@ -79,7 +85,8 @@ def linear_schedule(stages: list[str], steps_per_epoch: int, warmup: float):
 def describe_model(model) -> dict:
     c = model.config
     return {"model_type": c.model_type, "parameters": count_parameters(model), "layers": c.num_hidden_layers,
-            "hidden": c.hidden_size, "heads": c.num_attention_heads, "intermediate": c.intermediate_size}
+            "hidden": c.hidden_size, "heads": getattr(c, "num_attention_heads", None),
+            "intermediate": getattr(c, "intermediate_size", None)}
 
 
 class RunLog:
@@ -109,14 +116,10 @@ def _set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _examples(path: str | None, limit: int | None):
-    if path is None:
-        return []
-    return load_squad(path).examples[:limit] if limit else load_squad(path).examples
-
-
 def train(config: TrainConfig) -> dict:
     kd = isinstance(config, DistillConfig)
+    task = get_task(config.task)
+    impl = task.module()
     output = Path(config.output).absolute()
     work = Path(config.work_dir).absolute() if config.work_dir else output.with_name(output.name + ".work")
     check_output_dir(output, config.overwrite)
@@ -130,16 +133,16 @@ def train(config: TrainConfig) -> dict:
     _set_seed(config.seed)
 
     # ---- inputs, all checked before anything is written
-    train_examples = _examples(config.train_file, config.max_train_examples)
-    dev_examples = _examples(config.dev_file, config.max_dev_examples)
+    train_examples = impl.load_examples(config.train_file, config.max_train_examples)
+    dev_examples = impl.load_examples(config.dev_file, config.max_dev_examples)
     tokenizer = load_tokenizer(config.model)
     teacher = None
     if kd:
-        teacher = load_qa_model(config.model, attn_implementation="sdpa").eval().requires_grad_(False)
+        teacher = load_task_model(config.model, task, attn_implementation="sdpa").eval().requires_grad_(False)
     student, student_desc = build_student(config.student, config.model, init=config.student_init, dropout=config.dropout,
-                                          layer_map_spec=config.layer_map if kd else None, base_model=teacher)
+                                          layer_map_spec=config.layer_map if kd else None, base_model=teacher, task=task)
     lmap, groups = None, None
-    if kd:
+    if kd and config.schedule != "prediction":  # only intermediate losses read layers
         lmap = layer_map(student.config.num_hidden_layers, teacher.config.num_hidden_layers, config.layer_map)
         if config.attention_loss != "none" and set(stages) & {"intermediate", "joint"}:
             check_attention_support(student)
@@ -149,8 +152,8 @@ def train(config: TrainConfig) -> dict:
                 for m in filter(None, (student, teacher)))
     if config.max_length > limit:
         raise InputError(f"--max-length {config.max_length} exceeds the {limit} positions the model accepts")
-    fcfg = FeatureConfig(config.max_length, config.doc_stride, config.max_query_length)
-    features = tokenize_examples(train_examples, tokenizer, fcfg, with_labels=True)
+    fcfg = impl.feature_config(config.max_length, config.doc_stride, config.max_query_length)
+    features = impl.make_features(train_examples, tokenizer, fcfg, with_labels=True)
     steps_per_epoch = len(features) // config.batch_size
     if steps_per_epoch == 0:
         raise InputError(f"{config.train_file}: {len(features)} training windows, fewer than one batch of "
@@ -163,7 +166,7 @@ def train(config: TrainConfig) -> dict:
         start_run_dir(work, config)
     acc.wait_for_everyone()
     objective = Objective(student, config=config if kd else None, layer_map=lmap,
-                          teacher_hidden=teacher.config.hidden_size if kd else 0)
+                          teacher_hidden=teacher.config.hidden_size if kd else 0, task=task)
     optimizer = torch.optim.AdamW(_param_groups(objective, config.weight_decay), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(stages, steps_per_epoch, config.warmup))
     objective, optimizer = acc.prepare(objective, optimizer)
@@ -195,7 +198,7 @@ def train(config: TrainConfig) -> dict:
     def run_teacher(np_batch):
         with torch.no_grad(), acc.autocast():
             out = teacher(**{k: torch.from_numpy(v).to(device) for k, v in model_inputs(np_batch).items()})
-        return out.start_logits.float().cpu().numpy(), out.end_logits.float().cpu().numpy()
+        return tuple(o.float().cpu().numpy() for o in task_outputs(out, task))
 
     log = RunLog(work / "train_log.jsonl", pos["global_step"]) if main else None
     from tqdm.auto import tqdm
@@ -210,11 +213,12 @@ def train(config: TrainConfig) -> dict:
         if kd and stage == "prediction" and config.cache_teacher_logits and cache is None:
             t0 = time.perf_counter()
             if main:
-                cache = build_logits_cache(work / "teacher_logits", run_teacher, features,
-                                           batch_size=config.eval_batch_size, key=config.fingerprint())
+                cache = build_logits_cache(work / "teacher_logits", run_teacher, features, batch_size=config.eval_batch_size,
+                                           key=config.fingerprint(), per_token=task.per_token)
             acc.wait_for_everyone()
             if not main:
-                cache = build_logits_cache(work / "teacher_logits", None, features, batch_size=0, key=config.fingerprint())
+                cache = build_logits_cache(work / "teacher_logits", None, features, batch_size=0, key=config.fingerprint(),
+                                           per_token=task.per_token)
             book["stage_seconds"]["teacher_logits_cache"] = book["stage_seconds"].get("teacher_logits_cache", 0.0) + (
                 time.perf_counter() - t0)
         order = epoch_order(config.seed, epoch, len(features))
@@ -228,11 +232,11 @@ def train(config: TrainConfig) -> dict:
                 batch = {k: torch.from_numpy(v).to(device) for k, v in features.batch(local, length=length, labels=True).items()}
                 targets = None
                 if kd and stage == "prediction" and cache is not None:
-                    s, e = cache.batch(local, length, device)
-                    targets = {"start_logits": s, "end_logits": e}
+                    targets = {"outputs": cache.batch(local, length, device)}
                 elif kd:
                     with acc.autocast():
-                        targets = teacher_targets(teacher, batch, stage, lmap, attention)
+                        targets = teacher_targets(teacher, batch, stage, lmap, attention, task,
+                                                  needs_hidden=bool(INTERMEDIATE & set(core.components(stage))))
                 sync = acc.no_sync(objective) if a < config.grad_accum - 1 else contextlib.nullcontext()
                 with sync:
                     losses = objective(batch, stage, targets)
@@ -262,22 +266,23 @@ def train(config: TrainConfig) -> dict:
                 return {"stopped": True, "step": pos["global_step"], "work_dir": str(work)} if main else {"worker": rank}
         if dev_examples and main:
             t0 = time.perf_counter()
-            result = evaluate(core.student, tokenizer, dev_examples, fcfg, batch_size=config.eval_batch_size,
-                              lang=config.lang, device=device)
-            entry = {"epoch": epoch + 1, "step": pos["global_step"], "stage": stage, "f1": result["f1"],
-                     "exact_match": result["exact_match"]}
+            result = impl.evaluate(core.student, tokenizer, dev_examples, fcfg, batch_size=config.eval_batch_size,
+                                   lang=config.lang, device=device)
+            entry = {"epoch": epoch + 1, "step": pos["global_step"], "stage": stage,
+                     **{m: result[m] for m in task.metrics}}
             book["evals"].append(entry)
-            if book["best"] is None or entry["f1"] > book["best"]["f1"]:
+            key = task.primary_metric
+            if book["best"] is None or entry[key] > book["best"][key]:
                 book["best"] = entry
                 with atomic_directory(work / "best", overwrite=True, kind="best-student") as tmp:
                     core.student.save_pretrained(tmp)
             book["stage_seconds"]["evaluation"] = book["stage_seconds"].get("evaluation", 0.0) + time.perf_counter() - t0
-            bar.write(f"epoch {epoch + 1}/{len(stages)} ({stage}): dev F1 {entry['f1']:.2f}  EM {entry['exact_match']:.2f}")
+            bar.write(f"epoch {epoch + 1}/{len(stages)} ({stage}): dev " + "  ".join(f"{m} {entry[m]:.2f}" for m in task.metrics))
         checkpoint(epoch + 1, 0)
     bar.close()
 
     report = {
-        "command": "distill" if kd else "finetune", "config": config.to_dict(),
+        "command": "distill" if kd else "finetune", "task": task.name, "config": config.to_dict(),
         "teacher": {"path": config.model, **describe_model(teacher)} if kd else None,
         "student": {**student_desc, **describe_model(core.student)},
         "layer_map": lmap, "head_groups": groups,
