@@ -28,7 +28,7 @@ import time
 
 def build(device):
     import torch
-    from transformers import AutoModelForQuestionAnswering, RobertaConfig
+    from transformers import RobertaConfig
 
     torch.manual_seed(0)
     teacher_cfg = RobertaConfig(vocab_size=50262, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,

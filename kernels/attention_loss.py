@@ -82,7 +82,7 @@ def masked_log_softmax(scores: torch.Tensor, key_real: torch.Tensor) -> torch.Te
 def attention_prob_loss_reference(kind, student_q, student_k, teacher_q, teacher_k, key_mask) -> torch.Tensor:
     """The loss of the module docstring computed with explicit maps (fp32)."""
     _check_inputs(student_q, student_k, teacher_q, teacher_k, key_mask)
-    heads, seq = student_q.shape[1], student_q.shape[2]
+    heads = student_q.shape[1]
     key_real = (key_mask != 0)[:, None, None, :]  # [B, 1, 1, N]
     row_counts = (key_mask != 0)[:, None, :, None]  # [B, 1, N, 1]
     qs, ks = student_q.float(), student_k.float()

@@ -58,13 +58,13 @@ class QAEngine:
 _THREADS = {"engines": 0, "before": None}  # open TorchQAEngines that set torch's thread count, and its prior value
 
 
-class TorchQAEngine(QAEngine):
-    """A Hugging Face ``*ForQuestionAnswering`` directory run with PyTorch."""
+class TorchEngine(QAEngine):
+    """A Hugging Face model directory run with PyTorch; subclasses say which head and outputs."""
 
     kind = "pytorch"
 
     def __init__(self, path, *, device: str = "auto", threads: int | None = None, attn_implementation: str | None = None,
-                 trust_remote_code: bool = False, dtype: str | None = None):
+                 trust_remote_code: bool = False, dtype: str | None = None, **_):
         import torch
 
         self.path = Path(path)
@@ -84,9 +84,7 @@ class TorchQAEngine(QAEngine):
             torch.set_num_threads(threads)
         self.device = device
         self.tokenizer = load_tokenizer(self.path, trust_remote_code=trust_remote_code)
-        if attn_implementation == "torch-triton":  # registers the name with transformers (kdtool.kernels)
-            importlib.import_module("kdtool.kernels.hf_attention")
-        self.model = load_qa_model(self.path, trust_remote_code=trust_remote_code, attn_implementation=attn_implementation)
+        self.model = self._load_model(trust_remote_code=trust_remote_code, attn_implementation=attn_implementation)
         if dtype:
             self.model = self.model.to(getattr(torch, dtype))
         self.model.eval().to(device)
@@ -96,13 +94,18 @@ class TorchQAEngine(QAEngine):
         if self.max_length and getattr(self.model.config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
             self.max_length -= self.model.config.pad_token_id + 1  # RoBERTa positions start after padding_idx
 
+    def _load_model(self, *, trust_remote_code: bool, attn_implementation: str | None):
+        raise NotImplementedError
+
+    def _outputs(self, out) -> tuple:
+        raise NotImplementedError
+
     def run(self, batch):
         import torch
 
         with torch.inference_mode():
             inputs = {k: torch.from_numpy(np.ascontiguousarray(batch[k])).to(self.device) for k in self.input_names if k in batch}
-            out = self.model(**inputs)
-            return (out.start_logits.float().cpu().numpy(), out.end_logits.float().cpu().numpy())
+            return tuple(t.float().cpu().numpy() for t in self._outputs(self.model(**inputs)))
 
     def synchronize(self) -> None:
         if self.device.startswith("cuda"):
@@ -121,6 +124,19 @@ class TorchQAEngine(QAEngine):
             _THREADS["engines"] -= 1
             if not _THREADS["engines"]:
                 torch.set_num_threads(_THREADS["before"])
+
+
+class TorchQAEngine(TorchEngine):
+    """A Hugging Face ``*ForQuestionAnswering`` directory: ``run`` gives (start_logits, end_logits)."""
+
+    def _load_model(self, *, trust_remote_code, attn_implementation):
+        if attn_implementation == "torch-triton":  # registers the name with transformers (kdtool.kernels)
+            importlib.import_module("kdtool.kernels.hf_attention")
+        return load_qa_model(self.path, trust_remote_code=trust_remote_code, attn_implementation=attn_implementation)
+
+    def _outputs(self, out):
+        return out.start_logits, out.end_logits
+
 
 
 @dataclass(frozen=True)

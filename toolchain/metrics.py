@@ -16,7 +16,6 @@ an unanswerable question's gold is the empty string, and the result adds HasAns 
 from __future__ import annotations
 
 import collections
-import re
 import string
 import sys
 import unicodedata

@@ -13,9 +13,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from kdtool.engine import _THREADS, QAEngine
+from kdtool.engine import QAEngine, TorchEngine
 from kdtool.errors import InputError
-from kdtool.models import count_parameters, load_tokenizer
 
 
 def load_task_model(path, task, *, trust_remote_code: bool = False, require_head: bool = True, **kwargs):
@@ -42,66 +41,17 @@ def load_task_model(path, task, *, trust_remote_code: bool = False, require_head
         raise InputError(f"{path}: the model could not be loaded: {str(err).strip().splitlines()[0][:200]}") from None
 
 
-class TorchPairEngine(QAEngine):
-    """A Hugging Face ``*ForSequenceClassification`` directory run with PyTorch."""
+class TorchPairEngine(TorchEngine):
+    """A Hugging Face ``*ForSequenceClassification`` directory: ``run`` gives ``(logits,)``."""
 
-    kind = "pytorch"
-
-    def __init__(self, path, *, device: str = "auto", threads: int | None = None, trust_remote_code: bool = False,
-                 dtype: str | None = None, **_):
-        import torch
-
+    def _load_model(self, *, trust_remote_code, attn_implementation):
         from kdtool.tasks import TASKS
 
-        self.path = Path(path)
-        self.name = self.path.name
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        if device == "tensorrt" or (device.startswith("cuda") and not torch.cuda.is_available()):
-            raise InputError(f"device {device} is not available for {self.path}; use --device cpu")
-        self._sets_threads = bool(threads)
-        if threads:  # process-wide in PyTorch: shared with TorchQAEngine, the last engine to close restores it
-            if not _THREADS["engines"]:
-                _THREADS["before"] = torch.get_num_threads()
-            _THREADS["engines"] += 1
-            torch.set_num_threads(threads)
-        self.device = device
-        self.tokenizer = load_tokenizer(self.path, trust_remote_code=trust_remote_code)
-        self.model = load_task_model(self.path, TASKS["pair-classification"], trust_remote_code=trust_remote_code)
-        if dtype:
-            self.model = self.model.to(getattr(torch, dtype))
-        self.model.eval().to(device)
-        accepted = set(self.tokenizer.model_input_names) | {"input_ids", "attention_mask"}
-        self.input_names = tuple(n for n in ("input_ids", "attention_mask", "token_type_ids") if n in accepted)
-        self.max_length = getattr(self.model.config, "max_position_embeddings", None)
-        if self.max_length and getattr(self.model.config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
-            self.max_length -= self.model.config.pad_token_id + 1
+        return load_task_model(self.path, TASKS["pair-classification"], trust_remote_code=trust_remote_code,
+                               attn_implementation=attn_implementation)
 
-    def run(self, batch):
-        import torch
-
-        with torch.inference_mode():
-            out = self.model(**{k: torch.from_numpy(np.ascontiguousarray(batch[k])).to(self.device)
-                                for k in self.input_names if k in batch})
-            return (out.logits.float().cpu().numpy(),)
-
-    def synchronize(self) -> None:
-        if self.device.startswith("cuda"):
-            import torch
-
-            torch.cuda.synchronize()
-
-    def num_parameters(self) -> int:
-        return count_parameters(self.model)
-
-    def close(self) -> None:
-        if self._sets_threads:
-            import torch
-
-            self._sets_threads = False
-            _THREADS["engines"] -= 1
-            if not _THREADS["engines"]:
-                torch.set_num_threads(_THREADS["before"])
+    def _outputs(self, out):
+        return (out.logits,)
 
 
 def load_pair_bundle(path, *, device: str = "auto", threads: int | None = None, providers=None, spinning: bool = False,
