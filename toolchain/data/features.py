@@ -64,26 +64,34 @@ class QAFeatures:
 
     def batch(self, indices: Sequence[int], *, length: int | None = None, labels: bool = False) -> dict[str, np.ndarray]:
         """Pad the windows at ``indices`` to ``length`` (default: the longest of them)."""
-        length = length or max(len(self.input_ids[i]) for i in indices)
-        n = len(indices)
-        ids = np.full((n, length), self.pad_token_id, dtype=np.int64)
-        mask = np.zeros((n, length), dtype=np.int64)
-        types = np.zeros((n, length), dtype=np.int64) if self.token_type_ids is not None else None
-        for row, i in enumerate(indices):
-            k = len(self.input_ids[i])
-            if k > length:
-                raise ValueError(f"window {i} has {k} tokens, more than the batch length {length}")
-            ids[row, :k] = self.input_ids[i]
-            mask[row, :k] = self.attention_mask[i]
-            if types is not None:
-                types[row, :k] = self.token_type_ids[i]
-        out = {"input_ids": ids, "attention_mask": mask}
-        if types is not None:
-            out["token_type_ids"] = types
+        out = pad_windows(self, indices, length)
         if labels:
             out["start_positions"] = np.asarray([self.start_positions[i] for i in indices], dtype=np.int64)
             out["end_positions"] = np.asarray([self.end_positions[i] for i in indices], dtype=np.int64)
         return out
+
+
+def pad_windows(feats, indices: Sequence[int], length: int | None = None) -> dict[str, np.ndarray]:
+    """Model inputs for the windows at ``indices`` of any feature set with ``input_ids``,
+    ``attention_mask``, ``token_type_ids`` (or None) and ``pad_token_id``, right-padded to
+    ``length`` (default: the longest of them) as int64 arrays."""
+    length = length or max(len(feats.input_ids[i]) for i in indices)
+    n = len(indices)
+    ids = np.full((n, length), feats.pad_token_id, dtype=np.int64)
+    mask = np.zeros((n, length), dtype=np.int64)
+    types = np.zeros((n, length), dtype=np.int64) if feats.token_type_ids is not None else None
+    for row, i in enumerate(indices):
+        k = len(feats.input_ids[i])
+        if k > length:
+            raise ValueError(f"window {i} has {k} tokens, more than the batch length {length}")
+        ids[row, :k] = feats.input_ids[i]
+        mask[row, :k] = feats.attention_mask[i]
+        if types is not None:
+            types[row, :k] = feats.token_type_ids[i]
+    out = {"input_ids": ids, "attention_mask": mask}
+    if types is not None:
+        out["token_type_ids"] = types
+    return out
 
 
 def _truncate_question(question: str, tokenizer, max_query_length: int) -> str:

@@ -21,6 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
+from kdtool.data.features import pad_windows
 from kdtool.errors import InputError, require_file
 
 TEXT_COLUMNS = (("question", "sentence"), ("sentence1", "sentence2"), ("question1", "question2"),
@@ -150,19 +151,7 @@ class PairFeatures:
         return np.fromiter((len(x) for x in self.input_ids), dtype=np.int64, count=len(self))
 
     def batch(self, indices: Sequence[int], *, length: int | None = None, labels: bool = False) -> dict[str, np.ndarray]:
-        length = length or max(len(self.input_ids[i]) for i in indices)
-        n = len(indices)
-        ids = np.full((n, length), self.pad_token_id, dtype=np.int64)
-        mask = np.zeros((n, length), dtype=np.int64)
-        types = np.zeros((n, length), dtype=np.int64) if self.token_type_ids is not None else None
-        for row, i in enumerate(indices):
-            k = len(self.input_ids[i])
-            ids[row, :k], mask[row, :k] = self.input_ids[i], self.attention_mask[i]
-            if types is not None:
-                types[row, :k] = self.token_type_ids[i]
-        out = {"input_ids": ids, "attention_mask": mask}
-        if types is not None:
-            out["token_type_ids"] = types
+        out = pad_windows(self, indices, length)
         if labels:
             out["labels"] = np.asarray([self.labels[i] for i in indices], dtype=np.int64)
         return out
