@@ -82,3 +82,13 @@ def test_bad_model_paths_are_one_line(tmp_path, squad_file, roberta_dir):
     bad_preds = tmp_path / "preds.json"
     bad_preds.write_text("[1, 2]")
     assert_one_line_error(run("score", squad_file, bad_preds))
+
+
+def test_hub_dataset_name_without_hub_is_one_line(tmp_path):
+    """A name that is not a file is tried as a Hugging Face dataset; offline (or without the
+    datasets package) that is one line naming it, never a traceback."""
+    preds = tmp_path / "p.json"
+    preds.write_text("{}")
+    res = run("score", "someorg/squad_es_missing", preds)
+    assert_one_line_error(res)
+    assert "someorg/squad_es_missing" in res.stderr and "local SQuAD JSON file" in res.stderr
