@@ -17,27 +17,34 @@ from __future__ import annotations
 
 import collections
 import string
-import sys
 import unicodedata
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from kdtool.errors import InputError
 
-PUNCT = {chr(i) for i in range(sys.maxunicode + 1) if unicodedata.category(chr(i)).startswith("P")}.union(string.punctuation)
-ASCII_PUNCT = set(string.punctuation)
+ASCII_PUNCT = frozenset(string.punctuation)
+
+
+def is_ascii_punct(ch: str) -> bool:
+    return ch in ASCII_PUNCT
+
+
+def is_unicode_punct(ch: str) -> bool:
+    """Every Unicode punctuation character (category P*) and ASCII punctuation (which includes symbols like $)."""
+    return ch in ASCII_PUNCT or unicodedata.category(ch).startswith("P")
 
 
 @dataclass(frozen=True)
 class Language:
     code: str
     articles: frozenset[str]
-    punctuation: frozenset[str]
+    is_punct: Callable[[str], bool]
 
 
 LANGUAGES: dict[str, Language] = {
-    "en": Language("en", frozenset({"a", "an", "the"}), frozenset(ASCII_PUNCT)),
-    "es": Language("es", frozenset({"el", "la", "los", "las", "un", "una", "unos", "unas"}), frozenset(PUNCT)),
+    "en": Language("en", frozenset({"a", "an", "the"}), is_ascii_punct),
+    "es": Language("es", frozenset({"el", "la", "los", "las", "un", "una", "unos", "unas"}), is_unicode_punct),
 }
 
 
@@ -51,7 +58,7 @@ def get_language(lang: str) -> Language:
 def normalize_answer(text: str, lang: str = "en") -> str:
     rules = get_language(lang)
     text = text.lower()
-    text = "".join(ch for ch in text if ch not in rules.punctuation)
+    text = "".join(ch for ch in text if not rules.is_punct(ch))
     return " ".join(tok for tok in text.split() if tok not in rules.articles)
 
 
