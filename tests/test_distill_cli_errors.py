@@ -93,5 +93,28 @@ def test_cpu_refuses_half_precision(tmp_path, roberta_dir, squad_file):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     out = tmp_path / "o"
-    fails(["finetune", str(roberta_dir), "--train", str(squad_file), "-o", str(out), "--precision", "bf16"] + SMALL,
+    fails(["finetune", str(roberta_dir), "--train", str(squad_file), "-o", str(out), "--precision", "fp16"] + SMALL,
           out, "needs a CUDA GPU")
+
+
+def test_cpu_bf16_only_where_the_cpu_has_it(tmp_path, roberta_dir, squad_file):
+    """bf16 autocast on CPU trains where the CPU computes bf16 natively, and is one clear line elsewhere."""
+    import torch
+
+    from kdtool.distill.runtime import cpu_has_bf16
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    out = tmp_path / "o"
+    args = ["finetune", str(roberta_dir), "--train", str(squad_file), "-o", str(out), "--precision", "bf16"] + SMALL
+    if not cpu_has_bf16():
+        fails(args, out, "native bf16")
+        return
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "finetune_report.json").read_text())
+    assert report["config"]["precision"] == "bf16"
+    from safetensors.torch import load_file
+
+    weights = load_file(str(out / "model.safetensors"))
+    assert all(t.dtype == torch.float32 for t in weights.values())  # autocast: the saved weights stay fp32

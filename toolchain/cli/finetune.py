@@ -39,7 +39,7 @@ TRAINING_OPTIONS = [
     _opt("--max-grad-norm", type=float, default=1.0, help="Gradient clipping norm."),
     _opt("--dropout", type=float, default=None, help="Override the student's hidden and attention dropout."),
     _opt("--precision", type=click.Choice(PRECISIONS), default="auto",
-         help="auto: bf16 (or fp16) mixed precision on a GPU, fp32 on CPU."),
+         help="auto: bf16 (or fp16) mixed precision on a GPU, fp32 on CPU. bf16 also runs on a CPU with AVX512-BF16 or AMX (about 1.5x faster there)."),
     _opt("--seed", type=int, default=42, help="Seed of initialisation, data order and dropout."),
     _opt("--save-every", type=int, default=500, help="Optimizer steps between checkpoints."),
     _opt("--eval-batch-size", type=int, default=64, help="Batch size of evaluation and of the teacher-logits pass."),
