@@ -59,6 +59,12 @@ def test_int8_static_needs_calibration_data(tmp_path, roberta_dir):
     assert not (tmp_path / "out").exists()
 
 
+def test_fast_gelu_needs_the_fused_graph(tmp_path, roberta_dir):
+    result = run("export", roberta_dir, "-o", tmp_path / "out", "--precision", "int8", "--fast-gelu", "--no-fuse")
+    assert_one_line_error(result, 2, "--fast-gelu", "--no-fuse")
+    assert not (tmp_path / "out").exists()
+
+
 def test_missing_model_and_existing_output(tmp_path, roberta_dir):
     assert_one_line_error(run("export", tmp_path / "nope", "-o", tmp_path / "out"), 2, "not found")
     (tmp_path / "taken").mkdir()

@@ -89,8 +89,9 @@ def test_fp32_manifest_records_what_the_bundle_is(bundles, roberta_dir):
     assert all(len(f["sha256"]) == 64 and f["bytes"] > 0 for f in m["files"].values())
 
 
-def test_unfused_export_matches_too(bundles, squad_file):
-    fused, plain = bundles("bert", "fp32"), bundles("bert", "fp32", fuse=False)
+@pytest.mark.parametrize("kind", KINDS)
+def test_unfused_export_matches_too(bundles, kind, squad_file):
+    fused, plain = bundles(kind, "fp32"), bundles(kind, "fp32", fuse=False)
     assert manifest(plain)["fusion"] == {}
     ops = Counter(n.op_type for n in onnx.load(str(plain / "model.onnx")).graph.node)
     assert "Attention" not in ops and ops["MatMul"] > 0
@@ -105,6 +106,15 @@ def test_int8_dynamic_quantizes_attention_and_mostly_agrees(bundles, kind, squad
     assert (int8 / "model.onnx").stat().st_size < (fp32 / "model.onnx").stat().st_size
     assert manifest(int8)["quantization"]["mode"] == "dynamic"
     assert _agreement(_answers(load_engine(fp32), squad_file), _answers(load_engine(int8), squad_file)) >= 0.7
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_fast_gelu_int8_swaps_the_gelu_and_mostly_agrees(bundles, kind, squad_file):
+    fp32, fast = bundles(kind, "fp32"), bundles(kind, "int8", fast_gelu=True)
+    ops = Counter(n.op_type for n in onnx.load(str(fast / "model.onnx")).graph.node)
+    assert ops["FastGelu"] == 2 and not ops["BiasGelu"] and not ops["Gelu"] and ops["QAttention"] == 2
+    assert manifest(fast)["fusion"]["FastGelu"] == 2
+    assert _agreement(_answers(load_engine(fp32), squad_file), _answers(load_engine(fast), squad_file)) >= 0.7
 
 
 @pytest.mark.parametrize("kind", KINDS)
