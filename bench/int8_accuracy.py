@@ -1,0 +1,89 @@
+#!/usr/bin/env python
+"""F1/EM of every INT8 export of a real-data student against its FP32 self, on real Spanish data. Prints JSON.
+
+The student is bench/kd_real.py's distilled MiniLM student (trained on the SQuAD-es v1.1 pool's train split);
+the questions are that benchmark's dev split (articles the student never saw). Each variant is made with
+``kdtool export`` exactly as a user would, and all are scored in one ``kdtool validate`` run with the FP32
+PyTorch student as the reference and the Spanish (MLQA) answer rules:
+
+    python bench/int8_accuracy.py                      # after python bench/kd_real.py
+
+Variants: ONNX FP32 (fused), INT8 dynamic (fused: QAttention), INT8 dynamic with FastGelu, INT8 dynamic
+unfused, INT8 dynamic per-channel, INT8 static QDQ (minmax calibration on train windows). The figure
+that matters is each variant's F1 drop against the FP32 student (the export issue's budget: 1 point).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+VARIANTS = {
+    "onnx-fp32": ["--precision", "fp32"],
+    "int8": ["--precision", "int8"],
+    "int8-fast-gelu": ["--precision", "int8", "--fast-gelu"],
+    "int8-nofuse": ["--precision", "int8", "--no-fuse"],
+    "int8-per-channel": ["--precision", "int8", "--per-channel"],
+    "int8-static": ["--precision", "int8-static", "--calibration-method", "minmax", "--calibration-samples", "128"],
+}
+
+
+def sh(args: list[str]) -> float:
+    print("+", " ".join(args), file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    subprocess.run(args, check=True)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--student", default="bench/out/kd_real/student-kd")
+    ap.add_argument("--data", default="bench/out/kd_real", help="directory with train.json and dev.json")
+    ap.add_argument("--out", default="bench/out/int8_accuracy")
+    ap.add_argument("--results", default="bench/results/int8_accuracy.json")
+    ap.add_argument("--limit", type=int, default=None, help="score only the first N dev questions (default: all)")
+    ap.add_argument("--max-length", type=int, default=256, help="the student's training window")
+    ap.add_argument("--doc-stride", type=int, default=96)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+
+    student, data, out = Path(args.student), Path(args.data), Path(args.out)
+    if not (student / "config.json").exists():
+        sys.exit(f"no student at {student}: run python bench/kd_real.py first (or pass --student DIR)")
+    out.mkdir(parents=True, exist_ok=True)
+    seconds = {}
+    for name, flags in VARIANTS.items():
+        bundle = out / name
+        if not bundle.exists():
+            seconds[name] = sh(["kdtool", "export", str(student), "-o", str(bundle), "--max-seq-length",
+                                str(args.max_length), "--calibration-data", str(data / "train.json")] + flags)
+    scores = out / "validate.json"
+    limit = ["--limit", str(args.limit)] if args.limit else []
+    seconds["validate"] = sh(["kdtool", "validate", str(student)] + [str(out / n) for n in VARIANTS] + [
+        "--data", str(data / "dev.json"), "--lang", "es", "--max-length", str(args.max_length), "--doc-stride",
+        str(args.doc_stride), "--threads", str(args.threads), "--json", str(scores)] + limit)
+    validated = json.loads(scores.read_text())
+    rows = {}
+    for i, m in enumerate(validated["models"]):
+        name = "pytorch-fp32" if i == 0 else list(VARIANTS)[i - 1]
+        manifest = {} if i == 0 else json.loads((out / name / "manifest.json").read_text())
+        rows[name] = {k: round(m[k], 2) for k in ("f1", "exact_match", "f1_drop", "em_drop", "agreement")}
+        rows[name]["how"] = "reference" if i == 0 else " ".join(["kdtool export"] + VARIANTS[name])
+        if manifest:
+            rows[name]["max_abs_logit_diff_vs_pytorch"] = manifest["parity"]["bundle"].get("max_abs_logit_diff")
+            rows[name]["model_bytes"] = manifest["files"][manifest["model"]]["bytes"]
+    result = {"student": str(student), "dev": str(data / "dev.json"), "data": validated["data"],
+              "max_length": args.max_length, "doc_stride": args.doc_stride, "variants": rows,
+              "seconds": {k: round(v, 1) for k, v in seconds.items()}}
+    text = json.dumps(result, indent=2)
+    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.results).write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
