@@ -71,13 +71,13 @@ def variants(work: Path, student: Path, teacher: Path, calib: Path | None, threa
 
     made = {
         "student_onnx_fp32_fused": (bundle("fp32", precision="fp32"), threads, "kdtool export --precision fp32"),
-        "student_int8_dynamic": (bundle("int8", precision="int8"), threads,
-                                 "kdtool export --precision int8 (fused graph: QAttention + int8 MatMuls, per-tensor)"),
-        "ablation_int8_dynamic_unfused": (bundle("int8-nofuse", precision="int8", fuse=False), threads,
+        "student_int8_dynamic": (bundle("int8-pc", precision="int8"), threads,
+                                 "kdtool export --precision int8 (fused graph: QAttention + int8 MatMuls, per-channel)"),
+        "ablation_int8_dynamic_unfused": (bundle("int8-nofuse-pc", precision="int8", fuse=False), threads,
                                           "kdtool export --precision int8 --no-fuse (plain ORT dynamic INT8)"),
-        "ablation_int8_dynamic_per_channel": (bundle("int8-pc", precision="int8", per_channel=True), threads,
-                                              "kdtool export --precision int8 --per-channel"),
-        "student_int8_fast_gelu": (bundle("int8-fast-gelu", precision="int8", fast_gelu=True), threads,
+        "ablation_int8_dynamic_per_tensor": (bundle("int8-pt", precision="int8", per_channel=False), threads,
+                                             "kdtool export --precision int8 --per-tensor"),
+        "student_int8_fast_gelu": (bundle("int8-fast-gelu-pc", precision="int8", fast_gelu=True), threads,
                                    "kdtool export --precision int8 --fast-gelu (QAttention + FastGelu)"),
     }
     if calib:

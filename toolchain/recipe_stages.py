@@ -291,7 +291,7 @@ def export_command(ctx: StageContext) -> str:
             ("-o", c.output), ("--precision", p), ("--calibration-data", c.calibration_data),
             ("--calibration-method", None if c.calibration_method == "minmax" else c.calibration_method),
             ("--max-seq-length", c.max_seq_length), ("--no-fuse", not c.fuse), ("--profile", c.profile),
-            ("--trt", c.trt), ("--per-channel", c.per_channel), ("--overwrite", True)]))
+            ("--trt", c.trt), ("--per-tensor", not c.per_channel), ("--overwrite", True)]))
     return "\n".join(lines)
 
 

@@ -26,7 +26,8 @@ from kdtool.export.config import CALIBRATION_METHODS, PRECISIONS
               help="Longest window the bundle answers with [default: the profile's, else 384].")
 @click.option("--profile", "profile", default=None, help="Device profile name (kdtool profiles lists them).")
 @click.option("--trt", is_flag=True, help="Also write a TensorRT-ready ONNX and build the engine where possible.")
-@click.option("--per-channel", is_flag=True, help="Per-channel INT8 weight scales.")
+@click.option("--per-channel/--per-tensor", default=True, show_default=True,
+              help="INT8 weight scales per output channel (more accurate, as fast on CPU) or one per tensor.")
 @click.option("--fast-gelu", is_flag=True,
               help="Fuse GELU as ORT FastGelu (tanh approximation): a few percent faster on CPU, logits change slightly.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing bundle directory (only one kdtool wrote).")
