@@ -104,8 +104,27 @@ def test_int8_dynamic_quantizes_attention_and_mostly_agrees(bundles, kind, squad
     ops = Counter(n.op_type for n in onnx.load(str(int8 / "model.onnx")).graph.node)
     assert ops["QAttention"] == 2 and ops["MatMulInteger"] >= 4
     assert (int8 / "model.onnx").stat().st_size < (fp32 / "model.onnx").stat().st_size
-    assert manifest(int8)["quantization"]["mode"] == "dynamic"
+    assert manifest(int8)["quantization"]["mode"] == "dynamic" and manifest(int8)["quantization"]["per_channel"] is True
     assert _agreement(_answers(load_engine(fp32), squad_file), _answers(load_engine(int8), squad_file)) >= 0.7
+
+
+def _weight_scale_sizes(bundle) -> set[int]:
+    """Element counts of the INT8 weight scales of MatMulInteger nodes (1: per tensor, width: per channel)."""
+    graph = onnx.load(str(bundle / "model.onnx")).graph
+    inits = {i.name: i for i in graph.initializer}
+    sizes = set()
+    for node in graph.node:
+        if node.op_type == "MatMulInteger" and node.input[1] in inits:
+            zero_point = inits.get(node.input[3]) if len(node.input) > 3 else None
+            sizes.add(int(np.prod(zero_point.dims)) if zero_point is not None else 1)
+    return sizes
+
+
+def test_int8_weights_are_per_channel_unless_per_tensor_is_asked(bundles):
+    per_channel, per_tensor = bundles("bert", "int8"), bundles("bert", "int8", per_channel=False)
+    assert _weight_scale_sizes(per_tensor) == {1}
+    assert min(_weight_scale_sizes(per_channel)) > 1
+    assert manifest(per_tensor)["quantization"]["per_channel"] is False
 
 
 @pytest.mark.parametrize("kind", KINDS)
