@@ -94,7 +94,8 @@ def export_model(config: ExportConfig, progress: Callable[[str], None] | None = 
     reference = torch_logits(model, checks, task.outputs)
     calibration = None
     if precision == "int8-static" or (config.trt and precision.startswith("int8")):
-        calibration = sample_windows(tokenizer, data, config.calibration_samples, max_len)
+        # one shape for every window: histogram calibrators (entropy, percentile) stack activations across batches
+        calibration = sample_windows(tokenizer, data, config.calibration_samples, max_len, pad_to_max=True)
 
     with tempfile.TemporaryDirectory(prefix="kdtool-export-") as work, \
             atomic_directory(config.output, overwrite=config.overwrite, kind="bundle") as out:
