@@ -85,9 +85,9 @@ def save_checkpoint(work: Path, step: int, state: dict) -> Path:
     root = work / "checkpoints"
     name = f"step-{step:08d}"
     target = root / name
-    if target.exists():  # a checkpoint of this very step (e.g. epoch end right after a periodic one)
-        shutil.rmtree(target)
-    with atomic_directory(target, kind="checkpoint") as tmp:
+    # A checkpoint of this very step may exist (epoch end right after a periodic one) and be the one
+    # latest.json names: it is swapped for the new one in one rename, never removed first.
+    with atomic_directory(target, overwrite=True, kind="checkpoint") as tmp:
         torch.save(state, tmp / "state.pt")
     atomic_write_json(work / "latest.json", {"checkpoint": name, "step": step})
     for old in root.iterdir():
