@@ -78,12 +78,26 @@ class SingleProcess:
 
 
 def make_accelerator(precision: str, *, find_unused_parameters: bool):
-    mixed = mixed_precision(precision)
+    return accelerator_for(mixed_precision(precision), find_unused_parameters=find_unused_parameters)
+
+
+def accelerator_for(mixed: str, *, find_unused_parameters: bool = False):
+    """An ``Accelerator`` with Accelerate's ``mixed`` precision ("no", "bf16", "fp16").
+
+    Accelerate keeps one process-wide ``AcceleratorState`` and refuses a second ``Accelerator`` with
+    another precision. Training runs in one process one after another (a recipe's fp32 finetune then
+    a bf16 distill, a notebook, the test suite), so a state left by an earlier run with another
+    precision is dropped here; the process group (``PartialState``) is kept, so DDP is unaffected.
+    """
     try:
         from accelerate import Accelerator
+        from accelerate.state import AcceleratorState
         from accelerate.utils import DistributedDataParallelKwargs
     except ImportError:
         return SingleProcess(mixed)
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision") not in (None, mixed):
+        AcceleratorState._reset_state(reset_partial_state=False)
     return Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available(),
                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)])
 
