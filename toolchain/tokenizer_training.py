@@ -10,17 +10,29 @@ from typing import Iterable
 
 ROBERTA_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+GPT2_SPLIT_ONE_DIGIT = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
 
 
-def train_tokenizer(texts: Iterable[str], kind: str = "bpe", vocab_size: int = 2000, *, lowercase: bool = False):
-    """A ``PreTrainedTokenizerFast`` (RobertaTokenizerFast or BertTokenizerFast) trained on ``texts``."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+def train_tokenizer(texts: Iterable[str], kind: str = "bpe", vocab_size: int = 2000, *, lowercase: bool = False,
+                    split_digits: bool = False):
+    """A ``PreTrainedTokenizerFast`` (RobertaTokenizerFast or BertTokenizerFast) trained on ``texts``.
+
+    ``split_digits`` makes every digit its own token (as LLaMA's and T5's tokenizers do for numbers), so
+    a year or a count is always the same kind of token sequence instead of whatever pieces BPE merged;
+    a small model trained from scratch then finds number answers and their boundaries far more easily.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import BertTokenizerFast, RobertaTokenizerFast
 
     texts = list(texts)
     if kind == "bpe":
         tok = Tokenizer(models.BPE())
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        if split_digits:  # GPT-2's split with one digit per piece (" ?\p{N}" for " ?\p{N}+"): " 1704" -> "Ġ1" "7" "0" "4"
+            tok.pre_tokenizer = pre_tokenizers.Sequence([
+                pre_tokenizers.Split(Regex(GPT2_SPLIT_ONE_DIGIT), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+        else:
+            tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=ROBERTA_SPECIALS, min_frequency=1,
                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
@@ -33,7 +45,9 @@ def train_tokenizer(texts: Iterable[str], kind: str = "bpe", vocab_size: int = 2
     if kind == "wordpiece":
         tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
         tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=False if not lowercase else None)
-        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        bert = pre_tokenizers.BertPreTokenizer()
+        tok.pre_tokenizer = (pre_tokenizers.Sequence([bert, pre_tokenizers.Digits(individual_digits=True)])
+                             if split_digits else bert)
         tok.decoder = decoders.WordPiece()
         trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=BERT_SPECIALS, min_frequency=1)
         tok.train_from_iterator(texts, trainer)
