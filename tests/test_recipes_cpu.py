@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from kdtool.recipe_stages import run_recipe
+from kdtool.recipe_runner import run_recipe
 from kdtool.recipes import load_recipe
 
 pytestmark = pytest.mark.slow

@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from kdtool.cli import main
-from kdtool.recipe_stages import plan, run_recipe
+from kdtool.recipe_runner import plan, run_recipe
 from kdtool.recipes import RunDir, parse_recipe
 
 

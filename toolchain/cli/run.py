@@ -32,7 +32,7 @@ def command(recipe, run_dir, overrides, force, dry_run, list_recipes, progress):
       kdtool run minilm-squad-es-cpu
       kdtool run spanish-tinyroberta -o runs/paper --override distill.teacher=/models/teacher
     """
-    from kdtool.recipe_stages import STAGES, plan, run_recipe
+    from kdtool.recipe_runner import STAGES, plan, run_recipe
     from kdtool.recipes import available_recipes, load_recipe
 
     if list_recipes:

@@ -119,7 +119,7 @@ def prepare(cfg: DemoConfig, run: RunDir, say: Callable[[str], None]) -> dict:
     if run.is_done("prepare", key):
         say("[prepare] synthetic data, tokenizer and base model: done earlier, skipped")
         return {k: str(v) for k, v in paths.items()}
-    from kdtool.recipe_stages import STAGES
+    from kdtool.recipe_runner import STAGES
 
     run.forget(["prepare", *STAGES])  # new inputs: every stage runs again
     t0 = time.perf_counter()
@@ -235,7 +235,7 @@ def run_demo(cfg: DemoConfig = DemoConfig(), say: Callable[[str], None] = print,
     """Run the demo into ``cfg.output`` (see the module docstring); ``fresh`` redoes every stage."""
     from kdtool.atomic import MARKER, atomic_write_json
     from kdtool.demo.report import load_report
-    from kdtool.recipe_stages import STAGES, run_recipe
+    from kdtool.recipe_runner import STAGES, run_recipe
 
     t0 = time.perf_counter()
     with _torch_threads(cfg.threads):  # process-wide in PyTorch: give the caller its setting back
