@@ -95,8 +95,8 @@ def accelerator_for(mixed: str, *, find_unused_parameters: bool = False):
         from accelerate.utils import DistributedDataParallelKwargs
     except ImportError:
         return SingleProcess(mixed)
-    state = AcceleratorState._shared_state
-    if state and state.get("_mixed_precision") not in (None, mixed):
+    state = getattr(AcceleratorState, "_shared_state", None) or {}  # private: absent in some release, nothing to drop
+    if state.get("_mixed_precision") not in (None, mixed) and hasattr(AcceleratorState, "_reset_state"):
         AcceleratorState._reset_state(reset_partial_state=False)
     return Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available(),
                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)])
