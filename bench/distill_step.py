@@ -112,9 +112,9 @@ def run_variant(variant: str, batch: int, seq: int, steps: int) -> dict:
     if cuda:
         out["peak_gpu_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
     if variant == "kdtool":  # prediction stage: teacher every step vs cached logits
-        with torch.no_grad(), amp:
-            logits = teacher(input_ids=data["input_ids"], attention_mask=data["attention_mask"])
-        cached = {"start_logits": logits.start_logits.float(), "end_logits": logits.end_logits.float()}
+        with torch.no_grad(), amp:  # what the trainer's logits cache hands the prediction stage
+            cached = teacher_targets(teacher, data, "prediction", lmap, attention=False)
+        cached["outputs"] = tuple(t.float() for t in cached["outputs"])
         live = timed(lambda: kdtool_step("prediction"), steps)
         cache = timed(lambda: kdtool_step("prediction", cached), steps)
         out["prediction_step_seconds"] = {"teacher_every_step": min(live), "cached_logits": min(cache)}
