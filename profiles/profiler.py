@@ -23,8 +23,6 @@ Method (what makes the numbers comparable, and what ``profiles/SCHEMA.md`` docum
 from __future__ import annotations
 
 import contextlib
-import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +32,7 @@ import numpy as np
 
 from kdtool.data.features import length_sorted_batches
 from kdtool.errors import EnvironmentUnsupported, InputError
+from kdtool.profiles.environment import environment
 from kdtool.profiles.timing import (error_text, free_cuda_cache, latency_stats, rss, timed_run, uses_cuda_events,
                                     warm_up)
 
@@ -128,50 +127,6 @@ def resolve_settings(config: ProfileConfig) -> tuple[dict, object]:
     if config.data_limit is not None and config.data_limit < 1:
         raise InputError(f"data limit must be at least 1 question, got {config.data_limit}")
     return s, profile
-
-
-def _version(package: str) -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def _cpu_model() -> str:
-    import platform
-
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        match = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
-        if match:
-            return match.group(1).strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def environment(settings: dict, profile) -> dict:
-    import platform
-
-    import psutil
-    import torch
-
-    from kdtool import __version__
-
-    cuda = settings["device"].startswith("cuda")
-    return {
-        "kdtool": __version__, "python": platform.python_version(), "platform": platform.platform(),
-        "torch": torch.__version__, "transformers": _version("transformers"), "onnxruntime": _version("onnxruntime"),
-        "numpy": np.__version__, "cpu": _cpu_model(), "cpu_cores_logical": os.cpu_count(),
-        "cpu_cores_physical": psutil.cpu_count(logical=False),
-        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
-        "threads": settings["threads"] or torch.get_num_threads(),
-        "device": settings["device"], "gpu": torch.cuda.get_device_name(0) if cuda else None,
-        "cuda": torch.version.cuda if cuda else None,
-        "profile": profile.to_dict() if profile else settings["profile"],
-    }
 
 
 # ---------------------------------------------------------------------------------------------
