@@ -8,7 +8,8 @@ from click.testing import CliRunner
 from kdtool.cli import main
 from kdtool.errors import InputError
 from kdtool.recipe_stages import StageContext, _export_config, _profile_config, _train_config, _validate_config
-from kdtool.recipes import REPO_RECIPES, RunDir, find_recipe, load_recipe, parse_override, parse_recipe
+from kdtool.recipes import REPO_RECIPES, find_recipe, load_recipe, parse_override, parse_recipe
+from kdtool.run_dir import RunDir
 
 MINIMAL = {"name": "t", "data": {"train": "train.json"}, "distill": {"teacher": "teacher", "epochs": 2}}
 

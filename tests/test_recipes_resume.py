@@ -7,7 +7,8 @@ from click.testing import CliRunner
 
 from kdtool.cli import main
 from kdtool.recipe_runner import plan, run_recipe
-from kdtool.recipes import RunDir, parse_recipe
+from kdtool.recipes import parse_recipe
+from kdtool.run_dir import RunDir
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,8 @@ from kdtool.recipe_stages import (DEV, PLOT, PROFILE_JSON, PROFILE_MD, REPORT_JS
                                   VALIDATE_JSON, StageContext, data_inputs, run_training, train_command, bundle_rel,
                                   data_command, export_command, precisions, profile_command, run_data, run_export,
                                   run_profile, run_report, run_validate, teacher_ref, validate_command)
-from kdtool.recipes import Recipe, RunDir, config_hash
+from kdtool.recipes import Recipe
+from kdtool.run_dir import RunDir, config_hash
 
 
 

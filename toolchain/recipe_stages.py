@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Callable
 
 from kdtool.errors import InputError, KdtoolError
-from kdtool.recipes import Recipe, RunDir, file_digest
+from kdtool.recipes import Recipe
+from kdtool.run_dir import RunDir, file_digest
 
 TRAIN, DEV = "data/train.json", "data/dev.json"
 TEACHER, STUDENT = "teacher", "student"

@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import importlib
 import importlib.util
-import json
 import os
 import re
 import types
@@ -410,68 +408,3 @@ def load_recipe(spec: str, overrides: tuple[str, ...] | list[str] = ()) -> Recip
     """Read a recipe by path or name (see :func:`find_recipe`) and apply ``overrides``."""
     path = find_recipe(spec)
     return parse_recipe(_read_yaml(path), base_dir=path.resolve().parent, source=str(path), overrides=tuple(overrides))
-
-
-# ---------------------------------------------------------------------------------------------
-# stage records: what makes a stage "done"
-
-
-def config_hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:16]
-
-
-def file_digest(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-class RunDir:
-    """A recipe's run directory: stage outputs, and ``stages/<name>.json`` records of finished stages.
-
-    A stage is done when its record exists, holds the hash the stage has now (its configuration
-    chained with the hash of the stage before it), and every output it recorded still exists. So a
-    changed configuration re-runs its stage and every later one.
-    """
-
-    def __init__(self, root: Path):
-        self.root = Path(root).absolute()
-
-    def path(self, rel: str) -> Path:
-        return self.root / rel
-
-    def record_path(self, stage: str) -> Path:
-        return self.root / "stages" / f"{stage}.json"
-
-    def record(self, stage: str) -> dict | None:
-        p = self.record_path(stage)
-        if not p.is_file():
-            return None
-        try:
-            return json.loads(p.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return None
-
-    def is_done(self, stage: str, stage_hash: str) -> bool:
-        rec = self.record(stage)
-        return bool(rec and rec.get("config_hash") == stage_hash
-                    and all(self.path(o).exists() for o in rec.get("outputs", [])))
-
-    def write_record(self, stage: str, stage_hash: str, outputs: list[str], summary: dict, seconds: float,
-                     command: str | None = None) -> None:
-        import datetime
-
-        from kdtool import __version__
-        from kdtool.atomic import atomic_write_json
-
-        atomic_write_json(self.record_path(stage), {
-            "stage": stage, "config_hash": stage_hash, "outputs": outputs, "seconds": round(seconds, 2),
-            "finished_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "kdtool_version": __version__, "command": command, "summary": summary})
-
-    def forget(self, stages: list[str]) -> None:
-        """Drop the records of ``stages`` (a stage about to run invalidates every later one)."""
-        for s in stages:
-            self.record_path(s).unlink(missing_ok=True)

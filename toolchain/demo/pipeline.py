@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Callable
 
 from kdtool.errors import InputError, KdtoolError
-from kdtool.recipes import Recipe, RunDir, config_hash, parse_recipe
+from kdtool.recipes import Recipe, parse_recipe
+from kdtool.run_dir import RunDir, config_hash
 
 INPUTS = "inputs"
 
