@@ -27,6 +27,10 @@ class ExportConfig:
     # per-channel INT8 weight scales: on the real-data student (bench/int8_accuracy.py) per-tensor INT8 lost
     # 1.34 F1 and per-channel 0.59, at no measurable cost in CPU latency (bench/latency.py)
     per_channel: bool = True
+    # 7-bit INT8 weights: on x86 without VNNI (AVX2, AVX-512 without VNNI) ORT multiplies u8 activations by
+    # s8 weights with vpmaddubsw, whose int16 pair sums overflow (255 * 127 * 2 > 32767) and saturate;
+    # with weights in [-64, 64] they cannot. VNNI CPUs, ARM and GPUs have no such overflow.
+    reduce_range: bool = False
     fast_gelu: bool = False  # tanh-approximated GELU (ORT FastGelu) in the fused graph: a few % faster, not exact
     parity_samples: int = 16  # feature windows for the PyTorch-vs-ONNX logit check
     parity_tolerance: float = 1e-3  # the FP32 graph must match PyTorch this closely, or the export fails

@@ -58,6 +58,9 @@ def _resolve(config: ExportConfig):
         raise InputError("--precision int8-static needs real calibration features: pass --calibration-data SQUAD.json")
     if config.trt and precision.startswith("int8") and config.calibration_data is None:
         raise InputError("--trt at INT8 needs calibrated Q/DQ scales: pass --calibration-data SQUAD.json")
+    if config.reduce_range and not precision.startswith("int8"):
+        raise InputError(f"--reduce-range narrows INT8 weights, but the precision is {precision}; "
+                         "add --precision int8 (or int8-static), or drop --reduce-range")
     return profile, precision
 
 
@@ -157,9 +160,10 @@ def _apply_precision(precision: str, graph: Path, final: Path, config: ExportCon
     from kdtool.export.quantize import quantize_int8_dynamic, quantize_int8_static
 
     if precision == "int8":
-        return quantize_int8_dynamic(graph, final, fused=fused, per_channel=config.per_channel)
+        return quantize_int8_dynamic(graph, final, fused=fused, per_channel=config.per_channel,
+                                     reduce_range=config.reduce_range)
     return quantize_int8_static(graph, final, calibration, method=config.calibration_method,
-                                per_channel=config.per_channel, fused=fused)
+                                per_channel=config.per_channel, fused=fused, reduce_range=config.reduce_range)
 
 
 def _safe_parity(reference, path: Path, checks, task) -> dict:

@@ -71,21 +71,23 @@ def _method(name: str):
             "percentile": CalibrationMethod.Percentile}[name]
 
 
-def quantize_int8_dynamic(src: Path, dst: Path, *, fused: bool, per_channel: bool = False) -> dict:
+def quantize_int8_dynamic(src: Path, dst: Path, *, fused: bool, per_channel: bool = False,
+                          reduce_range: bool = False) -> dict:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     try:
         with _quiet():
             quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
-                             extra_options=dict(FUSED_EXTRA) if fused else None)
+                             reduce_range=reduce_range, extra_options=dict(FUSED_EXTRA) if fused else None)
     except Exception as err:
         raise KdtoolError(f"INT8 dynamic quantization failed: {type(err).__name__}: {str(err).splitlines()[0][:160]}") from None
     return {"mode": "dynamic", "weights": "int8", "activations": "uint8 per batch (run time)",
-            "per_channel": per_channel, "quantized_attention": fused}
+            "per_channel": per_channel, "reduce_range": reduce_range, "quantized_attention": fused}
 
 
 def quantize_int8_static(src: Path, dst: Path, batches, *, method: str, per_channel: bool = False,
-                         symmetric: bool = False, op_types: list[str] | None = None, fused: bool = False) -> dict:
+                         symmetric: bool = False, op_types: list[str] | None = None, fused: bool = False,
+                         reduce_range: bool = False) -> dict:
     """QDQ static quantization calibrated on ``batches``; ``symmetric`` gives the TensorRT form."""
     from onnxruntime.quantization import QuantType
 
@@ -98,9 +100,9 @@ def quantize_int8_static(src: Path, dst: Path, batches, *, method: str, per_chan
     with tempfile.TemporaryDirectory(prefix="kdtool-quant-") as tmp:
         if fused:  # without shapes of the contrib ops' outputs the quantizer leaves activations in FP32
             src = _with_symbolic_shapes(src, Path(tmp) / "shaped.onnx")
-        _quantize_static(src, dst, batches, act, method, per_channel, op_types, extra)
+        _quantize_static(src, dst, batches, act, method, per_channel, reduce_range, op_types, extra)
     return {"mode": "static", "format": "QDQ", "weights": "int8", "activations": "int8" if symmetric else "uint8",
-            "symmetric": symmetric, "per_channel": per_channel, "calibration_method": method,
+            "symmetric": symmetric, "per_channel": per_channel, "reduce_range": reduce_range, "calibration_method": method,
             "calibration_windows": int(sum(len(b["input_ids"]) for b in batches)),
             "op_types": op_types or "default"}
 
@@ -117,13 +119,14 @@ def _with_symbolic_shapes(src: Path, dst: Path) -> Path:
     return dst
 
 
-def _quantize_static(src, dst, batches, act, method, per_channel, op_types, extra) -> None:
+def _quantize_static(src, dst, batches, act, method, per_channel, reduce_range, op_types, extra) -> None:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     try:
         with _quiet():
             quantize_static(str(src), str(dst), WindowReader(batches, _input_names(src)), quant_format=QuantFormat.QDQ,
                             activation_type=act, weight_type=QuantType.QInt8, per_channel=per_channel,
+                            reduce_range=reduce_range,
                             calibrate_method=_method(method), op_types_to_quantize=op_types, extra_options=extra)
     except Exception as err:
         raise KdtoolError(f"INT8 static quantization failed: {type(err).__name__}: {str(err).splitlines()[0][:160]}") from None

@@ -59,6 +59,12 @@ def test_int8_static_needs_calibration_data(tmp_path, roberta_dir):
     assert not (tmp_path / "out").exists()
 
 
+def test_reduce_range_needs_an_int8_precision(tmp_path, roberta_dir):
+    result = run("export", roberta_dir, "-o", tmp_path / "out", "--reduce-range")
+    assert_one_line_error(result, 2, "--reduce-range", "fp32")
+    assert not (tmp_path / "out").exists()
+
+
 def test_fast_gelu_needs_the_fused_graph(tmp_path, roberta_dir):
     result = run("export", roberta_dir, "-o", tmp_path / "out", "--precision", "int8", "--fast-gelu", "--no-fuse")
     assert_one_line_error(result, 2, "--fast-gelu", "--no-fuse")

@@ -127,6 +127,26 @@ def test_int8_weights_are_per_channel_unless_per_tensor_is_asked(bundles):
     assert manifest(per_tensor)["quantization"]["per_channel"] is False
 
 
+def _largest_int8_weight(bundle) -> int:
+    """max |w| over the INT8 weights of MatMulInteger and QAttention nodes."""
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(bundle / "model.onnx")).graph
+    inits = {i.name: i for i in graph.initializer}
+    weights = [inits[n.input[1]] for n in graph.node if n.op_type in ("MatMulInteger", "QAttention") and n.input[1] in inits]
+    assert weights
+    return max(int(np.abs(numpy_helper.to_array(w).astype(np.int32)).max()) for w in weights)
+
+
+def test_reduce_range_keeps_int8_weights_within_seven_bits(bundles, squad_file):
+    full, reduced = bundles("bert", "int8"), bundles("bert", "int8", reduce_range=True)
+    assert _largest_int8_weight(full) == 127  # symmetric per-channel scales use the whole range
+    assert _largest_int8_weight(reduced) <= 64  # so u8 x s8 pair sums stay inside int16 on AVX2
+    assert manifest(reduced)["quantization"]["reduce_range"] is True
+    fp32 = bundles("bert", "fp32")
+    assert _agreement(_answers(load_engine(fp32), squad_file), _answers(load_engine(reduced), squad_file)) >= 0.7
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_fast_gelu_int8_swaps_the_gelu_and_mostly_agrees(bundles, kind, squad_file):
     fp32, fast = bundles(kind, "fp32"), bundles(kind, "int8", fast_gelu=True)

@@ -28,13 +28,15 @@ from kdtool.export.config import CALIBRATION_METHODS, PRECISIONS
 @click.option("--trt", is_flag=True, help="Also write a TensorRT-ready ONNX and build the engine where possible.")
 @click.option("--per-channel/--per-tensor", default=True, show_default=True,
               help="INT8 weight scales per output channel (more accurate, as fast on CPU) or one per tensor.")
+@click.option("--reduce-range", is_flag=True,
+              help="7-bit INT8 weights, for x86 CPUs without VNNI (AVX2): avoids their saturating u8 x s8 products.")
 @click.option("--fast-gelu", is_flag=True,
               help="Fuse GELU as ORT FastGelu (tanh approximation): a few percent faster on CPU, logits change slightly.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing bundle directory (only one kdtool wrote).")
 @click.option("--trust-remote-code", is_flag=True,
               help="Let MODEL_DIR run its own Python code (auto_map). Only for code you have read.")
 def command(model_dir, output, precision, calibration_data, calibration_method, calibration_samples, no_fuse, opset,
-            max_seq_length, profile, trt, per_channel, fast_gelu, overwrite, trust_remote_code):
+            max_seq_length, profile, trt, per_channel, reduce_range, fast_gelu, overwrite, trust_remote_code):
     """Export MODEL_DIR (a *ForQuestionAnswering directory) to a verified bundle at -o."""
     from kdtool.export.config import ExportConfig
     from kdtool.export.pipeline import export_model
@@ -42,7 +44,8 @@ def command(model_dir, output, precision, calibration_data, calibration_method, 
     config = ExportConfig(model_dir=model_dir, output=output, precision=precision, calibration_data=calibration_data,
                           calibration_method=calibration_method, calibration_samples=calibration_samples,
                           fuse=not no_fuse, opset=opset, max_seq_length=max_seq_length, profile=profile, trt=trt,
-                          per_channel=per_channel, fast_gelu=fast_gelu, overwrite=overwrite, trust_remote_code=trust_remote_code)
+                          per_channel=per_channel, reduce_range=reduce_range, fast_gelu=fast_gelu, overwrite=overwrite,
+                          trust_remote_code=trust_remote_code)
     bundle = export_model(config, progress=lambda message: click.echo(message, err=True))
     manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
     diff = manifest["parity"]["bundle"].get("max_abs_logit_diff")
