@@ -29,7 +29,7 @@ class ExportConfig:
     per_channel: bool = True
     # 7-bit INT8 weights: on x86 without VNNI (AVX2, AVX-512 without VNNI) ORT multiplies u8 activations by
     # s8 weights with vpmaddubsw, whose int16 pair sums overflow (255 * 127 * 2 > 32767) and saturate;
-    # with weights in [-64, 64] they cannot. VNNI CPUs, ARM and GPUs have no such overflow.
+    # with weights in [-64, 64] they cannot. VNNI (dpbusd) accumulates in int32 and has no such overflow.
     reduce_range: bool = False
     fast_gelu: bool = False  # tanh-approximated GELU (ORT FastGelu) in the fused graph: a few % faster, not exact
     parity_samples: int = 16  # feature windows for the PyTorch-vs-ONNX logit check
