@@ -54,6 +54,63 @@ def make_tokenizer():
     return train_tokenizer(texts, "bpe", vocab_size=600)
 
 
+class RawOrt:
+    """A bare ONNX Runtime session over one .onnx file: for the ablation that kdtool does not export."""
+
+    kind = "onnxruntime"
+
+    def __init__(self, path: Path, threads: int):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as kdtool's engine
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.names = [i.name for i in self.session.get_inputs()]
+        self.path = path
+
+    def run(self, batch):
+        return self.session.run(None, {n: batch[n] for n in self.names})
+
+    def num_parameters(self) -> int:
+        import onnx
+
+        return int(sum(np.prod(i.dims) for i in onnx.load(str(self.path)).graph.initializer))
+
+
+def qoperator_model(fp32_bundle: Path, dst: Path, seq: int) -> Path:
+    """ORT's other static INT8 form (QLinearMatMul, QOperator) of the fused FP32 bundle's graph.
+
+    kdtool exports static INT8 as QDQ only; this answers whether the operator form would be
+    faster. Calibrated on random token windows: it is timed, never scored.
+    """
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    if dst.is_file():
+        return dst
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shaped = dst.with_name("shaped.onnx")
+    model = SymbolicShapeInference.infer_shapes(onnx.load(str(fp32_bundle / "model.onnx")), auto_merge=True)
+    onnx.save(model, str(shaped))
+    names = {i.name for i in model.graph.input}
+    rng = np.random.default_rng(0)
+    windows = iter([{"input_ids": rng.integers(5, 50000, (1, seq)).astype(np.int64),
+                     "attention_mask": np.ones((1, seq), dtype=np.int64)} for _ in range(8)])
+
+    class Reader(CalibrationDataReader):
+        def get_next(self):
+            window = next(windows, None)
+            return None if window is None else {k: v for k, v in window.items() if k in names}
+
+    quantize_static(str(shaped), str(dst), Reader(), quant_format=QuantFormat.QOperator, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    shaped.unlink()
+    return dst
+
+
 def variants(work: Path, student: Path, teacher: Path, calib: Path | None, threads: int) -> dict:
     """name -> (engine, how it was made)."""
     from kdtool.engine import TorchQAEngine, load_engine
@@ -91,6 +148,10 @@ def variants(work: Path, student: Path, teacher: Path, calib: Path | None, threa
            "student_pytorch_fp32": (TorchQAEngine(student, device="cpu", threads=threads), "HF eager, fp32")}
     for name, (path, n, how) in made.items():
         out[name] = (load_engine(path, device="cpu", threads=n, spinning="spinning" in name), how)
+    out["ablation_int8_static_qoperator"] = (
+        RawOrt(qoperator_model(made["student_onnx_fp32_fused"][0], work / "int8-static-qoperator" / "model.onnx", 384),
+               threads),
+        "ORT quantize_static, QOperator form (QLinearMatMul), of the fused FP32 bundle; random-token calibration")
     return out
 
 
