@@ -26,7 +26,6 @@ kdtool's engine runs them). Prints JSON; asserts nothing.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -37,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from latency import SHAPES, build_model, make_tokenizer  # noqa: E402  (the same models latency.py measures)
+from latency import SHAPES, build_model, emit, make_tokenizer  # noqa: E402  (the same models latency.py measures)
 
 
 def _session(nodes, inputs, outputs, initializers, threads: int):
@@ -253,11 +252,7 @@ def main() -> None:
             "ms_above_as_bundled_floor_median": round(t["median"] - as_bundled, 1)}
             for name, t in timed.items() if name.startswith("bundle/")},
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -190,6 +190,15 @@ def measure(engines: dict, batch: dict, rounds: int, warmup: int = 2) -> dict:
     return times, cpu
 
 
+def emit(result: dict, out: Path | None) -> None:
+    """Print the benchmark's JSON, and write it to ``out`` too when given."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -232,11 +241,7 @@ def main() -> None:
                                 "parameters": engines[name][0].num_parameters(), "how": engines[name][1]}
                          for name, t in times.items()},
         }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":
