@@ -53,42 +53,35 @@ def _session(nodes, inputs, outputs, initializers, threads: int):
 
 
 def gemm(kind: str, m: int, k: int, n: int, copies: int, threads: int):
-    """A session and feed running ``copies`` [m, k] x [k, n] products with constant (prepacked) weights, one session.
+    """A session and its feed: ``copies`` [m, k] x [k, n] products with constant (prepacked) weights.
 
     One node per layer, as in the student, so per-kernel overhead is counted as often as it is paid.
     """
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
-    x_type, feed = TensorProto.FLOAT, rng.standard_normal((m, k)).astype(np.float32)
-    y_type = TensorProto.FLOAT
-    if kind != "fp32":
-        scales = [numpy_helper.from_array(np.full((n,), 0.01, np.float32), "S"),
-                  numpy_helper.from_array(np.zeros((n,), np.int8), "Z")]
+    x_type, y_type, feed = TensorProto.FLOAT, TensorProto.FLOAT, rng.standard_normal((m, k)).astype(np.float32)
     if kind == "bare_int8":  # the u8 x s8 GEMM alone: no activation quantization, no dequantization
-        x_type, y_type = TensorProto.UINT8, TensorProto.INT32
-        feed = rng.integers(0, 256, (m, k)).astype(np.uint8)
+        x_type, y_type, feed = TensorProto.UINT8, TensorProto.INT32, rng.integers(0, 256, (m, k)).astype(np.uint8)
     inits, nodes = [], []
+    if kind == "dynamic_int8":  # what kdtool's INT8 bundles run for every non-attention Linear
+        inits += [numpy_helper.from_array(np.full((n,), 0.01, np.float32), "S"),
+                  numpy_helper.from_array(np.zeros((n,), np.int8), "Z")]
     for i in range(copies):
         if kind == "fp32":
             inits.append(numpy_helper.from_array(rng.standard_normal((k, n)).astype(np.float32), f"W{i}"))
             nodes.append(helper.make_node("MatMul", ["X", f"W{i}"], [f"Y{i}"]))
-        else:
-            inits.append(numpy_helper.from_array(rng.integers(-127, 128, (k, n)).astype(np.int8), f"W{i}"))
-            if kind == "dynamic_int8":  # what kdtool's INT8 bundles run for every non-attention Linear
-                nodes.append(helper.make_node("DynamicQuantizeMatMul", ["X", f"W{i}", "S", "Z"], [f"Y{i}"],
-                                              domain="com.microsoft"))
-            else:
-                nodes.append(helper.make_node("MatMulInteger", ["X", f"W{i}"], [f"Y{i}"]))
-    if kind == "dynamic_int8":
-        inits += scales
+            continue
+        inits.append(numpy_helper.from_array(rng.integers(-127, 128, (k, n)).astype(np.int8), f"W{i}"))
+        nodes.append(helper.make_node("DynamicQuantizeMatMul", ["X", f"W{i}", "S", "Z"], [f"Y{i}"], domain="com.microsoft")
+                     if kind == "dynamic_int8" else helper.make_node("MatMulInteger", ["X", f"W{i}"], [f"Y{i}"]))
     inputs = [helper.make_tensor_value_info("X", x_type, [m, k])]
     outputs = [helper.make_tensor_value_info(f"Y{i}", y_type, [m, n]) for i in range(copies)]
     return _session(nodes, inputs, outputs, inits, threads), {"X": feed}
 
 
 def qattention(seq: int, hidden: int, heads: int, copies: int, threads: int):
-    """A session and feed running ``copies`` attention blocks as a fused kdtool INT8 bundle runs them.
+    """A session and its feed: ``copies`` attention blocks as a fused kdtool INT8 bundle runs them.
 
     ``QAttention``: the int8 QKV projection, then the FP32 core (scores, masked softmax, weighted sum).
     """
@@ -109,28 +102,8 @@ def qattention(seq: int, hidden: int, heads: int, copies: int, threads: int):
     return _session(nodes, inputs, outputs, inits, threads), feed
 
 
-def measure(runners: dict, rounds: int, repeats: int, warmup: int = 2) -> dict:
-    """Round-robin: each round runs every runner ``repeats`` times, so machine noise hits all alike.
-
-    ``runners``: name -> (zero-argument callable, repeats per round or None for ``repeats``).
-    Returns name -> {"best", "median"} in ms. The best (minimum) is what a floor uses: noise on a
-    shared machine can only lower it and so raise the speed-up cap, erring towards "reachable".
-    """
-    times = {name: [] for name in runners}
-    for fn, _ in runners.values():
-        for _ in range(warmup):
-            fn()
-    for _ in range(rounds):
-        for name, (fn, n) in runners.items():
-            for _ in range(n or repeats):
-                t = time.perf_counter()
-                fn()
-                times[name].append((time.perf_counter() - t) * 1000)
-    return {name: {"best": min(t), "median": float(np.median(t))} for name, t in times.items()}
-
-
 def attention_matmuls_int8(seq: int, hidden: int, heads: int, copies: int, threads: int):
-    """A session and feed running ``copies`` attention cores' two products (Q K^T and P V) alone, in int8.
+    """A session and its feed: ``copies`` attention cores' two products (Q K^T and P V) alone, in int8.
 
     Batched u8 x s8 ``MatMulInteger`` over the heads, the fastest form measured on this CPU for
     them; the softmax, masking and every (de)quantization step are left out, so this is less work
@@ -152,6 +125,26 @@ def attention_matmuls_int8(seq: int, hidden: int, heads: int, copies: int, threa
         outputs += [helper.make_tensor_value_info(f"S{i}", TensorProto.INT32, [heads, seq, seq]),
                     helper.make_tensor_value_info(f"O{i}", TensorProto.INT32, [heads, seq, d])]
     return _session(nodes, inputs, outputs, [], threads), feed
+
+
+def measure(runners: dict, rounds: int, repeats: int, warmup: int = 2) -> dict:
+    """Round-robin: each round runs every runner ``repeats`` times, so machine noise hits all alike.
+
+    ``runners``: name -> (zero-argument callable, repeats per round or None for ``repeats``).
+    Returns name -> {"best", "median"} in ms. The best (minimum) is what a floor uses: noise on a
+    shared machine can only lower it and so raise the speed-up cap, erring towards "reachable".
+    """
+    times = {name: [] for name in runners}
+    for fn, _ in runners.values():
+        for _ in range(warmup):
+            fn()
+    for _ in range(rounds):
+        for name, (fn, n) in runners.items():
+            for _ in range(n or repeats):
+                t = time.perf_counter()
+                fn()
+                times[name].append((time.perf_counter() - t) * 1000)
+    return {name: {"best": min(t), "median": float(np.median(t))} for name, t in times.items()}
 
 
 def main() -> None:

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Callable
 
 from kdtool.errors import InputError, KdtoolError
+from kdtool.export.bundle import sha256_file
 from kdtool.recipes import Recipe
-from kdtool.run_dir import RunDir, file_digest
+from kdtool.run_dir import RunDir
 
 TRAIN, DEV = "data/train.json", "data/dev.json"
 TEACHER, STUDENT = "teacher", "student"
@@ -131,7 +132,7 @@ def data_inputs(recipe: Recipe) -> dict:
     for key in ("train", "dev"):
         if data.get(key):
             p = Path(data[key])
-            digests[key] = file_digest(p) if p.is_file() else None  # the data stage says it is missing
+            digests[key] = sha256_file(p) if p.is_file() else None  # the data stage says it is missing
     return {"data": data, "sha256": digests}
 
 
