@@ -41,6 +41,16 @@ def test_closed_form_equals_tinybert_explicit_value_and_gradient(hs, ht, ds, dt)
     torch.testing.assert_close(sk1.grad, sk2.grad, rtol=1e-4, atol=1e-7)
 
 
+def test_closed_form_keeps_float64_inputs_in_float64():
+    b, n = 2, 11
+    sq, sk = (t.double() for t in qk(b, 4, n, 8, 0))
+    tq, tk = (t.double() for t in qk(b, 8, n, 16, 1))
+    mask = padded_mask(b, n, [11, 6]).double()
+    closed = attention_score_mse(sq, sk, tq, tk, mask)
+    assert closed.dtype == torch.float64
+    torch.testing.assert_close(closed, attention_score_mse_explicit(sq, sk, tq, tk, mask), rtol=1e-12, atol=0)
+
+
 def test_explicit_reference_is_tinyberts_formula_written_out():
     b, h, n, d = 2, 2, 6, 4
     sq, sk = qk(b, h, n, d, 2)

@@ -54,13 +54,14 @@ def attention_score_mse(student_q: torch.Tensor, student_k: torch.Tensor, teache
 
     With ``U = [Q_S/sqrt(d_S), -Q_T/sqrt(d_T)]`` and ``V = [K_S m, K_T m]``, ``S_S - S_T = U V^T`` on valid keys,
     so the sum of squares is ``<U^T U, V^T V>_F``: O(seq (d_S+d_T)^2) per head. Computed in fp32 because
-    it subtracts large terms when student and teacher agree.
+    it subtracts large terms when student and teacher agree (float64 inputs stay float64).
     """
     b, h, n, ds = student_q.shape
-    tq, tk = _pair(student_q, teacher_q.float(), teacher_k.float())
-    m = key_mask.to(torch.float32)[:, None, :, None]
-    u = torch.cat([student_q.float() / math.sqrt(ds), -tq], dim=-1)
-    v = torch.cat([student_k.float() * m, tk * m], dim=-1)
+    dtype = torch.promote_types(torch.promote_types(student_q.dtype, teacher_q.dtype), torch.float32)
+    tq, tk = _pair(student_q, teacher_q.to(dtype), teacher_k.to(dtype))
+    m = key_mask.to(dtype)[:, None, :, None]
+    u = torch.cat([student_q.to(dtype) / math.sqrt(ds), -tq], dim=-1)
+    v = torch.cat([student_k.to(dtype) * m, tk * m], dim=-1)
     gu = torch.einsum("bhnd,bhne->bhde", u, u)
     gv = torch.einsum("bhnd,bhne->bhde", v, v)
     return (gu * gv).sum() / (b * h * n * n)
@@ -68,9 +69,11 @@ def attention_score_mse(student_q: torch.Tensor, student_k: torch.Tensor, teache
 
 def attention_score_mse_explicit(student_q, student_k, teacher_q, teacher_k, key_mask) -> torch.Tensor:
     """The same loss computed as TinyBERT does, with full score maps (reference for tests and benchmarks)."""
+    dtype = torch.promote_types(torch.promote_types(student_q.dtype, teacher_q.dtype), torch.float32)
+
     def scores(q, k):
-        bias = (1.0 - key_mask.float())[:, None, None, :] * TINYBERT_MASK
-        s = q.float() @ k.float().transpose(-1, -2) / math.sqrt(q.shape[-1]) + bias
+        bias = (1.0 - key_mask.to(dtype))[:, None, None, :] * TINYBERT_MASK
+        s = q.to(dtype) @ k.to(dtype).transpose(-1, -2) / math.sqrt(q.shape[-1]) + bias
         return torch.where(s <= MASK_FLOOR, torch.zeros_like(s), s)
     hs, ht = student_q.shape[1], teacher_q.shape[1]
     t = scores(teacher_q, teacher_k)
