@@ -47,8 +47,10 @@ class ExportConfig:
         if self.calibration_method not in CALIBRATION_METHODS:
             raise InputError(f"unknown calibration method {self.calibration_method!r}; "
                              f"choose one of {', '.join(CALIBRATION_METHODS)}")
-        if self.calibration_samples < 1 or self.parity_samples < 1:
+        if self.calibration_samples < 1:
             raise InputError("--calibration-samples must be at least 1")
+        if self.parity_samples < 1:
+            raise InputError("parity_samples (export config) must be at least 1")
         if not 11 <= self.opset <= 23:
             raise InputError(f"opset {self.opset} is outside what the exporter supports (11..23)")
         if self.max_seq_length is not None and self.max_seq_length < 32:

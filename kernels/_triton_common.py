@@ -3,9 +3,9 @@
 import triton
 import triton.language as tl
 
-# Triton 3.9's interpreter computes tl.dot of bf16 operands wrongly (it multiplies the raw bits);
-# under the interpreter, bf16 products are taken in fp32 instead. Compiled kernels never do this.
-INTERPRETER_BF16_PRECISION = "interpreter-fp32"
+# PREC "interpreter-fp32" (chosen by _triton_runtime.dot_precision): Triton 3.9's interpreter computes
+# tl.dot of bf16 operands wrongly (it multiplies the raw bits), so under the interpreter bf16 products
+# are taken in fp32 instead. Compiled kernels never do this.
 
 
 @triton.jit

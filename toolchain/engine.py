@@ -55,7 +55,7 @@ class QAEngine:
         pass
 
 
-_THREADS = {"engines": 0, "before": None}  # open TorchQAEngines that set torch's thread count, and its prior value
+_THREADS = {"engines": 0, "before": None}  # open TorchQAEngine instances that set torch's thread count, and its prior value
 
 
 class TorchEngine(QAEngine):

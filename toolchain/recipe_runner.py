@@ -3,7 +3,7 @@
 Each stage's work and its equivalent ``kdtool`` command live in :mod:`kdtool.recipe_stages`; this
 module decides what runs. A stage's hash chains the recipe sections that decide its result (and the
 identity of its input files and local models) with the previous stage's hash, so a changed setting
-reruns its stage and every stage after it. A stage that is done (see :class:`kdtool.recipes.RunDir`)
+reruns its stage and every stage after it. A stage that is done (see :class:`kdtool.run_dir.RunDir`)
 is skipped; a stage that runs first drops the records of every later stage.
 """
 

@@ -31,7 +31,7 @@ class Task:
     outputs: tuple[str, ...]  # model output fields, in the order engines return them
     per_token: bool  # outputs are [batch, seq] (masked by attention_mask) rather than [batch, labels]
     metrics: tuple[str, ...]  # reported metrics, percent; the first picks the best epoch
-    impl: str  # module with load_examples, make_features, hard_loss, soft_targets_mask, evaluate
+    impl: str  # module with load_examples, make_features, hard_loss, soft_mask, evaluate
 
     @property
     def primary_metric(self) -> str:
