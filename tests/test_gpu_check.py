@@ -32,18 +32,39 @@ def run_check(out: Path, *args: str, timeout: int = 900) -> subprocess.Completed
                           capture_output=True, text=True, timeout=timeout)
 
 
+def make_wheel(folder: Path) -> Path:
+    """A real, minimal pure-Python wheel with a console script (as transformers' wheel has)."""
+    import zipfile
+
+    path = folder / "demo_wheel-1.0-py3-none-any.whl"
+    files = {"demo_wheel/__init__.py": "def main():\n    print('demo')\n",
+             "demo_wheel-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: demo-wheel\nVersion: 1.0\n",
+             "demo_wheel-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+             "demo_wheel-1.0.dist-info/entry_points.txt": "[console_scripts]\ndemo-wheel = demo_wheel:main\n"}
+    files["demo_wheel-1.0.dist-info/RECORD"] = "".join(f"{name},,\n" for name in [*files, "demo_wheel-1.0.dist-info/RECORD"])
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, text in files.items():
+            zf.writestr(name, text)
+    return path
+
+
 @pytest.mark.slow
 def test_cpu_dry_run_runs_every_step_and_writes_json_and_a_summary(tmp_path):
-    done = run_check(tmp_path)
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    make_wheel(wheels)  # a carried wheel with a bin/ script, installed in the same pip call as kdtool
+    out = tmp_path / "out"
+    done = run_check(out, "--wheels", str(wheels))
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
-    files = sorted(p.name for p in tmp_path.iterdir())
+    files = sorted(p.name for p in out.iterdir())
     assert files == ["check.log", "step0_setup.json", "step1_gpu_tests.json", "step2_kernels.json", "step3_distill.json",
                      "step4_profile.json", "summary.json"]  # the device tool returns at most 8 files
-    records = {name: json.loads((tmp_path / f"step{i}_{name}.json").read_text()) for i, name in enumerate(STEPS)}
+    records = {name: json.loads((out / f"step{i}_{name}.json").read_text()) for i, name in enumerate(STEPS)}
     assert all(r["status"] == "ok" for r in records.values()), {k: r["error"] for k, r in records.items()}
 
-    setup = records["setup"]["result"]
+    setup = records["setup"]["result"]  # ok only if bin/kdtool landed in the target beside the wheel's bin/
     assert setup["kdtool"].endswith("/site)")  # kdtool came from the temporary target, not the venv
+    assert setup["wheels"] == ["demo_wheel-1.0-py3-none-any.whl"]
     assert setup["cuda_available"] is False
     counts = records["gpu_tests"]["result"]["counts"]
     assert counts.get("skipped", 0) >= 40 and counts.get("deselected", 0) > 0 and "failed" not in counts  # no GPU: skipped
@@ -58,7 +79,7 @@ def test_cpu_dry_run_runs_every_step_and_writes_json_and_a_summary(tmp_path):
     assert names == [f"{model}[{variant.replace(':', ',')}]" for model in ("teacher", "student") for variant in check.VARIANTS]
     assert len(profile["fixed"]) == 4 * 8 and all(row["status"] == "ok" for row in profile["fixed"])
 
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
     assert summary["mode"] == "cpu-dry-run" and [s["name"] for s in summary["steps"]] == STEPS
     table = done.stdout[done.stdout.index("SUMMARY"):]
     for name in STEPS:
@@ -77,34 +98,6 @@ def test_a_failing_setup_is_reported_and_the_later_steps_say_why_they_did_not_ru
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     later = summary["steps"][1:]
     assert [s["status"] for s in later] == ["skipped"] * 4 and all("setup failed" in s["reason"] for s in later)
-
-
-def make_wheel(folder: Path) -> Path:
-    """A real, minimal pure-Python wheel with a console script (as transformers' wheel has)."""
-    import zipfile
-
-    path = folder / "demo_wheel-1.0-py3-none-any.whl"
-    files = {"demo_wheel/__init__.py": "def main():\n    print('demo')\n",
-             "demo_wheel-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: demo-wheel\nVersion: 1.0\n",
-             "demo_wheel-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-             "demo_wheel-1.0.dist-info/entry_points.txt": "[console_scripts]\ndemo-wheel = demo_wheel:main\n"}
-    files["demo_wheel-1.0.dist-info/RECORD"] = "".join(f"{name},,\n" for name in [*files, "demo_wheel-1.0.dist-info/RECORD"])
-    with zipfile.ZipFile(path, "w") as zf:
-        for name, text in files.items():
-            zf.writestr(name, text)
-    return path
-
-
-def test_setup_installs_carried_wheels_beside_kdtool_and_keeps_its_command(tmp_path):
-    wheels = tmp_path / "wheels"
-    wheels.mkdir()
-    make_wheel(wheels)
-    done = run_check(tmp_path / "out", "--steps", "0", "--wheels", str(wheels), timeout=300)
-    assert done.returncode == 0, done.stdout[-4000:]
-    setup = json.loads((tmp_path / "out" / "step0_setup.json").read_text())
-    # ok only if bin/kdtool landed in the target although the wheel's bin/ came first
-    assert setup["status"] == "ok" and setup["result"]["wheels"] == ["demo_wheel-1.0-py3-none-any.whl"]
-    assert setup["result"]["kdtool"].endswith("/site)")
 
 
 def test_bad_arguments_exit_2_without_running_anything(tmp_path):
