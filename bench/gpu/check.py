@@ -22,9 +22,10 @@ Its numbers measure nothing. Budget: the GPU run stops starting steps once ``--b
 (default 480, the issue's 8 minutes) are spent; each step's limit is cut to what is left.
 
 Sizing (H200: ~790 TFLOP/s bf16 measured, ~4.3 TB/s copy; README "Verifying on a GPU" has the sums):
-setup ~15 s, gpu_tests ~60-90 s (mostly Triton compiles), kernels ~40-60 s (autotune compiles + sub-ms
-calls), distill ~40-60 s (model init on the CPU and CUDA start-up dominate; a step is ~0.1 s of GPU work),
-profile ~60-80 s (building and saving RoBERTa-large, 8 model loads, ~0.25 s per interleaved round).
+setup ~15 s, gpu_tests 30-60 s (~100 Triton compiles over 8 pytest-xdist workers), kernels 20-60 s
+(autotuning; every call is a few ms at most), distill 35-45 s (two processes each creating RoBERTa-large
+on the CPU and starting CUDA; a step is ~50 ms of GPU work), profile 55-70 s (saving the teacher, 8 model
+loads, ~0.16 s per interleaved round): ~3.5 minutes expected, 8 at most.
 """
 
 from __future__ import annotations
