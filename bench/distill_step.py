@@ -13,7 +13,12 @@ Each variant runs in its own process, so peak RSS (CPU) / peak allocated memory 
 The kdtool process also times the prediction stage with the teacher run every step vs with cached
 teacher logits, which gives the per-epoch speed-up of the cache.
 
-    python bench/distill_step.py [--batch 8] [--seq 384] [--steps 2]
+On a GPU the ratio that matters is ``peak_gpu_allocated_ratio_kdtool_over_seed``
+(``torch.cuda.max_memory_allocated`` over the timed steps; target: kdtool <= 0.5x the seed's).
+``--tiny`` swaps in 4 x 64 / 2 x 32 models with a 1000-token vocabulary: a dry run of this code
+path in seconds on a CPU (bench/gpu/check.sh --cpu-dry-run), not a measurement.
+
+    python bench/distill_step.py [--batch 8] [--seq 384] [--steps 2] [--out distill.json]
 """
 
 from __future__ import annotations
@@ -24,21 +29,28 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+PAPER = {"teacher": dict(vocab_size=50262, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                         intermediate_size=4096, max_position_embeddings=514),
+         "student": dict(hidden_size=512, num_hidden_layers=6, num_attention_heads=16, intermediate_size=3072)}
+TINY = {"teacher": dict(vocab_size=1000, hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=128,
+                        max_position_embeddings=514),
+        "student": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)}
 
 
-def build(device):
+def build(tiny: bool = False):
     import torch
     from transformers import RobertaConfig
 
     torch.manual_seed(0)
-    teacher_cfg = RobertaConfig(vocab_size=50262, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-                                intermediate_size=4096, max_position_embeddings=514, type_vocab_size=1)
-    student_cfg = RobertaConfig(**{**teacher_cfg.to_dict(), "hidden_size": 512, "num_hidden_layers": 6,
-                                   "num_attention_heads": 16, "intermediate_size": 3072})
+    shapes = TINY if tiny else PAPER
+    teacher_cfg = RobertaConfig(type_vocab_size=1, **shapes["teacher"])
+    student_cfg = RobertaConfig(**{**teacher_cfg.to_dict(), **shapes["student"]})
     return teacher_cfg, student_cfg
 
 
-def run_variant(variant: str, batch: int, seq: int, steps: int) -> dict:
+def run_variant(variant: str, batch: int, seq: int, steps: int, tiny: bool = False) -> dict:
     import torch
     from transformers import AutoModelForQuestionAnswering
 
@@ -50,19 +62,20 @@ def run_variant(variant: str, batch: int, seq: int, steps: int) -> dict:
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     attn = "eager" if variant == "seed" else "sdpa"
-    teacher_cfg, student_cfg = build(device)
+    teacher_cfg, student_cfg = build(tiny)
     teacher = AutoModelForQuestionAnswering.from_config(teacher_cfg, attn_implementation=attn).to(device).eval()
     student = AutoModelForQuestionAnswering.from_config(student_cfg, attn_implementation=attn).to(device).train()
-    lmap = default_layer_map(6, 24)
+    lmap = default_layer_map(student_cfg.num_hidden_layers, teacher_cfg.num_hidden_layers)
     cfg = DistillConfig(model="teacher", train_file="-", output="-", schedule="joint")
-    objective = Objective(student, config=cfg, layer_map=lmap, teacher_hidden=1024).to(device)
+    objective = Objective(student, config=cfg, layer_map=lmap, teacher_hidden=teacher_cfg.hidden_size).to(device)
     optimizer = torch.optim.AdamW(objective.parameters(), lr=1e-4)
     g = torch.Generator().manual_seed(1)
-    ids = torch.randint(3, 50262, (batch, seq), generator=g)
+    ids = torch.randint(3, teacher_cfg.vocab_size, (batch, seq), generator=g)
     ids[:, 0] = 0
     mask = torch.ones(batch, seq, dtype=torch.long)
-    for row in range(batch):  # realistic padding: windows of 200..384 tokens
-        mask[row, 200 + (184 * row) // max(1, batch - 1):] = 0
+    shortest = (seq * 200) // 384
+    for row in range(batch):  # realistic padding: windows of 200..384 tokens (at seq 384)
+        mask[row, shortest + ((seq - shortest) * row) // max(1, batch - 1):] = 0
     ids = ids.masked_fill(mask == 0, 1)
     data = {"input_ids": ids.to(device), "attention_mask": mask.to(device),
             "start_positions": torch.full((batch,), 5, device=device), "end_positions": torch.full((batch,), 9, device=device)}
@@ -107,7 +120,8 @@ def run_variant(variant: str, batch: int, seq: int, steps: int) -> dict:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     times = timed(step, steps)
-    out = {"variant": variant, "attention": attn, "step_seconds": min(times), "step_seconds_all": times,
+    out = {"variant": variant, "attention": attn, "attention_loss": cfg.attention_loss if variant == "kdtool" else "probs-maps-mse",
+           "step_seconds": min(times), "step_seconds_all": times,
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if cuda:
         out["peak_gpu_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -126,25 +140,31 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=None, help="default: 8 on CPU, 32 on a GPU")
     ap.add_argument("--seq", type=int, default=384)
     ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--tiny", action="store_true", help="tiny models: a dry run of the code path, not a measurement")
+    ap.add_argument("--out", type=Path, default=None, help="Also write the JSON here.")
     ap.add_argument("--variant", choices=["seed", "kdtool"], default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     import torch
 
-    batch = args.batch or (32 if torch.cuda.is_available() else 8)
+    cuda = torch.cuda.is_available()
+    batch = args.batch or (32 if cuda else 8)
     if args.variant:
-        print(json.dumps(run_variant(args.variant, batch, args.seq, args.steps)))
+        print(json.dumps(run_variant(args.variant, batch, args.seq, args.steps, args.tiny)))
         return
     results = {}
     for variant in ("seed", "kdtool"):
         done = subprocess.run([sys.executable, __file__, "--variant", variant, "--batch", str(batch), "--seq", str(args.seq),
-                               "--steps", str(args.steps)], capture_output=True, text=True, check=True)
+                               "--steps", str(args.steps), *(["--tiny"] if args.tiny else [])], capture_output=True, text=True)
+        if done.returncode:
+            sys.exit(f"the {variant} variant failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
         results[variant] = json.loads(done.stdout.strip().splitlines()[-1])
     seed, kd = results["seed"], results["kdtool"]
     pred = kd["prediction_step_seconds"]
+    shapes = TINY if args.tiny else PAPER
     summary = {
-        "device": "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)",
-        "shapes": {"teacher": "roberta-large 24x1024, 16 heads", "student": "6x512, 16 heads, ffn 3072",
-                   "batch": batch, "seq": args.seq, "timed_steps": args.steps},
+        "device": torch.cuda.get_device_name() if cuda else f"cpu ({torch.get_num_threads()} threads)",
+        "shapes": {"teacher": shapes["teacher"], "student": shapes["student"], "tiny": args.tiny,
+                   "batch": batch, "seq": args.seq, "timed_steps": args.steps, "autocast": "bf16" if cuda else "off (fp32)"},
         "seed": seed, "kdtool": kd,
         "step_time_ratio_seed_over_kdtool": seed["step_seconds"] / kd["step_seconds"],
         "peak_rss_ratio_seed_over_kdtool": seed["peak_rss_mb"] / kd["peak_rss_mb"],
@@ -152,7 +172,15 @@ def main() -> None:
         "cached_logits_speedup_3_epochs_incl_cache_pass":
             3 * pred["teacher_every_step"] / (3 * pred["cached_logits"] + pred["teacher_every_step"] - pred["cached_logits"]),
     }
-    print(json.dumps(summary, indent=2))
+    if cuda:
+        ratio = kd["peak_gpu_allocated_mb"] / seed["peak_gpu_allocated_mb"]
+        summary["peak_gpu_allocated_ratio_kdtool_over_seed"] = ratio
+        summary["meets_memory_target"] = ratio <= 0.5
+    text = json.dumps(summary, indent=2)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,9 @@ Method (what makes the numbers comparable, and what ``profiles/SCHEMA.md`` docum
 - Every model is opened with :func:`kdtool.engine.load_engine` on the same device and thread
   count; the first one is the *reference* and every row's speed-up is ``reference p50 / p50`` at
   the same shape, measured in the same run.
+- ``torch_variants`` (``fp16:sdpa``, ``bf16:torch-triton``, ...) open each Hugging Face directory once
+  per precision and attention implementation; every opening is a model of its own (``name[fp16,sdpa]``),
+  measured in the same round-robin, so precisions and attention kernels compare within one run.
 - Fixed shapes: per ``(batch, seq)`` each model gets ``warmup`` untimed runs (one model after the
   other, which is also where its peak memory is read), then the timed runs go round-robin across
   models (run i of A, run i of B, ...), so drift of the machine (turbo, thermals, neighbours)
@@ -61,6 +64,9 @@ class ProfileConfig:
     device: str | None = None  # "cpu" | "cuda"; default: the profile's, else CUDA when visible
     seed: int = 0
     trust_remote_code: bool = False  # let model directories run their own code (auto_map)
+    # "DTYPE:ATTN" pairs (``fp16:sdpa``, ``bf16:torch-triton``): each Hugging Face directory is opened
+    # once per pair and measured as its own row; None: once, as saved, with transformers' default attention
+    torch_variants: list[str] | None = None
 
 
 @dataclass
@@ -103,7 +109,7 @@ def resolve_settings(config: ProfileConfig) -> tuple[dict, object]:
     if device.startswith("cuda") and not torch.cuda.is_available():
         what = f"profile {profile.name!r} targets" if profile else "device"
         raise EnvironmentUnsupported(f"{what} {device}, but no CUDA GPU is visible on this machine; "
-                                     "run it on the target, or pick a CPU profile")
+                                     "run it on the target, or pick a CPU profile or --device cpu")
     auto = AUTO_DEFAULTS["cuda" if device.startswith("cuda") else "cpu"]
     s = {
         "device": device,
@@ -117,6 +123,7 @@ def resolve_settings(config: ProfileConfig) -> tuple[dict, object]:
         "data_limit": config.data_limit,
         "seed": config.seed,
         "latency_budget_ms": profile.latency_budget_ms if profile else None,
+        "torch_variants": [f"{d}:{a}" for d, a in parse_torch_variants(config.torch_variants)] or None,
     }
     for key in ("seq_lengths", "batch_sizes"):
         if not s[key] or min(s[key]) < 1:
@@ -132,11 +139,39 @@ def resolve_settings(config: ProfileConfig) -> tuple[dict, object]:
 # ---------------------------------------------------------------------------------------------
 # loading and inputs
 
+TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa", "torch-triton")
 
-def load_models(paths: list, settings: dict, *, trust_remote_code: bool = False) -> tuple[list, list[dict]]:
-    """Open every model (all paths are checked first, so a typo fails before a slow load)."""
+
+def parse_torch_variants(variants: list[str] | None) -> list[tuple[str, str]]:
+    """``["fp16:sdpa", ...]`` as ``[("fp16", "sdpa"), ...]``; an InputError naming the bad one otherwise."""
+    parsed = []
+    for text in variants or ():
+        dtype, _, attn = str(text).partition(":")
+        if dtype not in TORCH_DTYPES or attn not in ATTENTION_IMPLEMENTATIONS:
+            raise InputError(f"torch variant {text!r} is not DTYPE:ATTENTION with DTYPE one of {', '.join(TORCH_DTYPES)} "
+                             f"and ATTENTION one of {', '.join(ATTENTION_IMPLEMENTATIONS)} (e.g. fp16:sdpa)")
+        if (dtype, attn) in parsed:
+            raise InputError(f"torch variant {text!r} is given twice")
+        parsed.append((dtype, attn))
+    return parsed
+
+
+def _openings(path, variants: list[tuple[str, str]]) -> list[tuple[str, dict]]:
+    """(name suffix, engine options) per opening of ``path``: one per variant for a Hugging Face
+    directory, a single plain one for a bundle (its precision and runtime are fixed at export)."""
+    if not variants or (Path(path) / "manifest.json").is_file():
+        return [("", {})]
+    return [(f"[{dtype},{attn}]", {"dtype": TORCH_DTYPES[dtype], "attn_implementation": attn}) for dtype, attn in variants]
+
+
+def load_models(paths: list, settings: dict, *, trust_remote_code: bool = False,
+                torch_variants: list[str] | None = None) -> tuple[list, list[dict]]:
+    """Open every model (all paths are checked first, so a typo fails before a slow load); with
+    ``torch_variants``, each Hugging Face directory once per variant, in the order given."""
     from kdtool.engine import load_engine
 
+    variants = parse_torch_variants(torch_variants)
     for p in paths:
         if not Path(p).exists():
             raise InputError(f"model not found: {p}")
@@ -149,19 +184,23 @@ def load_models(paths: list, settings: dict, *, trust_remote_code: bool = False)
         with contextlib.suppress(ImportError):
             import onnxruntime  # noqa: F401 - bundles run on it
     engines, infos, seen = [], [], {}
-    for i, p in enumerate(paths):
+    for p, (suffix, options) in ((p, o) for p in paths for o in _openings(p, variants)):
+        i = len(engines)
         before, t0 = rss(), time.perf_counter()
         engine = load_engine(p, device=settings["device"], threads=settings["threads"],
-                             trust_remote_code=trust_remote_code)
+                             trust_remote_code=trust_remote_code, **options)
         load_s = time.perf_counter() - t0
         info = engine.describe()
-        name = info["name"] or Path(p).name
+        name = (info["name"] or Path(p).name) + suffix
         seen[name] = seen.get(name, 0) + 1
+        model = getattr(engine, "model", None)
+        if model is not None:  # what transformers actually loaded, not what was asked for
+            info["attn_implementation"] = getattr(model.config, "_attn_implementation", None)
         info.update(index=i, name=name if seen[name] == 1 else f"{name}#{seen[name]}", is_reference=i == 0,
                     max_length=engine.max_length, input_names=list(engine.input_names),
                     timer="cuda-events" if uses_cuda_events(engine) else "wall-clock",
                     load_seconds=round(load_s, 3), load_rss_delta_bytes=max(0, rss() - before))
-        if info.get("precision") is None and getattr(engine, "model", None) is not None:
+        if info.get("precision") is None and model is not None:
             info["precision"] = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}.get(
                 str(engine.model.dtype).rsplit(".", 1)[-1], str(engine.model.dtype))
         engines.append(engine)
@@ -356,7 +395,8 @@ def profile_models(config: ProfileConfig, on_progress: Progress | None = None) -
         from kdtool.data import load_squad
 
         dataset = load_squad(config.data)
-    engines, infos = load_models(config.models, settings, trust_remote_code=config.trust_remote_code)
+    engines, infos = load_models(config.models, settings, trust_remote_code=config.trust_remote_code,
+                                 torch_variants=config.torch_variants)
     result = ProfileResult(environment=environment(settings, profile), settings=settings, models=infos)
     try:
         features = []

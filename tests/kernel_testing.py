@@ -32,8 +32,17 @@ elif INTERPRETED and HAS_TRITON:
 else:
     TRITON_DEVICE = None
 
-needs_triton_device = pytest.mark.skipif(
+_skip_without_triton_device = pytest.mark.skipif(
     TRITON_DEVICE is None, reason="no CUDA GPU: this test runs in the TRITON_INTERPRET=1 subprocess (test_*_under_interpreter)")
+
+
+def needs_triton_device(test):
+    """A kernel case: compiled on a CUDA GPU, interpreted in the subprocess on a CPU, skipped elsewhere.
+
+    It also carries the ``gpu`` marker, so ``pytest -m gpu`` on a GPU machine (bench/gpu/check.sh) runs
+    exactly these cases compiled; the interpreter subprocess selects them by name, not by marker.
+    """
+    return pytest.mark.gpu(_skip_without_triton_device(test))
 needs_compiler = pytest.mark.skipif(not HAS_TRITON or INTERPRETED, reason="needs triton's compiler (not the interpreter)")
 
 

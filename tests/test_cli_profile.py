@@ -67,3 +67,35 @@ def test_not_a_model_directory(squad_file):
 def test_bad_shape_list(roberta_dir):
     res = _run(roberta_dir, "--seq-len", "128,abc")
     assert res.exit_code == 2 and "Traceback" not in res.output and "--seq-len" in res.stderr
+
+
+def test_torch_variants_open_each_model_dir_once_per_dtype_and_attention(tmp_path, roberta_dir):
+    out = tmp_path / "p.json"
+    res = _run(roberta_dir, "--device", "cpu", "--torch-variant", "fp32:sdpa", "--torch-variant", "bf16:eager",
+               "--torch-variant", "fp32:torch-triton", "--seq-len", "16", "--batch-size", "1", "--runs", 2, "--warmup", 1,
+               "--threads", 1, "--json", out)
+    assert res.exit_code == 0, res.output
+    report = json.loads(out.read_text())
+    models = report["models"]
+    assert [m["name"] for m in models] == ["roberta[fp32,sdpa]", "roberta[bf16,eager]", "roberta[fp32,torch-triton]"]
+    # what was actually loaded, read off each model
+    assert [m["precision"] for m in models] == ["fp32", "bf16", "fp32"]
+    assert [m["attn_implementation"] for m in models] == ["sdpa", "eager", "torch-triton"]
+    assert report["settings"]["device"] == "cpu" and report["settings"]["torch_variants"] == ["fp32:sdpa", "bf16:eager",
+                                                                                               "fp32:torch-triton"]
+    rows = report["fixed"]
+    assert [r["model"] for r in rows] == [m["name"] for m in models] and all(r["status"] == "ok" for r in rows)
+    assert rows[0]["speedup"] == 1.0 and rows[1]["latency_ms"]["p50"] > 0
+
+
+@pytest.mark.parametrize("variant", ["fp8:sdpa", "fp16", "fp16:flash", "fp16:sdpa,bf16:sdpa"])
+def test_bad_torch_variant_is_one_line(roberta_dir, variant):
+    _one_line_error(_run(roberta_dir, "--device", "cpu", "--torch-variant", variant), 2, "torch variant", variant)
+
+
+def test_device_cuda_without_gpu_is_one_line(roberta_dir):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is visible")
+    _one_line_error(_run(roberta_dir, "--device", "cuda"), 3, "no CUDA GPU", "--device cpu")  # 3: unsupported here

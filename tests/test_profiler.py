@@ -213,3 +213,8 @@ def test_bundle_beside_a_model_dir(tmp_path, roberta_dir):
     assert ok["status"] == "ok" and ok["speedup"] == pytest.approx(res["fixed"][0]["latency_ms"]["p50"]
                                                                    / ok["latency_ms"]["p50"])
     assert beyond["status"] == "error" and "exceeds" in beyond["error"] and res["fixed"][2]["status"] == "ok"
+    # torch variants open the model directory once per variant; the bundle (fixed at export) once
+    res = profile_models(ProfileConfig(models=[roberta_dir, bundle], seq_lengths=[16], batch_sizes=[1], runs=1, warmup=1,
+                                       threads=1, torch_variants=["fp32:eager", "bf16:sdpa"])).to_dict()
+    assert [m["name"] for m in res["models"]] == ["roberta[fp32,eager]", "roberta[bf16,sdpa]", "bundle"]
+    assert [m["precision"] for m in res["models"]][:2] == ["fp32", "bf16"] and "attn_implementation" not in res["models"][2]

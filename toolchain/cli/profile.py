@@ -60,6 +60,11 @@ class _Progress:
 @click.argument("models", nargs=-1, required=True, metavar="REFERENCE [MODEL_OR_BUNDLE ...]")
 @click.option("--profile", "profile_name", default=None,
               help="Device profile for defaults and device (kdtool profiles lists them). Default: this machine, CPU or CUDA.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
+              help="Run PyTorch models and bundles here. Default: the profile's, else CUDA when visible.")
+@click.option("--torch-variant", "torch_variants", multiple=True, metavar="DTYPE:ATTN",
+              help="Open each Hugging Face model directory once per variant, e.g. fp16:sdpa, bf16:torch-triton "
+                   "(DTYPE fp32|fp16|bf16, ATTN eager|sdpa|torch-triton); repeat the option. Bundles open once.")
 @click.option("--seq-len", type=IntList(), default=None, help="Sequence lengths. Default: the profile's, else 128,256,384.")
 @click.option("--batch-size", type=IntList(), default=None,
               help="Batch sizes. Default: the profile's, else 1 on CPU and 1,8 on CUDA.")
@@ -77,7 +82,7 @@ class _Progress:
 @click.option("--trust-remote-code", is_flag=True,
               help="Let model directories run their own Python code (auto_map). Only for code you have read.")
 @click.pass_context
-def command(ctx, models, profile_name, seq_len, batch_size, data, data_limit, runs, warmup, threads, json_out,
+def command(ctx, models, profile_name, device, torch_variants, seq_len, batch_size, data, data_limit, runs, warmup, threads, json_out,
             markdown_out, plot_out, trust_remote_code):
     """Latency and throughput of REFERENCE (usually the teacher) and every other model or bundle,
     measured in one run, interleaved, with speed-ups against REFERENCE.
@@ -85,6 +90,7 @@ def command(ctx, models, profile_name, seq_len, batch_size, data, data_limit, ru
     \b
     Example:
       kdtool profile teacher student bundle --seq-len 128,384 --data dev.json --plot latency.png
+      kdtool profile teacher student --device cuda --torch-variant fp16:sdpa --torch-variant bf16:torch-triton
     """
     from kdtool.atomic import atomic_write_json, atomic_write_text
     from kdtool.profiles.profiler import ProfileConfig, profile_models
@@ -94,7 +100,8 @@ def command(ctx, models, profile_name, seq_len, batch_size, data, data_limit, ru
                "plot": _check_output(plot_out, "--plot")}
     config = ProfileConfig(models=list(models), profile=profile_name, seq_lengths=seq_len, batch_sizes=batch_size,
                            data=data, data_limit=data_limit, runs=runs, warmup=warmup, threads=threads,
-                           trust_remote_code=trust_remote_code)
+                           trust_remote_code=trust_remote_code, device=device,
+                           torch_variants=list(torch_variants) or None)
     progress = _Progress()
     try:
         result = profile_models(config, on_progress=progress)
