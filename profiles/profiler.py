@@ -61,6 +61,7 @@ class ProfileConfig:
     device: str | None = None  # "cpu" | "cuda"; default: the profile's, else CUDA when visible
     seed: int = 0
     trust_remote_code: bool = False  # let model directories run their own code (auto_map)
+    require_signature: str | None = None  # a public key: every bundle among the models must be signed by it
 
 
 @dataclass
@@ -133,9 +134,10 @@ def resolve_settings(config: ProfileConfig) -> tuple[dict, object]:
 # loading and inputs
 
 
-def load_models(paths: list, settings: dict, *, trust_remote_code: bool = False) -> tuple[list, list[dict]]:
+def load_models(paths: list, settings: dict, *, trust_remote_code: bool = False,
+                require_signature: str | None = None) -> tuple[list, list[dict]]:
     """Open every model (all paths are checked first, so a typo fails before a slow load)."""
-    from kdtool.engine import load_engine
+    from kdtool.engine import bundle_signature, load_engine
 
     for p in paths:
         if not Path(p).exists():
@@ -152,7 +154,8 @@ def load_models(paths: list, settings: dict, *, trust_remote_code: bool = False)
     for i, p in enumerate(paths):
         before, t0 = rss(), time.perf_counter()
         engine = load_engine(p, device=settings["device"], threads=settings["threads"],
-                             trust_remote_code=trust_remote_code)
+                             trust_remote_code=trust_remote_code,
+                             require_signature=bundle_signature(p, require_signature))
         load_s = time.perf_counter() - t0
         info = engine.describe()
         name = info["name"] or Path(p).name
@@ -356,7 +359,8 @@ def profile_models(config: ProfileConfig, on_progress: Progress | None = None) -
         from kdtool.data import load_squad
 
         dataset = load_squad(config.data)
-    engines, infos = load_models(config.models, settings, trust_remote_code=config.trust_remote_code)
+    engines, infos = load_models(config.models, settings, trust_remote_code=config.trust_remote_code,
+                                 require_signature=config.require_signature)
     result = ProfileResult(environment=environment(settings, profile), settings=settings, models=infos)
     try:
         features = []

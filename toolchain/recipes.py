@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib
+import math
 import importlib.util
 import os
 import re
@@ -144,11 +145,35 @@ def find_recipe(spec: str) -> Path:
     raise InputError(f"no recipe named {spec!r}; known recipes: {known} (or give a path to a .yaml file)")
 
 
+MAX_RECIPE_BYTES = 1 << 20  # a recipe is a page of settings; anything larger is not one
+
+
+def _safe_yaml(text: str):
+    """``yaml.safe_load`` without aliases: ``*name`` lets a few hundred bytes expand into gigabytes."""
+    import yaml
+
+    class NoAliasLoader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                raise yaml.composer.ComposerError(None, None, "YAML aliases (*name) are not allowed in recipes; "
+                                                  "write the value out", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+
+    loader = NoAliasLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def _read_yaml(path: Path) -> dict:
     import yaml
 
+    from kdtool.errors import require_file
+
+    require_file(path, "recipe", max_bytes=MAX_RECIPE_BYTES)
     try:
-        obj = yaml.safe_load(path.read_text(encoding="utf-8"))
+        obj = _safe_yaml(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         raise InputError(f"{path}: not UTF-8 text") from None
     except yaml.YAMLError as err:
@@ -172,7 +197,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
         raise InputError(f"--override {text!r}: expected KEY=VALUE with a dotted key, e.g. distill.epochs=3")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _safe_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw  # not YAML: take the text as it is
     return key.strip().split("."), value
@@ -243,10 +268,14 @@ def _coerce(value, tp):
         raise ValueError
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            return float(value)  # ValueError when it is not a number
-        raise ValueError
+            number = float(value)
+        elif isinstance(value, str):
+            number = float(value)  # ValueError when it is not a number
+        else:
+            raise ValueError
+        if not math.isfinite(number):
+            raise ValueError  # .nan / .inf: a training setting must be a number
+        return number
     if tp is str:
         if isinstance(value, str):
             return value

@@ -55,8 +55,12 @@ def open_run_dir(work: Path, config, *, resume: bool, overwrite: bool = False) -
         if resume:
             raise InputError(f"nothing to resume: run directory {work} does not exist")
         return None
+    if not run_file.is_file() and work.is_dir() and not any(work.iterdir()):
+        return None  # killed between mkdir and run.json: nothing in it
     if not run_file.is_file():
         raise InputError(f"{work} exists but is not a kdtool run directory (no run.json); remove it or choose --work-dir")
+    if not (work / "latest.json").is_file():
+        return None  # it failed before its first checkpoint: nothing to keep or resume, start_run_dir starts over
     recorded = json.loads(run_file.read_text(encoding="utf-8"))
     if not resume:
         if overwrite:
