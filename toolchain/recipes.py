@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from kdtool.errors import InputError
+from kdtool.errors import InputError, quote
 
 REPO_RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -142,7 +142,7 @@ def find_recipe(spec: str) -> Path:
             if (d / f"{spec}{suffix}").is_file():
                 return d / f"{spec}{suffix}"
     known = ", ".join(available_recipes()) or "none found"
-    raise InputError(f"no recipe named {spec!r}; known recipes: {known} (or give a path to a .yaml file)")
+    raise InputError(f"no recipe named {quote(spec)}; known recipes: {known} (or give a path to a .yaml file)")
 
 
 MAX_RECIPE_BYTES = 1 << 20  # a recipe is a page of settings; anything larger is not one
@@ -195,7 +195,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
     key, sep, raw = text.partition("=")
     if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
-        raise InputError(f"--override {text!r}: expected KEY=VALUE with a dotted key, e.g. distill.epochs=3")
+        raise InputError(f"--override {quote(text)}: expected KEY=VALUE with a dotted key, e.g. distill.epochs=3")
     try:
         value = _safe_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError:
@@ -318,33 +318,33 @@ def _check(raw: dict, origin_of: Callable[[str], str]) -> dict:
     out: dict = {}
     for key, value in raw.items():
         if key not in TOP_LEVEL:
-            raise InputError(f"unknown recipe key {key!r}{origin_of(key)}; known keys: {', '.join(TOP_LEVEL)}")
+            raise InputError(f"unknown recipe key {quote(key)}{origin_of(key)}; known keys: {', '.join(TOP_LEVEL)}")
         if key in SECTIONS:
             if value is None:
                 continue  # "finetune:" with nothing under it, or --override finetune=null: no such stage
             if not isinstance(value, dict):
-                raise InputError(f"recipe section {key!r}{origin_of(key)} must be a mapping of keys, got {value!r}")
+                raise InputError(f"recipe section {quote(key)}{origin_of(key)} must be a mapping of keys, got {quote(value)}")
             known = SECTIONS[key].key_types()
             section = {}
             for k, v in value.items():
                 dotted = f"{key}.{k}"
                 if k not in known:
-                    raise InputError(f"unknown recipe key {dotted!r}{origin_of(dotted)}; known keys of {key}: "
+                    raise InputError(f"unknown recipe key {quote(dotted)}{origin_of(dotted)}; known keys of {key}: "
                                      f"{', '.join(sorted(known))}")
                 tp = MODEL if (key, k) in MODEL_KEYS else known[k]
                 try:
                     section[k] = _coerce(v, tp)
                 except ValueError:
                     raise InputError(f"recipe key {dotted}{origin_of(dotted)} must be {_type_name(tp)}, "
-                                     f"got {v!r}") from None
+                                     f"got {quote(v)}") from None
             out[key] = section
         else:
             if not isinstance(value, str):
-                raise InputError(f"recipe key {key!r}{origin_of(key)} must be a string, got {value!r}")
+                raise InputError(f"recipe key {quote(key)}{origin_of(key)} must be a string, got {quote(value)}")
             out[key] = value
     for key in REQUIRED:
         if key not in out:
-            raise InputError(f"the recipe has no {key!r}; a recipe needs at least: {', '.join(REQUIRED)}")
+            raise InputError(f"the recipe has no {quote(key)}; a recipe needs at least: {', '.join(REQUIRED)}")
     if "train" not in out["data"]:
         raise InputError("the recipe's data section needs 'train': a SQuAD JSON file (or a pool to split)")
     if "finetune" in out and "model" not in out["finetune"]:
