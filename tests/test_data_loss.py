@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from badinput_fixtures import Proc, assert_one_line_error, run, write_jsonl
 
 from kdtool.atomic import MARKER, atomic_directory, scratch_dir
-from kdtool.distill.checkpoint import open_run_dir, start_run_dir
+from kdtool.distill.trainer import finetune
 from kdtool.distill.config import TrainConfig
 from kdtool.errors import InputError
 from kdtool.paths import OutputBusy, check_outputs_apart
@@ -146,16 +146,17 @@ def test_scratch_is_private_and_reclaimed(tmp_path, monkeypatch):
 
 
 def test_a_run_that_failed_before_its_first_checkpoint_does_not_block_a_retry(tmp_path, roberta_dir, squad_file):
-    """finetune --lr nan is refused at parse time; a run dir without a checkpoint is started over, even with --resume."""
+    """finetune --lr nan is refused at parse time; a run that fails after creating its run directory
+    (the library given lr=nan: AdamW refuses it) removes that directory, so the retry starts cleanly."""
     assert_one_line_error(run("finetune", roberta_dir, "--train", squad_file, "-o", tmp_path / "o", "--lr", "nan"),
                           2, "--lr", "not a finite number")
     assert not (tmp_path / "o.work").exists()
-    failed = TrainConfig(model=str(roberta_dir), train_file=str(squad_file), output=str(tmp_path / "o"), lr=1.0)
-    work = tmp_path / "o.work"
-    start_run_dir(work, failed)  # what a run that died before step 1 leaves
-    retry = TrainConfig(model=str(roberta_dir), train_file=str(squad_file), output=str(tmp_path / "o"), lr=3e-5)
-    assert open_run_dir(work, retry, resume=False) is None
-    assert open_run_dir(work, retry, resume=True) is None
+    small = dict(model=str(roberta_dir), train_file=str(squad_file), output=str(tmp_path / "o"), max_train_examples=16,
+                 max_length=64, doc_stride=16, max_query_length=16, batch_size=8, epochs=1, progress=False)
+    with pytest.raises(ValueError, match="learning rate"):
+        finetune(TrainConfig(**small, lr=float("nan")))
+    assert not (tmp_path / "o.work").exists() and not (tmp_path / "o").exists()
+    assert finetune(TrainConfig(**small, lr=3e-5))["config"]["output"] == str(tmp_path / "o")
 
 
 _PARTS = st.lists(st.sampled_from(["a", "b", "link", "..", "."]), min_size=0, max_size=4)
