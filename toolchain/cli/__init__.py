@@ -167,11 +167,18 @@ def main(debug: bool, max_input_size: int | None) -> None:
       kdtool validate  teacher student bundle --data dev.json     # F1/EM drift
       kdtool profile   teacher student bundle                     # latency side by side
     """
+    _SIGNALLED["term"] = False
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)  # restored when the command ends (in-process callers)
+        if previous is not None:
+            click.get_current_context().call_on_close(lambda: signal.signal(signal.SIGTERM, previous))
     _quiet_home()
-    if max_input_size:
+    if max_input_size:  # an environment variable so that worker processes inherit it; restored for in-process callers
+        before = os.environ.get("KDTOOL_MAX_INPUT_BYTES")
         os.environ["KDTOOL_MAX_INPUT_BYTES"] = str(max_input_size << 20)
+        click.get_current_context().call_on_close(
+            lambda: os.environ.pop("KDTOOL_MAX_INPUT_BYTES") if before is None
+            else os.environ.__setitem__("KDTOOL_MAX_INPUT_BYTES", before))
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not debug:
         for noisy in ("transformers", "optimum", "onnxruntime", "torch"):
