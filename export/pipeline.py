@@ -200,9 +200,9 @@ def build_bundle_engine(bundle: Path, *, profile: str | None = None,
     from kdtool.errors import EnvironmentUnsupported
     from kdtool.profiles import DeviceProfile, get_profile
 
-    say = progress or (lambda message: None)
     from kdtool.export.verified import open_verified_bundle
 
+    say = progress or (lambda message: None)
     bundle = Path(bundle)
     verified = open_verified_bundle(bundle, public_key=require_signature)  # the bytes built from are these
     manifest = verified.manifest

@@ -56,6 +56,8 @@ def test_signature_is_checked_by_verify_and_by_every_loader(bundle, keys, robert
     ok = run("verify", bundle, "--public-key", keys / "signer.pem".replace("pem", "pub"))
     assert ok.exit_code == 0 and "signed by" in ok.stdout, ok.output
     assert_one_line_error(run("verify", bundle, "--public-key", keys / "other.pub"), 2, "signature does not match")
+    assert_one_line_error(run("build-engine", bundle, "--require-signature", keys / "other.pub"), 2,
+                          "signature does not match")  # checked before anything else (no TensorRT needed)
     for args in (["answer", bundle, "-q", "¿Quién?", "-c", CONTEXT],
                  ["profile", bundle, "--seq-len", 16, "--batch-size", 1, "--runs", 1, "--warmup", 1]):
         assert_one_line_error(run(*args, "--require-signature", keys / "other.pub"), 2, "signature does not match")
