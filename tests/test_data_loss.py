@@ -113,7 +113,8 @@ def test_a_second_writer_of_the_same_output_is_refused_and_told_the_holder(tmp_p
 
 
 def test_sigterm_during_export_cleans_up_and_exits_143(tmp_path, roberta_dir):
-    """A real SIGTERM in the middle of export: one line, exit 143, no bundle, no partial, no scratch left."""
+    """A second export to the same -o is refused while the first runs; then a real SIGTERM in the
+    middle of the first: exit 143, no bundle, no partial, no scratch, no lock file left."""
     tmpdir = tmp_path / "tmp"
     tmpdir.mkdir()
     stale = tmpdir / "kdtool-export-999999999-dead"  # what a SIGKILLed export leaves: the next run reclaims it
@@ -122,6 +123,9 @@ def test_sigterm_during_export_cleans_up_and_exits_143(tmp_path, roberta_dir):
     proc = Proc(["export", roberta_dir, "-o", out, "--precision", "int8"], env={"TMPDIR": str(tmpdir)}, cwd=tmp_path)
     try:
         proc.wait_for(lambda: "[2/6]" in proc.stderr, timeout=240)
+        # a second export to the same -o while the first runs: refused at once, naming the writer
+        assert_one_line_error(run("export", roberta_dir, "-o", out, "--overwrite"), 1,
+                              "being written by another kdtool process", f"pid {proc.p.pid}")
         proc.p.send_signal(signal.SIGTERM)
         rc = proc.finish(timeout=120)
     finally:
