@@ -67,7 +67,8 @@ class _BundleEngine(QAEngine):
 
     def describe(self) -> dict:
         d = super().describe()
-        d.update(precision=self.manifest.get("precision"), bundle_schema=self.manifest.get("schema_version"))
+        d.update(precision=self.manifest.get("precision"), bundle_schema=self.manifest.get("schema_version"),
+                 signed_by=self.verified.signed_by)
         return d
 
 
