@@ -9,6 +9,7 @@ Pre- and post-processing are the shared ones (:mod:`kdtool.predict`).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,10 @@ class _BundleEngine(QAEngine):
     def num_parameters(self) -> int | None:
         return self.manifest.get("num_parameters")
 
+    def _release_bytes(self) -> None:
+        """Drop the verified file bytes once the backend holds its own copy: a bundle is not kept twice in memory."""
+        self.verified = replace(self.verified, data={})
+
     def describe(self) -> dict:
         d = super().describe()
         d.update(precision=self.manifest.get("precision"), bundle_schema=self.manifest.get("schema_version"),
@@ -102,6 +107,12 @@ class OrtQAEngine(_BundleEngine):
         self.providers = self.session.get_providers()
         self.device = "cuda" if any(p in (CUDA, TRT_EP) for p in self.providers[:1]) else "cpu"
         self.input_names = tuple(i.name for i in self.session.get_inputs())
+        if not manifest.get("num_parameters"):  # counted from the verified graph while its bytes are still here
+            import onnx
+
+            graph = onnx.load_model_from_string(self.verified.member(manifest["model"]))
+            self._parameters = int(sum(np.prod(i.dims) for i in graph.graph.initializer))
+        self._release_bytes()
 
     def _session(self, rel: str, opts):
         """An ORT session on the verified bytes of graph ``rel`` (a private copy when it has external data)."""
@@ -120,12 +131,7 @@ class OrtQAEngine(_BundleEngine):
         return start.astype(np.float32, copy=False), end.astype(np.float32, copy=False)
 
     def num_parameters(self) -> int | None:
-        import onnx
-
-        if self.manifest.get("num_parameters"):
-            return self.manifest["num_parameters"]
-        model = onnx.load_model_from_string(self.verified.member(self.manifest["model"]))
-        return int(sum(np.prod(i.dims) for i in model.graph.initializer))
+        return self.manifest.get("num_parameters") or getattr(self, "_parameters", None)
 
     def describe(self) -> dict:
         return {**super().describe(), "providers": list(self.providers)}
@@ -152,6 +158,7 @@ class TrtQAEngine(_BundleEngine):
         if self.engine is None:
             raise InputError(f"bundle {self.path}: TensorRT could not deserialize {manifest['engine']}; "
                              f"rebuild it with kdtool build-engine {self.path}")
+        self._release_bytes()
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self._inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]

@@ -132,3 +132,14 @@ def test_a_tokenizer_that_does_not_fit_the_model_is_refused_before_onnxruntime(b
     B.write_manifest(bundle, json.loads((bundle / B.MANIFEST).read_text()))
     assert run("verify", bundle).exit_code == 0  # the checksums cannot catch it
     assert_one_line_error(run("answer", bundle, "-q", "¿Quién?", "-c", CONTEXT), 2, "tokens but the model embeds only 5")
+
+
+def test_the_engine_keeps_no_second_copy_of_the_bundle_and_still_counts_parameters(bundle):
+    """The verified bytes are released once ONNX Runtime holds the graph; a manifest without
+    num_parameters gets them counted from the verified graph before that."""
+    m = json.loads((bundle / B.MANIFEST).read_text())
+    expected = m.pop("num_parameters")
+    B.write_manifest(bundle, m)
+    engine = load_engine(bundle, device="cpu")
+    assert engine.verified.data == {}
+    assert 0.9 * expected < engine.num_parameters() <= expected * 1.1
