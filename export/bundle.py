@@ -26,7 +26,7 @@ from kdtool.errors import InputError, IntegrityError
 
 MANIFEST = "manifest.json"
 SCHEMA_VERSION = 1
-UNLISTED_OK = {MANIFEST, MARKER}
+UNLISTED_OK = {MANIFEST, MARKER, "manifest.sig"}  # manifest.sig: kdtool.export.signing
 WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json", "pytorch_model.bin.index.json")
 
 

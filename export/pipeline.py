@@ -9,12 +9,10 @@ killed export leaves no bundle behind.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable
 
-from kdtool.atomic import atomic_directory, check_output_dir
+from kdtool.atomic import atomic_directory, check_output_dir, scratch_dir
 from kdtool.errors import InputError, IntegrityError, require_file
 from kdtool.export import bundle as B
 from kdtool.export import trt as T
@@ -83,7 +81,7 @@ def export_model(config: ExportConfig, progress: Callable[[str], None] | None = 
     from kdtool.tasks.engines import load_task_model
 
     say = progress or (lambda message: None)
-    check_output_dir(config.output, config.overwrite)  # fail before minutes of work, not after
+    check_output_dir(config.output, config.overwrite, kind="bundle")  # fail before minutes of work, not after
     profile, precision = _resolve(config)
     task = resolve_task(None, config.model_dir)  # what the head is decides the Optimum task and the outputs
     model = load_task_model(config.model_dir, task, trust_remote_code=config.trust_remote_code).eval()
@@ -100,7 +98,7 @@ def export_model(config: ExportConfig, progress: Callable[[str], None] | None = 
         # one shape for every window: histogram calibrators (entropy, percentile) stack activations across batches
         calibration = sample_windows(tokenizer, data, config.calibration_samples, max_len, pad_to_max=True)
 
-    with tempfile.TemporaryDirectory(prefix="kdtool-export-") as work, \
+    with scratch_dir("export") as work, \
             atomic_directory(config.output, overwrite=config.overwrite, kind="bundle") as out:
         work = Path(work)
         say(f"[2/6] ONNX export ({'kdtool' if custom else 'Optimum'}, {task.optimum_task}, opset {config.opset})")
@@ -192,16 +190,8 @@ def _trt_stage(plain: Path, out: Path, precision: str, calibration, config: Expo
     return section
 
 
-def copy_bundle_files(src: Path, dst: Path, manifest: dict) -> None:
-    """Copy every listed file of a verified bundle into ``dst`` (used by build-engine)."""
-    for rel in manifest["files"]:
-        target = dst / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src / rel, target)
-
-
 def build_bundle_engine(bundle: Path, *, profile: str | None = None,
-                        progress: Callable[[str], None] | None = None) -> Path:
+                        progress: Callable[[str], None] | None = None, require_signature=None) -> Path:
     """Build (or rebuild) the TensorRT engine of ``bundle`` from its TRT-ready ONNX, on this machine.
 
     The bundle is verified first and replaced atomically: the new manifest lists the engine, the
@@ -210,9 +200,12 @@ def build_bundle_engine(bundle: Path, *, profile: str | None = None,
     from kdtool.errors import EnvironmentUnsupported
     from kdtool.profiles import DeviceProfile, get_profile
 
+    from kdtool.export.verified import open_verified_bundle
+
     say = progress or (lambda message: None)
     bundle = Path(bundle)
-    manifest = B.verify_bundle(bundle)
+    verified = open_verified_bundle(bundle, public_key=require_signature)  # the bytes built from are these
+    manifest = verified.manifest
     if not manifest.get("trt_onnx") or not manifest.get("tensorrt"):
         raise InputError(f"bundle {bundle} has no TensorRT-ready ONNX; export it with kdtool export --trt")
     reason = T.build_unavailable_reason()
@@ -227,7 +220,11 @@ def build_bundle_engine(bundle: Path, *, profile: str | None = None,
         prof = None
     precision = manifest["tensorrt"]["precision"]
     with atomic_directory(bundle, overwrite=True, kind="bundle") as out:
-        copy_bundle_files(bundle, out, {"files": {r: m for r, m in manifest["files"].items() if r != T.ENGINE_FILE}})
+        for rel in manifest["files"]:
+            if rel != T.ENGINE_FILE:
+                dest = out.joinpath(*rel.split("/"))
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(verified.member(rel))
         say(f"building the TensorRT engine ({precision}) from {manifest['trt_onnx']}")
         build = T.build_engine(out / manifest["trt_onnx"], out / T.ENGINE_FILE, out / T.TIMING_CACHE_FILE, precision,
                                prof.tensorrt if prof and prof.tensorrt else None)

@@ -9,14 +9,15 @@ Pre- and post-processing are the shared ones (:mod:`kdtool.predict`).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from kdtool.engine import QAEngine
-from kdtool.errors import EnvironmentUnsupported, InputError
-from kdtool.export import bundle as B
+from kdtool.errors import EnvironmentUnsupported, InputError, IntegrityError
 from kdtool.export import trt as T
+from kdtool.export.verified import VerifiedBundle, check_tokenizer_fits, open_verified_bundle
 
 CPU, CUDA, TRT_EP = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
 
@@ -38,21 +39,41 @@ def choose_providers(manifest: dict, device: str, requested=None) -> list[str]:
     return chosen + ([CPU] if CPU not in chosen else [])
 
 
+def _verified(path, manifest) -> VerifiedBundle:
+    """``manifest`` when it is already a VerifiedBundle; otherwise the bundle at ``path``, read and verified now."""
+    return manifest if isinstance(manifest, VerifiedBundle) else open_verified_bundle(path)
+
+
 class _BundleEngine(QAEngine):
-    def _init_common(self, path: Path, manifest: dict):
+    def _init_common(self, path: Path, manifest):
+        import json
+
         from kdtool.models import load_tokenizer
 
-        self.path, self.manifest = Path(path), manifest
+        self.verified = _verified(path, manifest)
+        self.path, self.manifest = Path(path), self.verified.manifest
         self.name = self.path.name
-        self.max_length = manifest.get("max_seq_length")
-        self.tokenizer = load_tokenizer(self.path)
+        self.max_length = self.manifest.get("max_seq_length")
+        with self.verified.private_copy(self.verified.tokenizer_files()) as copy:  # the verified bytes, not the path
+            self.tokenizer = load_tokenizer(copy)
+        if "config.json" in self.verified.data:
+            try:
+                config = json.loads(self.verified.member("config.json"))
+            except ValueError:
+                raise IntegrityError(f"bundle {self.path}: config.json is not valid JSON; export the bundle again") from None
+            check_tokenizer_fits(self.tokenizer, config if isinstance(config, dict) else {}, f"bundle {self.path}")
 
     def num_parameters(self) -> int | None:
         return self.manifest.get("num_parameters")
 
+    def _release_bytes(self) -> None:
+        """Drop the verified file bytes once the backend holds its own copy: a bundle is not kept twice in memory."""
+        self.verified = replace(self.verified, data={})
+
     def describe(self) -> dict:
         d = super().describe()
-        d.update(precision=self.manifest.get("precision"), bundle_schema=self.manifest.get("schema_version"))
+        d.update(precision=self.manifest.get("precision"), bundle_schema=self.manifest.get("schema_version"),
+                 signed_by=self.verified.signed_by)
         return d
 
 
@@ -65,7 +86,9 @@ class OrtQAEngine(_BundleEngine):
                  spinning: bool = False):
         import onnxruntime as ort
 
+        ort.set_default_logger_severity(3)  # errors only: its warnings would break the one-line rule
         self._init_common(path, manifest)
+        manifest = self.manifest
         self.providers = choose_providers(manifest, device, providers)
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
@@ -77,13 +100,29 @@ class OrtQAEngine(_BundleEngine):
         # that halves throughput (bench/latency.py), so they sleep unless asked to spin.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         try:
-            self.session = ort.InferenceSession(str(self.path / manifest["model"]), opts, providers=self.providers)
+            self.session = self._session(manifest["model"], opts)
         except Exception as err:  # ORT raises its own exception types for graphs it cannot load
             raise InputError(f"bundle {self.path}: ONNX Runtime cannot load {manifest['model']} "
                              f"({str(err).splitlines()[0][:160]})") from None
         self.providers = self.session.get_providers()
         self.device = "cuda" if any(p in (CUDA, TRT_EP) for p in self.providers[:1]) else "cpu"
         self.input_names = tuple(i.name for i in self.session.get_inputs())
+        if not manifest.get("num_parameters"):  # counted from the verified graph while its bytes are still here
+            import onnx
+
+            graph = onnx.load_model_from_string(self.verified.member(manifest["model"]))
+            self._parameters = int(sum(np.prod(i.dims) for i in graph.graph.initializer))
+        self._release_bytes()
+
+    def _session(self, rel: str, opts):
+        """An ORT session on the verified bytes of graph ``rel`` (a private copy when it has external data)."""
+        import onnxruntime as ort
+
+        if not self.verified.has_external_data(rel):
+            return ort.InferenceSession(self.verified.member(rel), opts, providers=self.providers)
+        graph = self.verified.manifest["files"]
+        with self.verified.private_copy([r for r in graph if r == rel or not r.endswith(".onnx")]) as copy:
+            return ort.InferenceSession(str(copy / rel), opts, providers=self.providers)
 
     def run(self, batch):
         feed = {n: np.ascontiguousarray(batch[n] if n in batch else np.zeros_like(batch["input_ids"]), dtype=np.int64)
@@ -92,12 +131,7 @@ class OrtQAEngine(_BundleEngine):
         return start.astype(np.float32, copy=False), end.astype(np.float32, copy=False)
 
     def num_parameters(self) -> int | None:
-        import onnx
-
-        if self.manifest.get("num_parameters"):
-            return self.manifest["num_parameters"]
-        model = onnx.load(str(self.path / self.manifest["model"]))
-        return int(sum(np.prod(i.dims) for i in model.graph.initializer))
+        return self.manifest.get("num_parameters") or getattr(self, "_parameters", None)
 
     def describe(self) -> dict:
         return {**super().describe(), "providers": list(self.providers)}
@@ -114,15 +148,17 @@ class TrtQAEngine(_BundleEngine):
         import torch
 
         self._init_common(path, manifest)
+        manifest = self.manifest
         T.check_engine_version(manifest["tensorrt"].get("version"), str(trt.__version__), self.path)
         T.check_engine_gpu(manifest["tensorrt"].get("gpu"), T.gpu_identity(),
                            manifest["tensorrt"].get("hardware_compatibility_level") or "none", self.path)
         self._torch = torch
         self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self.engine = self._runtime.deserialize_cuda_engine((self.path / manifest["engine"]).read_bytes())
+        self.engine = self._runtime.deserialize_cuda_engine(self.verified.member(manifest["engine"]))
         if self.engine is None:
             raise InputError(f"bundle {self.path}: TensorRT could not deserialize {manifest['engine']}; "
                              f"rebuild it with kdtool build-engine {self.path}")
+        self._release_bytes()
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self._inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
@@ -161,14 +197,17 @@ class TrtQAEngine(_BundleEngine):
 
 
 def load_bundle_engine(path, *, device: str = "auto", threads: int | None = None, providers=None,
-                       spinning: bool = False, **_) -> QAEngine:
+                       spinning: bool = False, require_signature=None, **_) -> QAEngine:
     """Verify the bundle at ``path`` and open it with the best backend the machine and ``device`` allow.
 
     ``device``: "auto", "cpu", "cuda" (ORT CUDA/TensorRT providers) or "tensorrt" (the engine, required).
     ``spinning``: let ORT's CPU worker threads busy-wait between ops (faster only on an idle machine).
+    ``require_signature``: a public key file; the bundle must be signed by it.
     """
     path = Path(path)
-    manifest = B.verify_bundle(path)  # checksums first: nothing is deserialized from an unverified bundle
+    # checksums (and the signature) first, on bytes read once: nothing else is read from the bundle afterwards
+    verified = open_verified_bundle(path, public_key=require_signature)
+    manifest = verified.manifest
     has_engine = bool(manifest.get("engine")) and bool((manifest.get("tensorrt") or {}).get("built"))
     if device == "tensorrt":
         if not has_engine:
@@ -176,7 +215,7 @@ def load_bundle_engine(path, *, device: str = "auto", threads: int | None = None
         reason = T.build_unavailable_reason()
         if reason:
             raise EnvironmentUnsupported(f"cannot run the TensorRT engine of {path}: {reason}")
-        return TrtQAEngine(path, manifest)
+        return TrtQAEngine(path, verified)
     if has_engine and device in ("auto", "cuda") and T.build_unavailable_reason() is None:
-        return TrtQAEngine(path, manifest)
-    return OrtQAEngine(path, manifest, device=device, threads=threads, providers=providers, spinning=spinning)
+        return TrtQAEngine(path, verified)
+    return OrtQAEngine(path, verified, device=device, threads=threads, providers=providers, spinning=spinning)

@@ -67,6 +67,7 @@ class ProfileConfig:
     # "DTYPE:ATTN" pairs (``fp16:sdpa``, ``bf16:torch-triton``): each Hugging Face directory is opened
     # once per pair and measured as its own row; None: once, as saved, with transformers' default attention
     torch_variants: list[str] | None = None
+    require_signature: str | None = None  # a public key: every bundle among the models must be signed by it
 
 
 @dataclass
@@ -166,10 +167,11 @@ def _openings(path, variants: list[tuple[str, str]]) -> list[tuple[str, dict]]:
 
 
 def load_models(paths: list, settings: dict, *, trust_remote_code: bool = False,
-                torch_variants: list[str] | None = None) -> tuple[list, list[dict]]:
+                torch_variants: list[str] | None = None,
+                require_signature: str | None = None) -> tuple[list, list[dict]]:
     """Open every model (all paths are checked first, so a typo fails before a slow load); with
     ``torch_variants``, each Hugging Face directory once per variant, in the order given."""
-    from kdtool.engine import load_engine
+    from kdtool.engine import bundle_signature, load_engine
 
     variants = parse_torch_variants(torch_variants)
     for p in paths:
@@ -188,7 +190,8 @@ def load_models(paths: list, settings: dict, *, trust_remote_code: bool = False,
         i = len(engines)
         before, t0 = rss(), time.perf_counter()
         engine = load_engine(p, device=settings["device"], threads=settings["threads"],
-                             trust_remote_code=trust_remote_code, **options)
+                             trust_remote_code=trust_remote_code, **options,
+                             require_signature=bundle_signature(p, require_signature))
         load_s = time.perf_counter() - t0
         info = engine.describe()
         name = (info["name"] or Path(p).name) + suffix
@@ -396,7 +399,8 @@ def profile_models(config: ProfileConfig, on_progress: Progress | None = None) -
 
         dataset = load_squad(config.data)
     engines, infos = load_models(config.models, settings, trust_remote_code=config.trust_remote_code,
-                                 torch_variants=config.torch_variants)
+                                 torch_variants=config.torch_variants,
+                                 require_signature=config.require_signature)
     result = ProfileResult(environment=environment(settings, profile), settings=settings, models=infos)
     try:
         features = []

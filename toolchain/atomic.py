@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import errno
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -33,11 +34,35 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def check_output_dir(target: Path, overwrite: bool) -> None:
-    """Refuse to replace a directory that exists, unless asked to and it is a kdtool output."""
+# kinds of output that may replace each other: a model is a model whichever command trained it
+KIND_FAMILY = {"finetune": "model", "distill": "model", "best-student": "model", "demo-base-model": "model"}
+
+
+def _family(kind: str | None) -> str | None:
+    return KIND_FAMILY.get(kind, kind) if kind else None
+
+
+def stamped_kind(target: Path) -> str | None:
+    """The kind recorded in ``target``'s ``.kdtool`` stamp (bundle, predictions, model, run ...), or None."""
+    try:
+        stamp = json.loads((Path(target) / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    kind = stamp.get("kind") if isinstance(stamp, dict) else None
+    return kind if isinstance(kind, str) else None
+
+
+def check_output_dir(target: Path, overwrite: bool, kind: str | None = None) -> None:
+    """Refuse to replace a directory that exists, unless asked to and it is a kdtool output of the same kind.
+
+    ``--overwrite`` replaces only what kdtool wrote as this kind of output (the stamp's ``kind``):
+    ``validate --predictions-dir MODEL --overwrite`` must never delete a model directory.
+    """
     target = Path(target)
-    if not target.exists():
+    if not target.exists() and not target.is_symlink():
         return
+    if target.is_symlink():
+        raise InputError(f"output {target} is a symlink; give the real directory path or another path")
     if not target.is_dir():
         raise InputError(f"output {target} exists and is a file; choose another path")
     if not overwrite:
@@ -46,10 +71,18 @@ def check_output_dir(target: Path, overwrite: bool) -> None:
         raise InputError(
             f"output directory {target} exists and was not written by kdtool; refusing to replace it"
         )
+    found = stamped_kind(target)
+    if kind and any(target.iterdir()) and _family(found) != _family(kind):
+        raise InputError(f"output directory {target} holds a kdtool {found or 'output of unknown kind'}, not a "
+                         f"{kind}; --overwrite replaces only a {kind}, choose another path")
 
 
-def check_output_file(path, option: str = "output") -> Path | None:
-    """Refuse, before any work, a file output that cannot be written: a directory, or a parent that is a file."""
+def check_output_file(path, option: str = "output", *, parent_must_exist: bool = False) -> Path | None:
+    """Refuse, before any work, a file output that cannot be written: a directory, or a parent that is a file.
+
+    ``parent_must_exist``: for outputs opened as they are written (``answer -o``), a missing
+    directory is reported now, not after the model has loaded.
+    """
     if path is None:
         return None
     p = Path(path)
@@ -58,6 +91,8 @@ def check_output_file(path, option: str = "output") -> Path | None:
     parent = next((q for q in p.absolute().parents if q.exists()), None)
     if parent is not None and not parent.is_dir():
         raise InputError(f"{option} {p}: {parent} is a file, not a directory")
+    if parent_must_exist and not p.absolute().parent.is_dir():
+        raise InputError(f"{option} {p}: directory {p.absolute().parent} does not exist; create it first")
     return p
 
 
@@ -123,9 +158,16 @@ def atomic_directory(target: Path, *, overwrite: bool = False, kind: str = "outp
     ``target`` exists (and ``overwrite`` allows it), the old directory is swapped out only after
     the new one is complete.
     """
+    from kdtool.paths import output_lock
+
     target = Path(target).absolute()
-    check_output_dir(target, overwrite)
+    check_output_dir(target, overwrite, kind)
     target.parent.mkdir(parents=True, exist_ok=True)
+    with output_lock(target):  # a second writer of the same target is refused, not silently lost
+        yield from _write_directory(target, kind)
+
+
+def _write_directory(target: Path, kind: str) -> Iterator[Path]:
     remove_stale_partials(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".partial", dir=target.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the output gets a normal directory's mode
@@ -175,5 +217,46 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def finite_json(obj):
+    """``obj`` with every NaN or infinity replaced by None: kdtool's JSON outputs are strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    return obj
+
+
 def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(path, json.dumps(finite_json(obj), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+
+
+SCRATCH_PREFIX = "kdtool-"
+
+
+def _reclaim_scratch(root: Path, purpose: str) -> None:
+    """Remove ``kdtool-PURPOSE-PID-*`` directories whose process is gone (killed by SIGKILL or a power cut)."""
+    prefix = f"{SCRATCH_PREFIX}{purpose}-"
+    with contextlib.suppress(OSError):
+        for p in root.iterdir():
+            pid = p.name[len(prefix):].split("-", 1)[0] if p.name.startswith(prefix) else ""
+            if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)) \
+                    and p.is_dir() and not p.is_symlink() and p.stat().st_uid == os.getuid():
+                shutil.rmtree(p, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def scratch_dir(purpose: str) -> Iterator[Path]:
+    """A private temporary directory ``$TMPDIR/kdtool-PURPOSE-PID-xxxx``, removed at the end of the block.
+
+    The pid in the name lets the next run reclaim what a killed run left behind; SIGTERM and
+    Ctrl-C unwind through the ``finally`` (the CLI turns SIGTERM into an interrupt).
+    """
+    root = Path(tempfile.gettempdir())
+    _reclaim_scratch(root, purpose)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{purpose}-{os.getpid()}-", dir=root))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

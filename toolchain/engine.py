@@ -161,6 +161,12 @@ ENGINE_KINDS: list[EngineKind] = [
 ]
 
 
+def bundle_signature(path, public_key):
+    """``public_key`` where ``path`` is a bundle, else None: commands comparing model directories with
+    bundles (validate, profile) require the signature of the bundles among them."""
+    return public_key if public_key and (Path(path) / "manifest.json").is_file() else None
+
+
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?|tensorrt")
 
 
@@ -177,6 +183,10 @@ def load_engine(path, **options) -> QAEngine:
         raise InputError(f"model not found: {p}")
     if not p.is_dir():
         raise InputError(f"{p} is a file; give a model directory or a kdtool bundle directory")
+    if options.get("require_signature") and not (p / "manifest.json").is_file():
+        raise InputError(f"{p} is not a kdtool bundle; --require-signature checks signed bundles only")
+    if not options.get("require_signature"):
+        options.pop("require_signature", None)
     for kind in ENGINE_KINDS:
         if kind.detect(p):
             module, attr = kind.loader.split(":")

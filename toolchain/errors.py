@@ -32,15 +32,52 @@ class EnvironmentUnsupported(KdtoolError):
     exit_code = 3
 
 
-def require_file(path, what: str = "file"):
-    """Return ``path`` as a Path if it is an existing regular file, else raise InputError."""
+MAX_QUOTE = 120  # characters of a user's value an error message repeats
+
+
+def quote(value, limit: int = MAX_QUOTE) -> str:
+    """``repr(value)`` cut to ``limit`` characters: an error line never repeats megabytes of input."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
+DEFAULT_MAX_INPUT_BYTES = 2 << 30  # 2 GiB; commands with legitimately bigger inputs offer --max-input-size
+
+
+def max_input_bytes() -> int:
+    """The size limit for input files: ``KDTOOL_MAX_INPUT_BYTES`` (set by ``--max-input-size``) or 2 GiB."""
+    import os
+
+    raw = os.environ.get("KDTOOL_MAX_INPUT_BYTES", "")
+    return int(raw) if raw.isdigit() and int(raw) > 0 else DEFAULT_MAX_INPUT_BYTES
+
+
+def require_file(path, what: str = "file", max_bytes: int | None = None):
+    """Return ``path`` as a Path if it is an existing regular file within the size limit, else raise InputError.
+
+    A FIFO would block forever and ``/dev/zero`` would be read until memory runs out: inputs are
+    regular files (symlinks to them are fine), checked before they are opened.
+    """
+    import stat
     from pathlib import Path
 
     p = Path(path)
-    if not p.exists():
-        raise InputError(f"{what} not found: {p}")
-    if p.is_dir():
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise InputError(f"{what} not found: {p}") from None
+    except OSError as err:
+        raise InputError(f"{what} {p} cannot be read ({err.strerror}); check the path") from None
+    if stat.S_ISDIR(st.st_mode):
         raise InputError(f"{what} {p} is a directory; give a file")
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode) or \
+            stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file"
+        raise InputError(f"{what} {p} is {kind}; give a regular file (copy the stream to a file first)")
+    limit = max_bytes or max_input_bytes()
+    if st.st_size > limit:
+        raise InputError(f"{what} {p} is {st.st_size / 2**20:.0f} MiB, over the {limit / 2**20:.0f} MiB input limit; "
+                         "raise it with --max-input-size (or KDTOOL_MAX_INPUT_BYTES) if the file is meant to be this big")
     return p
 
 

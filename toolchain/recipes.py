@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib
+import math
 import importlib.util
 import os
 import re
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from kdtool.errors import InputError
+from kdtool.errors import InputError, quote
 
 REPO_RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -141,14 +142,38 @@ def find_recipe(spec: str) -> Path:
             if (d / f"{spec}{suffix}").is_file():
                 return d / f"{spec}{suffix}"
     known = ", ".join(available_recipes()) or "none found"
-    raise InputError(f"no recipe named {spec!r}; known recipes: {known} (or give a path to a .yaml file)")
+    raise InputError(f"no recipe named {quote(spec)}; known recipes: {known} (or give a path to a .yaml file)")
+
+
+MAX_RECIPE_BYTES = 1 << 20  # a recipe is a page of settings; anything larger is not one
+
+
+def _safe_yaml(text: str):
+    """``yaml.safe_load`` without aliases: ``*name`` lets a few hundred bytes expand into gigabytes."""
+    import yaml
+
+    class NoAliasLoader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                raise yaml.composer.ComposerError(None, None, "YAML aliases (*name) are not allowed in recipes; "
+                                                  "write the value out", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+
+    loader = NoAliasLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def _read_yaml(path: Path) -> dict:
     import yaml
 
+    from kdtool.errors import require_file
+
+    require_file(path, "recipe", max_bytes=MAX_RECIPE_BYTES)
     try:
-        obj = yaml.safe_load(path.read_text(encoding="utf-8"))
+        obj = _safe_yaml(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         raise InputError(f"{path}: not UTF-8 text") from None
     except yaml.YAMLError as err:
@@ -170,9 +195,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
     key, sep, raw = text.partition("=")
     if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
-        raise InputError(f"--override {text!r}: expected KEY=VALUE with a dotted key, e.g. distill.epochs=3")
+        raise InputError(f"--override {quote(text)}: expected KEY=VALUE with a dotted key, e.g. distill.epochs=3")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _safe_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw  # not YAML: take the text as it is
     return key.strip().split("."), value
@@ -243,10 +268,14 @@ def _coerce(value, tp):
         raise ValueError
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            return float(value)  # ValueError when it is not a number
-        raise ValueError
+            number = float(value)
+        elif isinstance(value, str):
+            number = float(value)  # ValueError when it is not a number
+        else:
+            raise ValueError
+        if not math.isfinite(number):
+            raise ValueError  # .nan / .inf: a training setting must be a number
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
@@ -289,33 +318,33 @@ def _check(raw: dict, origin_of: Callable[[str], str]) -> dict:
     out: dict = {}
     for key, value in raw.items():
         if key not in TOP_LEVEL:
-            raise InputError(f"unknown recipe key {key!r}{origin_of(key)}; known keys: {', '.join(TOP_LEVEL)}")
+            raise InputError(f"unknown recipe key {quote(key)}{origin_of(key)}; known keys: {', '.join(TOP_LEVEL)}")
         if key in SECTIONS:
             if value is None:
                 continue  # "finetune:" with nothing under it, or --override finetune=null: no such stage
             if not isinstance(value, dict):
-                raise InputError(f"recipe section {key!r}{origin_of(key)} must be a mapping of keys, got {value!r}")
+                raise InputError(f"recipe section {quote(key)}{origin_of(key)} must be a mapping of keys, got {quote(value)}")
             known = SECTIONS[key].key_types()
             section = {}
             for k, v in value.items():
                 dotted = f"{key}.{k}"
                 if k not in known:
-                    raise InputError(f"unknown recipe key {dotted!r}{origin_of(dotted)}; known keys of {key}: "
+                    raise InputError(f"unknown recipe key {quote(dotted)}{origin_of(dotted)}; known keys of {key}: "
                                      f"{', '.join(sorted(known))}")
                 tp = MODEL if (key, k) in MODEL_KEYS else known[k]
                 try:
                     section[k] = _coerce(v, tp)
                 except ValueError:
                     raise InputError(f"recipe key {dotted}{origin_of(dotted)} must be {_type_name(tp)}, "
-                                     f"got {v!r}") from None
+                                     f"got {quote(v)}") from None
             out[key] = section
         else:
             if not isinstance(value, str):
-                raise InputError(f"recipe key {key!r}{origin_of(key)} must be a string, got {value!r}")
+                raise InputError(f"recipe key {quote(key)}{origin_of(key)} must be a string, got {quote(value)}")
             out[key] = value
     for key in REQUIRED:
         if key not in out:
-            raise InputError(f"the recipe has no {key!r}; a recipe needs at least: {', '.join(REQUIRED)}")
+            raise InputError(f"the recipe has no {quote(key)}; a recipe needs at least: {', '.join(REQUIRED)}")
     if "train" not in out["data"]:
         raise InputError("the recipe's data section needs 'train': a SQuAD JSON file (or a pool to split)")
     if "finetune" in out and "model" not in out["finetune"]:

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 from kdtool import __version__
 from kdtool.data import FeatureConfig, PostprocessConfig, Prediction, load_squad
-from kdtool.engine import load_engine
+from kdtool.engine import bundle_signature, load_engine
 from kdtool.errors import InputError
 from kdtool.metrics import get_language, squad_evaluate
 from kdtool.predict import PredictConfig, feature_config_for, predict
@@ -38,6 +38,7 @@ class ValidateConfig:
     threads: int | None = None
     trust_remote_code: bool = False  # let model directories run their own code (auto_map)
     task: str = "auto"  # auto: the reference model's task (kdtool.tasks); qa or pair-classification
+    require_signature: str | None = None  # a public key: every bundle among the models must be signed by it
 
 
 # tasks other than QA, scored beside the QA path below: task name -> "module:function"
@@ -107,13 +108,18 @@ def validate(config: ValidateConfig, on_model: Callable[[str, int], Callable[[in
     examples = ds.examples[: config.limit] if config.limit else ds.examples
     post = PostprocessConfig(config.n_best, config.max_answer_length, ds.is_v2, config.null_score_diff_threshold)
     result = ValidationResult(config, {**ds.report.to_dict(), "questions_scored": len(examples)}, [], {})
-    for path in config.models:  # fail fast on a bad path before any model runs
+    for path in config.models:  # fail fast on a bad path (or an unsigned bundle) before any model runs
         if not Path(path).exists():
             raise InputError(f"model not found: {path}")
+        if bundle_signature(path, config.require_signature):
+            from kdtool.export.signing import verify_signed_bundle
+
+            verify_signed_bundle(path, config.require_signature)  # the loader checks again on the bytes it loads
     try:
         for path in config.models:
             engine = load_engine(path, device=config.device, threads=config.threads,
-                                 trust_remote_code=config.trust_remote_code)
+                                 trust_remote_code=config.trust_remote_code,
+                                 require_signature=bundle_signature(path, config.require_signature))
             try:
                 pcfg = PredictConfig(feature_config_for(engine, config.features), post, config.batch_size)
                 callback = on_model(engine.name, len(examples)) if on_model else None

@@ -8,7 +8,8 @@ Errors: library code raises :class:`kdtool.errors.KdtoolError`; :class:`KdtoolGr
 into one line on stderr and the error's exit code. ``--debug`` shows the traceback instead.
 Usage errors (a bad option value, a missing argument, an unknown command) are one line too and
 exit 2; an operating-system error (permission denied, disk full) is one line and exits 1;
-Ctrl-C exits 130. Python warnings from libraries are hidden unless ``--debug``.
+Ctrl-C exits 130; SIGTERM is handled the same way (the command cleans up through the same
+``KeyboardInterrupt`` path, says so in one line) and exits 143. Python warnings from libraries are hidden unless ``--debug``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ import importlib
 import importlib.util
 import logging
 import os
+import signal
 import sys
+import tempfile
+import threading
 import traceback
 import warnings
 
@@ -41,7 +45,26 @@ COMMANDS: dict[str, str] = {
     "run": "kdtool.cli.run",
     "split": "kdtool.cli.split",
     "derive-pairs": "kdtool.cli.derive_pairs",
+    "verify": "kdtool.cli.verify",
+    "keygen": "kdtool.cli.keygen",
 }
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that every ``finally`` and ``except KeyboardInterrupt`` cleans up."""
+
+
+_SIGNALLED = {"term": False}
+
+
+def _on_sigterm(signum, frame):
+    _SIGNALLED["term"] = True
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM while cleaning up ends the process
+    raise Terminated()
+
+
+def _interrupt_code() -> int:
+    return 143 if _SIGNALLED["term"] else 130  # 128 + the signal number, as shells report it
 
 
 class KdtoolGroup(click.Group):
@@ -69,15 +92,23 @@ class KdtoolGroup(click.Group):
         except KdtoolError as err:
             if debug:
                 traceback.print_exc()
-            click.echo(f"Error: {err}", err=True)
+            click.echo(f"Error: {_one_line(str(err))}", err=True)
             ctx.exit(err.exit_code)
         except KeyboardInterrupt:
-            click.echo("Interrupted.", err=True)
-            ctx.exit(130)
+            click.echo("Terminated (SIGTERM)." if _SIGNALLED["term"] else "Interrupted.", err=True)
+            ctx.exit(_interrupt_code())
+        except SystemExit as err:  # a command that reported its own interruption exits 130; SIGTERM is 143
+            if err.code == 130:
+                raise SystemExit(_interrupt_code()) from None
+            raise
         except click.UsageError as err:
             if debug:
                 traceback.print_exc()
             _usage_exit(err)
+        except click.exceptions.Exit as err:
+            if err.exit_code == 130 and _SIGNALLED["term"]:
+                ctx.exit(143)
+            raise
         except (click.exceptions.Exit, click.ClickException, click.Abort, BrokenPipeError):
             raise  # click prints its own exceptions and handles a closed pipe (``kdtool answer ... | head``)
         except OSError as err:  # the machine, not kdtool: a permission, a full disk, a vanished file
@@ -90,11 +121,24 @@ class KdtoolGroup(click.Group):
         except Exception as err:  # a bug, not bad input: say so, keep the traceback behind --debug
             if debug:
                 traceback.print_exc()
+            if isinstance(err, RecursionError):  # json/yaml on input nested thousands deep: the input is at fault
+                click.echo("Error: input nested too deeply to read (thousands of levels of [ or {); "
+                           "give a flat file", err=True)
+                ctx.exit(2)
             click.echo(
-                f"Error: internal error ({type(err).__name__}: {err}); rerun with --debug for the traceback",
+                f"Error: internal error ({type(err).__name__}: {_one_line(str(err))}); rerun with --debug for the traceback",
                 err=True,
             )
             ctx.exit(1)
+
+
+MAX_ERROR_CHARS = 600
+
+
+def _one_line(message: str) -> str:
+    """An error as one line of bounded length, whatever value it quotes (a 409-byte recipe once made 80 MB)."""
+    line = " ".join(message.split())
+    return line if len(line) <= MAX_ERROR_CHARS else f"{line[:MAX_ERROR_CHARS]}... ({len(line) - MAX_ERROR_CHARS} more characters)"
 
 
 def _usage_exit(err: click.UsageError):
@@ -102,7 +146,7 @@ def _usage_exit(err: click.UsageError):
     ctx = err.ctx
     path = " ".join(["kdtool", *ctx.command_path.split()[1:]]) if ctx is not None else "kdtool"  # not "-c", "main"
     where = f" (see '{path} --help')"
-    message = " ".join(err.format_message().split())
+    message = _one_line(err.format_message())
     click.echo(f"Error: {message}{where}", err=True)
     raise click.exceptions.Exit(err.exit_code)
 
@@ -110,7 +154,9 @@ def _usage_exit(err: click.UsageError):
 @click.group(cls=KdtoolGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(__version__, prog_name="kdtool")
 @click.option("--debug", is_flag=True, help="Show full tracebacks and debug logs.")
-def main(debug: bool) -> None:
+@click.option("--max-input-size", type=click.IntRange(min=1), default=None, metavar="MIB",
+              help="Largest input file read, in MiB [default: 2048]; inputs must be regular files.")
+def main(debug: bool, max_input_size: int | None) -> None:
     """kdtool: distil a large extractive QA model and ship the student to a device.
 
     \b
@@ -121,12 +167,34 @@ def main(debug: bool) -> None:
       kdtool validate  teacher student bundle --data dev.json     # F1/EM drift
       kdtool profile   teacher student bundle                     # latency side by side
     """
+    _SIGNALLED["term"] = False
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)  # restored when the command ends (in-process callers)
+        if previous is not None:
+            click.get_current_context().call_on_close(lambda: signal.signal(signal.SIGTERM, previous))
+    _quiet_home()
+    if max_input_size:  # an environment variable so that worker processes inherit it; restored for in-process callers
+        before = os.environ.get("KDTOOL_MAX_INPUT_BYTES")
+        os.environ["KDTOOL_MAX_INPUT_BYTES"] = str(max_input_size << 20)
+        click.get_current_context().call_on_close(
+            lambda: os.environ.pop("KDTOOL_MAX_INPUT_BYTES") if before is None
+            else os.environ.__setitem__("KDTOOL_MAX_INPUT_BYTES", before))
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not debug:
         for noisy in ("transformers", "optimum", "onnxruntime", "torch"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         warnings.filterwarnings("ignore")  # library warnings would break the one-line error rule
+
+
+def _quiet_home() -> None:
+    """Under a read-only or missing HOME, matplotlib would warn on stderr about its cache: give it a private one."""
+    if "MPLCONFIGDIR" in os.environ:
+        return
+    home = os.path.expanduser("~")
+    config = os.path.join(home, ".config")
+    if not os.access(config if os.path.isdir(config) else home, os.W_OK):
+        os.environ["MPLCONFIGDIR"] = os.path.join(tempfile.gettempdir(), f"kdtool-mpl-{os.getuid()}")
 
 
 if __name__ == "__main__":  # pragma: no cover

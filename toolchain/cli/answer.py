@@ -16,6 +16,8 @@ from typing import Iterator
 
 import click
 
+from kdtool.cli.options import TEXT, require_signature_option
+
 CHUNK = 64  # questions per predict call: bounds memory, and how often output is flushed
 
 
@@ -96,8 +98,8 @@ class _Sink:
 
 @click.command("answer")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--question", "-q", default=None, help="The question (with --context).")
-@click.option("--context", "-c", default=None, help="The passage to answer from (with --question).")
+@click.option("--question", "-q", type=TEXT, default=None, help="The question (with --context).")
+@click.option("--context", "-c", type=TEXT, default=None, help="The passage to answer from (with --question).")
 @click.option("--input", "input_file", type=click.Path(path_type=Path), default=None,
               help="JSONL file of {\"id\", \"question\", \"context\"} objects.")
 @click.option("--output", "-o", type=click.Path(path_type=Path), default=None,
@@ -110,12 +112,14 @@ class _Sink:
               help="Longest answer in tokens.")
 @click.option("--trust-remote-code", is_flag=True,
               help="Let a model directory run its own Python code (auto_map). Only for code you have read.")
+@require_signature_option
 def command(model, question, context, input_file, output, device, threads, batch_size, max_answer_length,
-            trust_remote_code):
+            trust_remote_code, require_signature):
     """Answer with MODEL (a Hugging Face QA directory or a kdtool bundle); JSON lines with score and offsets."""
     from kdtool.atomic import check_output_file
     from kdtool.data import Example, PostprocessConfig
     from kdtool.engine import load_engine
+    from kdtool.paths import guard_outputs
     from kdtool.predict import PredictConfig, predict
 
     if input_file is None and (question is None or context is None):
@@ -126,9 +130,11 @@ def command(model, question, context, input_file, output, device, threads, batch
         for name, value in (("--question", question), ("--context", context)):
             if not value.strip():
                 raise click.BadParameter("is empty; give the text to answer from and about", param_hint=name)
+    guard_outputs({"MODEL": model, "--input": input_file}, {"--output": output})  # before reading: -o F --input F
     total = check_jsonl(input_file) if input_file else 1
-    check_output_file(output, "--output")
-    engine = load_engine(model, device=device, threads=threads, trust_remote_code=trust_remote_code)
+    check_output_file(output, "--output", parent_must_exist=True)
+    engine = load_engine(model, device=device, threads=threads, trust_remote_code=trust_remote_code,
+                         require_signature=require_signature)
     config = PredictConfig(postprocess=PostprocessConfig(max_answer_length=max_answer_length), batch_size=batch_size)
     parts = chunks(input_file) if input_file else iter([[(Example("0", question, context, answers=()), "0")]])
     sink = _Sink(output)

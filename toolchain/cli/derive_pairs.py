@@ -25,6 +25,9 @@ def command(squad, output, negatives, all_sentences):
     from kdtool.tasks.derive import derive_pairs
     from kdtool.tasks.pairs import write_pairs_jsonl
 
+    from kdtool.paths import guard_outputs
+
+    guard_outputs({"SQUAD": squad}, {"--output": output})
     check_output_file(output, "--output")
     ds = load_squad(squad)
     rows, report = derive_pairs(ds.examples, negatives=None if all_sentences else negatives)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import click
 
+from kdtool.cli.options import FINITE
+
 from kdtool.cli.finetune import _opt, finish, training_options
 from kdtool.distill.config import ATTENTION_LOSS_KINDS, PREDICTION_LOSS_KINDS, PROJECTIONS, SCHEDULES, STUDENT_INITS
 from kdtool.distill.students import ARCHITECTURES, PRESETS, RELATIVE_PRESETS
@@ -39,14 +41,14 @@ def _preset_opt(*names, help: str, **kw):
              help="Learned hidden-state projection student -> teacher width: one shared, one per layer, or none.")
 @_preset_opt("--prediction-loss", type=click.Choice(PREDICTION_LOSS_KINDS),
              help="Soft loss on the logits: KL x T^2, soft cross-entropy, or MSE of raw logits.")
-@_preset_opt("--temperature", type=float, help="Temperature of the prediction loss.")
-@_preset_opt("--attention-weight", type=float, help="Weight of the attention loss.")
-@_preset_opt("--hidden-weight", type=float, help="Weight of the hidden-state loss.")
-@_preset_opt("--embedding-weight", type=float, help="Weight of the embedding (layer 0) loss.")
-@_preset_opt("--cosine-weight", type=float, help="Weight of the cosine loss on the last hidden states (DistilBERT).")
-@_preset_opt("--patient-weight", type=float, help="Weight of the normalised [CLS] loss over mapped layers (PKD).")
-@_preset_opt("--prediction-weight", type=float, help="Weight of the soft prediction loss.")
-@_preset_opt("--hard-weight", type=float, help="Weight of the hard-label loss.")
+@_preset_opt("--temperature", type=FINITE, help="Temperature of the prediction loss.")
+@_preset_opt("--attention-weight", type=FINITE, help="Weight of the attention loss.")
+@_preset_opt("--hidden-weight", type=FINITE, help="Weight of the hidden-state loss.")
+@_preset_opt("--embedding-weight", type=FINITE, help="Weight of the embedding (layer 0) loss.")
+@_preset_opt("--cosine-weight", type=FINITE, help="Weight of the cosine loss on the last hidden states (DistilBERT).")
+@_preset_opt("--patient-weight", type=FINITE, help="Weight of the normalised [CLS] loss over mapped layers (PKD).")
+@_preset_opt("--prediction-weight", type=FINITE, help="Weight of the soft prediction loss.")
+@_preset_opt("--hard-weight", type=FINITE, help="Weight of the hard-label loss.")
 @_opt("--cache-teacher-logits/--no-cache-teacher-logits", default=True,
       help="Compute the teacher's logits once for prediction-only epochs instead of every step.")
 @training_options

@@ -33,13 +33,24 @@ from kdtool.export.config import CALIBRATION_METHODS, PRECISIONS
 @click.option("--fast-gelu", is_flag=True,
               help="Fuse GELU as ORT FastGelu (tanh approximation): a few percent faster on CPU, logits change slightly.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing bundle directory (only one kdtool wrote).")
+@click.option("--sign-key", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="KEY",
+              help="Sign the manifest with this Ed25519 private key (kdtool keygen); devices check it with --require-signature.")
 @click.option("--trust-remote-code", is_flag=True,
               help="Let MODEL_DIR run its own Python code (auto_map). Only for code you have read.")
 def command(model_dir, output, precision, calibration_data, calibration_method, calibration_samples, no_fuse, opset,
-            max_seq_length, profile, trt, per_channel, reduce_range, fast_gelu, overwrite, trust_remote_code):
+            max_seq_length, profile, trt, per_channel, reduce_range, fast_gelu, overwrite, sign_key, trust_remote_code):
     """Export MODEL_DIR (a *ForQuestionAnswering directory) to a verified bundle at -o."""
     from kdtool.export.config import ExportConfig
     from kdtool.export.pipeline import export_model
+    from kdtool.paths import guard_outputs
+
+    guard_outputs({"MODEL_DIR": model_dir, "--calibration-data": calibration_data, "--sign-key": sign_key},
+                  {"-o": output})
+    key = None
+    if sign_key:
+        from kdtool.export.signing import load_private_key, sign_bundle
+
+        key = load_private_key(sign_key)  # a bad key is found now, not after the export
 
     config = ExportConfig(model_dir=model_dir, output=output, precision=precision, calibration_data=calibration_data,
                           calibration_method=calibration_method, calibration_samples=calibration_samples,
@@ -47,10 +58,12 @@ def command(model_dir, output, precision, calibration_data, calibration_method, 
                           per_channel=per_channel, reduce_range=reduce_range, fast_gelu=fast_gelu, overwrite=overwrite,
                           trust_remote_code=trust_remote_code)
     bundle = export_model(config, progress=lambda message: click.echo(message, err=True))
+    if key is not None:
+        sign_bundle(bundle, key)  # under the output lock guard_outputs took
     manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
     diff = manifest["parity"]["bundle"].get("max_abs_logit_diff")
     click.echo(f"bundle {bundle}: {manifest['precision']}, max |logit diff| vs PyTorch "
-               f"{'n/a' if diff is None else f'{diff:.2e}'}, {len(manifest['files'])} files")
+               f"{'n/a' if diff is None else f'{diff:.2e}'}, {len(manifest['files'])} files{', signed' if key else ''}")
     trt_section = manifest.get("tensorrt")
     if trt_section and not trt_section["built"]:
         click.echo(f"TensorRT engine not built here ({trt_section['reason']}); on the target device run: "

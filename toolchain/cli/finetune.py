@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import click
 
+from kdtool.cli.options import FINITE
+
 from kdtool.distill.config import PRECISIONS, STUDENT_INITS, TASK_NAMES
 
 
@@ -33,11 +35,11 @@ TRAINING_OPTIONS = [
     _opt("--epochs", type=int, default=3, help="Epochs in all (both stages of a two-stage schedule)."),
     _opt("--batch-size", type=int, default=32, help="Global batch per optimizer step (all processes, all micro-steps)."),
     _opt("--grad-accum", type=int, default=1, help="Micro-steps per optimizer step."),
-    _opt("--lr", type=float, default=3e-5, help="Peak learning rate (AdamW)."),
-    _opt("--weight-decay", type=float, default=0.01, help="AdamW weight decay (not on biases and LayerNorm)."),
-    _opt("--warmup", type=float, default=0.1, help="Linear warm-up as a fraction of each stage's steps."),
-    _opt("--max-grad-norm", type=float, default=1.0, help="Gradient clipping norm."),
-    _opt("--dropout", type=float, default=None, help="Override the student's hidden and attention dropout."),
+    _opt("--lr", type=FINITE, default=3e-5, help="Peak learning rate (AdamW)."),
+    _opt("--weight-decay", type=FINITE, default=0.01, help="AdamW weight decay (not on biases and LayerNorm)."),
+    _opt("--warmup", type=FINITE, default=0.1, help="Linear warm-up as a fraction of each stage's steps."),
+    _opt("--max-grad-norm", type=FINITE, default=1.0, help="Gradient clipping norm."),
+    _opt("--dropout", type=FINITE, default=None, help="Override the student's hidden and attention dropout."),
     _opt("--precision", type=click.Choice(PRECISIONS), default="auto",
          help="auto: bf16 (or fp16) mixed precision on a GPU, fp32 on CPU. bf16 also runs on a CPU with AVX512-BF16 or AMX (about 1.5x faster there)."),
     _opt("--seed", type=int, default=42, help="Seed of initialisation, data order and dropout."),

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from kdtool.cli.options import require_signature_option
+
 
 class IntList(click.ParamType):
     """A comma-separated list of positive integers: ``128,256,384``."""
@@ -81,9 +83,10 @@ class _Progress:
               help="Write a PNG: latency against sequence length, speed-up against the reference.")
 @click.option("--trust-remote-code", is_flag=True,
               help="Let model directories run their own Python code (auto_map). Only for code you have read.")
+@require_signature_option
 @click.pass_context
 def command(ctx, models, profile_name, device, torch_variants, seq_len, batch_size, data, data_limit, runs, warmup, threads, json_out,
-            markdown_out, plot_out, trust_remote_code):
+            markdown_out, plot_out, trust_remote_code, require_signature):
     """Latency and throughput of REFERENCE (usually the teacher) and every other model or bundle,
     measured in one run, interleaved, with speed-ups against REFERENCE.
 
@@ -96,12 +99,17 @@ def command(ctx, models, profile_name, device, torch_variants, seq_len, batch_si
     from kdtool.profiles.profiler import ProfileConfig, profile_models
     from kdtool.profiles.report import format_markdown, format_table, write_plot
 
+    from kdtool.paths import guard_outputs
+
+    guard_outputs({"MODELS": list(models), "--data": data},
+                  {"--json": json_out, "--markdown": markdown_out, "--plot": plot_out})
     outputs = {"json": _check_output(json_out, "--json"), "markdown": _check_output(markdown_out, "--markdown"),
                "plot": _check_output(plot_out, "--plot")}
     config = ProfileConfig(models=list(models), profile=profile_name, seq_lengths=seq_len, batch_sizes=batch_size,
                            data=data, data_limit=data_limit, runs=runs, warmup=warmup, threads=threads,
                            trust_remote_code=trust_remote_code, device=device,
-                           torch_variants=list(torch_variants) or None)
+                           torch_variants=list(torch_variants) or None,
+                           require_signature=require_signature)
     progress = _Progress()
     try:
         result = profile_models(config, on_progress=progress)

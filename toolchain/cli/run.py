@@ -52,6 +52,9 @@ def command(recipe, run_dir, overrides, force, dry_run, list_recipes, progress):
         for name, done in plan(r, run_dir):
             click.echo(f"#   {name:<9} {'done, would be skipped' if done and name not in force else 'would run'}")
         return
+    from kdtool.paths import guard_outputs
+
+    guard_outputs({"RECIPE": r.source if Path(r.source).is_file() else None}, {"--output": run_dir})
     click.echo(f"kdtool run {r.name} ({r.source}) -> {run_dir}")
     result = run_recipe(r, run_dir, say=click.echo, progress=progress, force=tuple(force))
     from kdtool.demo.report import load_report, summary_lines

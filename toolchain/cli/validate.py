@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from kdtool.cli.options import FINITE, require_signature_option
+
 from kdtool.metrics import LANGUAGES
 
 from kdtool.atomic import atomic_directory, atomic_write_json, check_output_dir, check_output_file
@@ -30,7 +32,7 @@ def _safe_name(name: str, taken: set[str]) -> str:
 @click.option("--task", type=click.Choice(["auto", "qa", "pair-classification"]), default="auto", show_default=True,
               help="auto: the reference model's task. pair-classification reports accuracy and F1.")
 @click.option("--lang", default="en", type=click.Choice(sorted(LANGUAGES)), help="Answer normalisation rules (es: MLQA Spanish).")
-@click.option("--max-f1-drop", type=float, default=None, help="Exit 1 when a candidate's F1 is lower than the reference's by more than this.")
+@click.option("--max-f1-drop", type=FINITE, default=None, help="Exit 1 when a candidate's F1 is lower than the reference's by more than this.")
 @click.option("--json", "json_out", type=click.Path(), default=None, help="Write the full result as JSON here.")
 @click.option("--predictions-dir", type=click.Path(), default=None,
               help="Write each model's predictions (official format) into this new directory.")
@@ -42,13 +44,15 @@ def _safe_name(name: str, taken: set[str]) -> str:
 @click.option("--max-answer-length", type=click.IntRange(min=1), default=30, show_default=True,
               help="Longest answer span in tokens.")
 @click.option("--n-best", type=click.IntRange(min=1), default=20, show_default=True, help="Start/end candidates per window.")
-@click.option("--null-threshold", default=0.0, show_default=True, help="SQuAD v2.0: answer nothing when null - best span > this.")
+@click.option("--null-threshold", type=FINITE, default=0.0, show_default=True, help="SQuAD v2.0: answer nothing when null - best span > this.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads per model (default: all).")
 @click.option("--trust-remote-code", is_flag=True,
               help="Let model directories run their own Python code (auto_map). Only for code you have read.")
+@require_signature_option
 def command(reference, candidates, data, task, lang, max_f1_drop, json_out, predictions_dir, overwrite, limit, batch_size,
-            max_length, doc_stride, max_answer_length, n_best, null_threshold, device, threads, trust_remote_code):
+            max_length, doc_stride, max_answer_length, n_best, null_threshold, device, threads, trust_remote_code,
+            require_signature):
     """Score REFERENCE and each CANDIDATE (model dirs or bundles) on --data and compare them.
 
     Prints F1, EM, the drop against the reference and the share of questions with the same
@@ -58,9 +62,13 @@ def command(reference, candidates, data, task, lang, max_f1_drop, json_out, pred
 
     from kdtool.validate import ValidateConfig, format_table, predictions_json, validate
 
+    from kdtool.paths import guard_outputs
+
+    guard_outputs({"REFERENCE": reference, "CANDIDATES": list(candidates), "--data": data},
+                  {"--json": json_out, "--predictions-dir": predictions_dir})
     check_output_file(json_out, "--json")  # outputs are checked before minutes of scoring, not after
     if predictions_dir:
-        check_output_dir(Path(predictions_dir), overwrite)
+        check_output_dir(Path(predictions_dir), overwrite, kind="predictions")
     from kdtool.tasks import resolve_task
 
     # windows and stride are the task's business: a pair is one window, so --doc-stride does not apply to it
@@ -69,7 +77,7 @@ def command(reference, candidates, data, task, lang, max_f1_drop, json_out, pred
                             batch_size=batch_size, features=features,
                             n_best=n_best, max_answer_length=max_answer_length,
                             null_score_diff_threshold=null_threshold, device=device, threads=threads,
-                            trust_remote_code=trust_remote_code, task=task)
+                            trust_remote_code=trust_remote_code, task=task, require_signature=require_signature)
     bars = []
 
     def on_model(name, n_questions):

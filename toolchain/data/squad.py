@@ -10,6 +10,7 @@ and counted; a v1.1 question left with no answer is dropped. A malformed record 
 from __future__ import annotations
 
 import json
+import unicodedata
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -100,6 +101,36 @@ class SquadDataset:
         return SquadDataset(examples, self.version, report, source, sorted({e.title for e in examples}))
 
 
+def _normalized_span(context: str, text: str, start: int) -> str | None:
+    """The span of ``context`` at ``start`` equal to ``text`` once both are NFC-normalized, or None.
+
+    An answer typed in NFD (``e`` + combining accent) against an NFC context (``é``) has the right
+    offset but a different length; the span kept is the context's own characters.
+    """
+    want = unicodedata.normalize("NFC", text)
+    longest = len(unicodedata.normalize("NFD", text)) + 1
+    for end in range(start + 1, min(len(context), start + longest) + 1):
+        if unicodedata.normalize("NFC", context[start:end]) == want:
+            return context[start:end]
+    return None
+
+
+def _locate(context: str, text: str, start: int) -> tuple[int, str] | None:
+    """(offset, span text) of the answer: exact, shifted within MAX_OFFSET_SHIFT, or equal after NFC normalization."""
+    fixed = _repair_start(context, text, start)
+    if fixed is not None:
+        return fixed, text
+    if unicodedata.normalize("NFC", text) == text and unicodedata.normalize("NFC", context) == context:
+        return None  # both already normalized: normalization cannot explain the mismatch
+    for shift in range(0, MAX_OFFSET_SHIFT + 1):
+        for cand in {start - shift, start + shift}:
+            if 0 <= cand < len(context):
+                span = _normalized_span(context, text, cand)
+                if span is not None:
+                    return cand, span
+    return None
+
+
 def _repair_start(context: str, text: str, start: int) -> int | None:
     """The offset of ``text`` nearest to ``start`` within MAX_OFFSET_SHIFT, or None."""
     if 0 <= start and context[start : start + len(text)] == text:
@@ -133,14 +164,16 @@ def _answers(raw, context: str, path: Path, where: str, report: LoadReport, coun
             if count:
                 report.answers_dropped_empty += 1
             continue
-        fixed = _repair_start(context, text, start)
-        if fixed is None:
+        located = _locate(context, text, start)
+        if located is None:
             if strict and count:
                 raise InputError(f"{path}: {w}: answer_start {start} does not point at {text[:40]!r} in the context "
-                                 f"(not even within {MAX_OFFSET_SHIFT} characters); fix the offset")
+                                 f"(not even within {MAX_OFFSET_SHIFT} characters, compared after Unicode NFC "
+                                 "normalization); fix the offset")
             if count:
                 report.answers_dropped_bad_offset += 1
             continue
+        fixed, text = located
         if fixed != start and count:
             report.offsets_repaired += 1
         kept.append(Answer(text, fixed))
@@ -176,8 +209,12 @@ def parse_squad(obj, source: str | Path, *, version: str | None = None, strict: 
                 qw = f"{pw}.qas[{q}]"
                 _expect(isinstance(qa, dict) and isinstance(qa.get("question"), str) and "id" in qa, path, qw,
                         "lacks a string 'question' or an 'id'")
+                _expect(isinstance(qa["id"], str) or (isinstance(qa["id"], int) and not isinstance(qa["id"], bool)),
+                        path, qw + ".id", f"is {type(qa['id']).__name__}, not a string")
+                _expect(isinstance(qa.get("is_impossible", False), bool), path, qw + ".is_impossible",
+                        f"is {qa.get('is_impossible')!r:.20}, not true or false (a JSON boolean, unquoted)")
                 report.questions_in_file += 1
-                impossible = bool(qa.get("is_impossible", False))
+                impossible = qa.get("is_impossible", False)
                 saw_impossible |= "is_impossible" in qa
                 if not context.strip() or not qa["question"].strip():
                     report.questions_dropped_empty += 1  # nothing to answer from, or nothing asked
@@ -218,6 +255,8 @@ def load_squad(source: str | Path, *, split: str = "validation", strict: bool = 
             raise InputError(f"{path}: not UTF-8 text; a SQuAD file is UTF-8 JSON") from None
         except json.JSONDecodeError as err:
             raise InputError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
+        except RecursionError:
+            raise InputError(f"{path}: JSON nested too deeply to be a SQuAD file; check the file") from None
         return parse_squad(obj, path, strict=strict)
     return _load_hub(str(source), split)
 

@@ -55,6 +55,8 @@ def open_run_dir(work: Path, config, *, resume: bool, overwrite: bool = False) -
         if resume:
             raise InputError(f"nothing to resume: run directory {work} does not exist")
         return None
+    if not run_file.is_file() and work.is_dir() and not any(work.iterdir()):
+        return None  # killed between mkdir and run.json: nothing in it
     if not run_file.is_file():
         raise InputError(f"{work} exists but is not a kdtool run directory (no run.json); remove it or choose --work-dir")
     recorded = json.loads(run_file.read_text(encoding="utf-8"))
@@ -73,12 +75,34 @@ def open_run_dir(work: Path, config, *, resume: bool, overwrite: bool = False) -
     return load_latest(work)
 
 
+_STARTED: set[Path] = set()  # run directories this process created
+
+
 def start_run_dir(work: Path, config) -> None:
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
+    _STARTED.add(Path(work))
     atomic_write_json(work / "run.json", {"fingerprint": config.fingerprint(), "kind": type(config).__name__,
                                           "config": config.to_dict()})
+
+
+def forget_started_runs() -> None:
+    """Start tracking afresh: only directories the run about to start creates may be discarded."""
+    _STARTED.clear()
+
+
+def discard_runs_without_checkpoint() -> None:
+    """Remove the run directories this process started that hold no checkpoint yet.
+
+    Called when a run fails (an exception, not Ctrl-C or --stop-after): a run that died before its
+    first checkpoint has nothing to resume, and its directory would refuse the corrected command
+    (different configuration) and --resume alike.
+    """
+    for work in list(_STARTED):
+        if not (work / "latest.json").is_file():
+            shutil.rmtree(work, ignore_errors=True)
+        _STARTED.discard(work)
 
 
 def save_checkpoint(work: Path, step: int, state: dict) -> Path:

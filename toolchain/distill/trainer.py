@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from kdtool.atomic import atomic_directory, atomic_write_json, atomic_write_text, check_output_dir
-from kdtool.distill.checkpoint import open_run_dir, rng_state, save_checkpoint, set_rng_state, start_run_dir
+from kdtool.paths import guard_outputs
+from kdtool.distill.checkpoint import discard_runs_without_checkpoint, forget_started_runs, open_run_dir, rng_state, save_checkpoint, set_rng_state, start_run_dir
 from kdtool.distill.config import DistillConfig, TrainConfig
 from kdtool.distill.logits_cache import build_logits_cache
 from kdtool.distill.mapping import head_groups, layer_map
@@ -44,12 +45,21 @@ from kdtool.tasks.engines import load_task_model
 
 def finetune(config: TrainConfig) -> dict:
     """Train ``config.model`` (or a student built on it) on hard labels only; returns the report."""
-    return train(config)
+    return _train_or_discard(config)
 
 
 def distill(config: DistillConfig) -> dict:
     """Distil the teacher ``config.model`` into ``config.student``; returns the report."""
-    return train(config)
+    return _train_or_discard(config)
+
+
+def _train_or_discard(config: TrainConfig) -> dict:
+    forget_started_runs()
+    try:
+        return train(config)
+    except Exception:  # a failed run leaves no run directory without a checkpoint behind (see checkpoint.py)
+        discard_runs_without_checkpoint()
+        raise
 
 
 def epoch_stages(config: TrainConfig) -> list[str]:
@@ -122,7 +132,11 @@ def train(config: TrainConfig) -> dict:
     impl = task.module()
     output = Path(config.output).absolute()
     work = Path(config.work_dir).absolute() if config.work_dir else output.with_name(output.name + ".work")
-    check_output_dir(output, config.overwrite)
+    check_output_dir(output, config.overwrite, kind="model")
+    student = getattr(config, "student", None)
+    guard_outputs({"MODEL": config.model, "--train": config.train_file, "--dev": config.dev_file,
+                   "--student": student if student and Path(student).exists() else None},
+                  {"--output": output, "--work-dir": work})
     stages = epoch_stages(config)
     acc = make_accelerator(config.precision, find_unused_parameters=kd and config.schedule != "joint")
     world, rank, main = acc.num_processes, acc.process_index, acc.is_main_process

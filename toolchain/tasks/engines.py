@@ -55,10 +55,10 @@ class TorchPairEngine(TorchEngine):
 
 
 def load_pair_bundle(path, *, device: str = "auto", threads: int | None = None, providers=None, spinning: bool = False,
-                     **_) -> QAEngine:
+                     require_signature=None, **_) -> QAEngine:
     """A verified pair-classification bundle on ONNX Runtime (TensorRT engines serve QA bundles only)."""
-    from kdtool.export import bundle as B
     from kdtool.export.runtime import OrtQAEngine
+    from kdtool.export.verified import open_verified_bundle
 
     class OrtPairEngine(OrtQAEngine):
         def run(self, batch):
@@ -69,8 +69,8 @@ def load_pair_bundle(path, *, device: str = "auto", threads: int | None = None, 
     if device == "tensorrt":
         raise InputError(f"bundle {path}: TensorRT engines are built for question-answering bundles only; "
                          "run this pair-classification bundle with --device cpu or cuda")
-    manifest = B.verify_bundle(Path(path))
-    return OrtPairEngine(path, manifest, device=device, threads=threads, providers=providers, spinning=spinning)
+    verified = open_verified_bundle(Path(path), public_key=require_signature)
+    return OrtPairEngine(path, verified, device=device, threads=threads, providers=providers, spinning=spinning)
 
 
 def predict_pairs(engine: QAEngine, examples: Sequence, *, max_length: int = 128, batch_size: int = 32,

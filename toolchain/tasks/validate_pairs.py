@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from kdtool import __version__
-from kdtool.engine import load_engine
+from kdtool.engine import bundle_signature, load_engine
 from kdtool.errors import InputError
 
 
@@ -78,7 +78,8 @@ def validate_pairs(config, on_model=None) -> PairValidationResult:
     try:
         for path in config.models:
             engine = load_engine(path, device=config.device, threads=config.threads,
-                                 trust_remote_code=config.trust_remote_code)
+                                 trust_remote_code=config.trust_remote_code,
+                                 require_signature=bundle_signature(path, config.require_signature))
             try:
                 callback = on_model(engine.name, len(ds)) if on_model else None
                 t0 = time.perf_counter()
