@@ -1,13 +1,15 @@
-"""Dynamic micro-batching: the windows of concurrent requests share forward passes.
+"""Dynamic micro-batching: the questions of concurrent requests share forward passes.
 
-One worker thread owns the engine (the event loop never runs the model). A request's questions are
-tokenized on a second single thread (fast tokenizers must not be called from two threads at once,
-and tokenizing the next request overlaps the current forward pass), then queued as a :class:`Job`.
-The worker takes the oldest job, waits up to ``max_wait`` for more windows to arrive, takes jobs
-while they fit in ``max_batch_size`` windows (a job is never split: its windows are answered
-together, across windows, exactly as ``kdtool answer`` does), runs all their windows through
-:func:`kdtool.predict.run_features` (length-sorted batches with dynamic padding, as the profiler
-and ``answer`` do) and post-processes each job with :func:`kdtool.data.postprocess`.
+One worker thread owns the tokenizer and the engine (the event loop never runs either; fast
+tokenizers must not be called from two threads at once, and each extra thread hop costs a
+scheduling delay on a busy 2-core device). A request's questions are queued as one :class:`Job`.
+The worker takes the oldest job, waits up to ``max_wait`` for more questions to arrive, takes jobs
+while they fit in ``max_batch_size`` questions (a job is never split: its windows are answered
+together, across windows, exactly as ``kdtool answer`` does), tokenizes each job with the shared
+:func:`kdtool.predict.features_for`, runs all their windows through
+:func:`kdtool.predict.run_features` (length-sorted passes of at most ``max_batch_size`` windows
+with dynamic padding, as the profiler and ``answer`` do) and post-processes each job with
+:func:`kdtool.data.postprocess`.
 
 Admission is bounded: :meth:`Batcher.admit` counts the questions between arrival and the start of
 their forward pass, and refuses (:class:`QueueFull`) beyond ``max_queue`` rather than letting a
@@ -20,7 +22,6 @@ import asyncio
 import threading
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from kdtool.data import Example, QAFeatures, postprocess
@@ -42,15 +43,14 @@ class Stopped(Exception):
 class Job:
     examples: list[Example]
     user_ids: list[str]
-    features: QAFeatures
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
     enqueued: float = field(default_factory=time.monotonic)
     abandoned: bool = False  # the caller timed out: skip it
 
     @property
-    def windows(self) -> int:
-        return len(self.features)
+    def size(self) -> int:
+        return len(self.examples)
 
 
 def merge_features(parts: list[QAFeatures]) -> QAFeatures:
@@ -75,7 +75,6 @@ class Batcher:
         self._jobs: deque[Job] = deque()
         self._admitted = 0  # questions between admit() and the start of their forward pass
         self._stopping = False
-        self._tokenizer = ThreadPoolExecutor(1, thread_name_prefix="kdtool-tokenize")
         self._worker = threading.Thread(target=self._run_forever, name="kdtool-batcher", daemon=True)
 
     def start(self) -> None:
@@ -97,15 +96,9 @@ class Batcher:
             self.metrics.queue.set(self._admitted)
 
     async def answer(self, examples: list[Example], user_ids: list[str]) -> list[dict]:
-        """Answers for admitted ``examples`` (the caller admitted them; they are released here)."""
+        """Answers for ``examples`` once admitted (:meth:`admit`); the worker releases them when it takes the job."""
         loop = asyncio.get_running_loop()
-        try:
-            features = await loop.run_in_executor(self._tokenizer, features_for, self.engine, examples, self.predict)
-        except BaseException:
-            self.release(len(examples))
-            raise
-        self.metrics.request_windows.observe(len(features))
-        job = Job(examples, user_ids, features, loop.create_future(), loop)
+        job = Job(examples, user_ids, loop.create_future(), loop)
         with self._cond:
             self._jobs.append(job)
             self._cond.notify()
@@ -122,7 +115,6 @@ class Batcher:
             self._cond.notify_all()
         if self._worker.is_alive():
             self._worker.join()
-        self._tokenizer.shutdown(wait=True)
 
     def _take(self) -> list[Job]:
         """The next jobs to run together; empty once stopping with nothing left."""
@@ -132,17 +124,17 @@ class Batcher:
             if not self._jobs:
                 return []
             deadline = self._jobs[0].enqueued + self.max_wait_s
-            while sum(j.windows for j in self._jobs) < self.max_batch_size and not self._stopping:
+            while sum(j.size for j in self._jobs) < self.max_batch_size and not self._stopping:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
                 self._cond.wait(left)
-            taken, windows = [], 0
-            while self._jobs and (not taken or windows + self._jobs[0].windows <= self.max_batch_size):
+            taken, questions = [], 0
+            while self._jobs and (not taken or questions + self._jobs[0].size <= self.max_batch_size):
                 job = self._jobs.popleft()
                 taken.append(job)
-                windows += job.windows
-            self._admitted -= sum(len(j.examples) for j in taken)
+                questions += job.size
+            self._admitted -= questions
             self.metrics.queue.set(self._admitted)
             return taken
 
@@ -161,7 +153,10 @@ class Batcher:
                 job.loop.call_soon_threadsafe(_resolve, job.future, rows, None)
 
     def _run(self, jobs: list[Job]) -> list[list[dict]]:
-        merged = merge_features([j.features for j in jobs])
+        features = [features_for(self.engine, j.examples, self.predict) for j in jobs]
+        for f in features:
+            self.metrics.request_windows.observe(len(f))
+        merged = merge_features(features)
         t0 = time.perf_counter()
 
         def observe(n: int) -> None:
@@ -172,9 +167,9 @@ class Batcher:
 
         starts, ends = run_features(self.engine, merged, self.max_batch_size, on_batch=observe)
         out, at = [], 0
-        for job in jobs:
-            n = job.windows
-            preds = postprocess(job.examples, job.features, starts[at:at + n], ends[at:at + n], self.predict.postprocess)
+        for job, feats in zip(jobs, features):
+            n = len(feats)
+            preds = postprocess(job.examples, feats, starts[at:at + n], ends[at:at + n], self.predict.postprocess)
             out.append([answer_row(preds[ex.id], uid) for ex, uid in zip(job.examples, job.user_ids)])
             at += n
         self.metrics.questions.inc(sum(len(j.examples) for j in jobs))
