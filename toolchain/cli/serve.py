@@ -19,9 +19,9 @@ import click
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads for the engine [default: all, or the bundle profile's].")
 @click.option("--max-batch-size", type=click.IntRange(min=1), default=16, show_default=True,
-              help="Most windows per forward pass, across concurrent requests.")
+              help="Most questions gathered into one batch, and windows per forward pass, across concurrent requests.")
 @click.option("--max-wait-ms", type=click.FloatRange(min=0), default=5.0, show_default=True,
-              help="How long a batch waits for more windows before it runs.")
+              help="How long the first question of a batch waits for more before the batch runs.")
 @click.option("--max-queue", type=click.IntRange(min=1), default=256, show_default=True,
               help="Questions admitted and not yet running; beyond it requests get 503 + Retry-After at once.")
 @click.option("--max-context-chars", type=click.IntRange(min=1), default=20_000, show_default=True,

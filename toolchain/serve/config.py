@@ -18,8 +18,8 @@ class ServeConfig:
     profile: str | None = None  # a device profile: device, threads and providers when not given
     threads: int | None = None
     trust_remote_code: bool = False
-    max_batch_size: int = 16  # windows per forward pass
-    max_wait_ms: float = 5.0  # how long the first window of a batch waits for company
+    max_batch_size: int = 16  # questions gathered per batch, and windows per forward pass
+    max_wait_ms: float = 5.0  # how long the first question of a batch waits for company
     max_queue: int = 256  # questions admitted and not yet running; beyond it: 503 at once
     max_context_chars: int = 20_000  # a longer context is refused with 413
     max_body_bytes: int = 1 << 20  # a larger request body is refused with 413
