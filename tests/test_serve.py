@@ -255,6 +255,34 @@ def test_bad_options_fail_before_loading(bundle, tmp_path):
     assert res.exit_code == 2 and "cannot listen on" in res.stderr and res.stderr.count("\n") == 1
 
 
+def test_a_request_not_answered_in_time_gets_504(bundle, questions):
+    """The real app and batcher in-process, with the batcher's worker never started (as if the engine hung)."""
+    import asyncio
+
+    from kdtool.engine import load_engine
+    from kdtool.serve.app import create_app
+    from kdtool.serve.batcher import Batcher
+    from kdtool.serve.config import ServeConfig
+    from kdtool.serve.metrics import ServeMetrics
+    from kdtool.serve.server import model_info
+
+    config = ServeConfig(model=bundle, request_timeout=0.3)
+    engine = load_engine(bundle, device="cpu", threads=1)
+    metrics = ServeMetrics()
+    batcher = Batcher(engine, config.predict, metrics, max_batch_size=4, max_wait_s=0, max_queue=8)
+    app = create_app(config, batcher, metrics, model_info(engine, config))  # ASGITransport runs no lifespan
+
+    async def ask():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://serve") as c:
+            return await c.post("/v1/answer", json=questions[0])
+
+    t0 = time.perf_counter()
+    r = asyncio.run(ask())
+    assert r.status_code == 504 and "--request-timeout" in r.json()["error"] and time.perf_counter() - t0 < 10
+    assert 'route="/v1/answer",status="504"' in metrics.render().decode()
+    engine.close()
+
+
 def test_ctrl_c_drains_and_exits_130(server, questions):
     assert post(server.url, questions[0]).status_code == 200
     assert server.stop(signal.SIGINT) == 130, server.proc.stderr_text[-2000:]
