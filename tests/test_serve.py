@@ -89,6 +89,9 @@ def post(url, body, headers=AUTH, **kw):
 
 
 def test_answers_equal_kdtool_answer(server, bundle, questions, tmp_path):
+    # the last question's context needs several windows: it is answered across them, as answer does
+    filler = "Otros viajeros llegaron a la ciudad durante aquellos años sin dejar constancia de nada. " * 25
+    questions = questions + [dict(questions[0], id="long", context=filler + questions[0]["context"])]
     src, out = tmp_path / "q.jsonl", tmp_path / "a.jsonl"
     src.write_text("".join(json.dumps(q, ensure_ascii=False) + "\n" for q in questions), encoding="utf-8")
     res = CliRunner().invoke(main, ["answer", str(bundle), "--input", str(src), "--output", str(out),
@@ -103,6 +106,9 @@ def test_answers_equal_kdtool_answer(server, bundle, questions, tmp_path):
     for a, e in zip(got["answers"], expected):
         assert (a["id"], a["answer"], a["start"], a["end"]) == (e["id"], e["answer"], e["start"], e["end"])
         assert a["score"] == pytest.approx(e["score"], abs=1e-4)
+    text = httpx.get(server.url + "/metrics", headers=AUTH).text
+    windows = float(re.search(r"kdtool_serve_request_windows_sum (\S+)", text).group(1))
+    assert windows > len(questions)  # the long context was answered from several windows
     one = post(server.url, questions[0]).json()  # a single object gets a single answer
     assert {k: one[k] for k in ("id", "answer", "start", "end")} == {k: expected[0][k] for k in ("id", "answer", "start", "end")}
 
