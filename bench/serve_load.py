@@ -174,10 +174,26 @@ def start_server(bundle: Path, args, log: Path) -> tuple[subprocess.Popen, str]:
     raise SystemExit("server did not become ready in 120 s")
 
 
+def markdown_table(result: dict) -> str:
+    """The rows of a result as a Markdown table (the README's)."""
+    seq = [result[k]["questions_per_s"] for k in ("sequential_before", "sequential_after")]
+    lines = ["| clients | questions/s | vs sequential | p50 ms | p90 ms | p99 ms | p99/p50 | mean batch | errors | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|---|---|",
+             f"| sequential engine (before / after) | {seq[0]} / {seq[1]} | 1 | "
+             f"{result['sequential_before']['p50_ms']} | {result['sequential_before']['p90_ms']} | "
+             f"{result['sequential_before']['p99_ms']} | | 1 | | |"]
+    for r in result["rows"]:
+        lines.append(f"| {r['clients']} | {r['questions_per_s']} | {r['questions_per_s'] / max(seq):.2f}-"
+                     f"{r['questions_per_s'] / min(seq):.2f}x | {r['p50_ms']} | {r['p90_ms']} | {r['p99_ms']} | "
+                     f"{r['p99_over_p50']} | {r['batch']['mean_windows']} | {r['errors']} | {r['server_peak_rss_mb']} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("bundle", type=Path)
-    ap.add_argument("--data", type=Path, required=True, help="SQuAD JSON whose questions are asked (e.g. a dev set).")
+    ap.add_argument("bundle", type=Path, nargs="?")
+    ap.add_argument("--table", type=Path, default=None, help="Print the Markdown table of a result JSON and exit.")
+    ap.add_argument("--data", type=Path, default=None, help="SQuAD JSON whose questions are asked (e.g. a dev set).")
     ap.add_argument("--clients", default="1,4,16,64")
     ap.add_argument("--requests", type=int, default=2000, help="Most requests per client level.")
     ap.add_argument("--seconds", type=float, default=60, help="Most seconds per client level (and per baseline).")
@@ -188,6 +204,11 @@ def main() -> None:
     ap.add_argument("--max-queue", type=int, default=256)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
+    if args.table:
+        print(markdown_table(json.loads(args.table.read_text())))
+        return
+    if args.bundle is None or args.data is None:
+        ap.error("give BUNDLE and --data (or --table RESULT.json)")
     sys.path.insert(0, str(ROOT / "bench"))
     from latency import emit
 
@@ -248,6 +269,7 @@ def main() -> None:
                                                "requests": result["rss_phase"]["requests"]}
     result["targets"] = targets
     emit(result, args.out)
+    print(markdown_table(result), file=sys.stderr)
 
 
 if __name__ == "__main__":
