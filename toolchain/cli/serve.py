@@ -18,8 +18,9 @@ import click
               help="Device profile (kdtool profiles) for device, threads and providers when not given.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads for the engine [default: all, or the bundle profile's].")
-@click.option("--max-batch-size", type=click.IntRange(min=1), default=16, show_default=True,
-              help="Most questions gathered into one batch, and windows per forward pass, across concurrent requests.")
+@click.option("--max-batch-size", type=click.IntRange(min=1), default=None,
+              help="Most questions gathered into one batch, and windows per forward pass, across concurrent requests "
+                   "[default: 4 on a CPU, 16 on a GPU].")
 @click.option("--max-wait-ms", type=click.FloatRange(min=0), default=5.0, show_default=True,
               help="How long the first question of a batch waits for more before the batch runs.")
 @click.option("--max-queue", type=click.IntRange(min=1), default=256, show_default=True,
@@ -62,7 +63,7 @@ def command(model, host, port, device, profile_name, threads, max_batch_size, ma
 
     predict = PredictConfig(features=FeatureConfig(max_length=max_length, doc_stride=doc_stride),
                             postprocess=PostprocessConfig(n_best=n_best, max_answer_length=max_answer_length),
-                            batch_size=max_batch_size)
+                            batch_size=max_batch_size or 16)
     config = ServeConfig(model=model, host=host, port=port, device=device, profile=profile_name, threads=threads,
                          trust_remote_code=trust_remote_code, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
                          max_queue=max_queue, max_context_chars=max_context_chars, max_body_bytes=max_body_bytes,

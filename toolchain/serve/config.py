@@ -18,7 +18,9 @@ class ServeConfig:
     profile: str | None = None  # a device profile: device, threads and providers when not given
     threads: int | None = None
     trust_remote_code: bool = False
-    max_batch_size: int = 16  # questions gathered per batch, and windows per forward pass
+    # questions gathered per batch, and windows per forward pass; None: 4 on a CPU, 16 on a GPU (on the 2-core
+    # CPU, passes of 8-16 padded windows cost more per question than passes of 4: bench/results/serve_load_*)
+    max_batch_size: int | None = None
     max_wait_ms: float = 5.0  # how long the first question of a batch waits for company
     max_queue: int = 256  # questions admitted and not yet running; beyond it: 503 at once
     max_context_chars: int = 20_000  # a longer context is refused with 413
@@ -30,12 +32,16 @@ class ServeConfig:
 
     def __post_init__(self):
         for name in ("max_batch_size", "max_queue", "max_context_chars", "max_body_bytes"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise InputError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.max_wait_ms < 0 or self.request_timeout <= 0:
             raise InputError("max-wait-ms must be >= 0 and request-timeout > 0")
         if not 0 <= self.port < 65536:
             raise InputError(f"port must be between 0 and 65535, got {self.port}")
+
+    def batch_size_for(self, device: str) -> int:
+        """``max_batch_size``, or the default for an engine on ``device``."""
+        return self.max_batch_size or (16 if str(device).startswith("cuda") else 4)
 
     def api_key(self) -> str | None:
         """The bearer token from ``api_key_file`` (one line), or None when the server is open."""

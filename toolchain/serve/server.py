@@ -12,6 +12,7 @@ into the command's exit status: 0 for SIGTERM (an orderly stop), 130 for Ctrl-C.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import sys
@@ -122,6 +123,7 @@ def serve(config: ServeConfig, echo=print) -> int:
     config.api_key()  # a bad key file or address fails before the (slow) model load
     check_address(config.host, config.port)
     engine = open_engine(config)
+    config = dataclasses.replace(config, max_batch_size=config.batch_size_for(engine.device))
     try:
         if config.max_batch_size > 1 and getattr(engine, "max_batch", None):
             if engine.max_batch < config.max_batch_size:
