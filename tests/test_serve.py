@@ -41,7 +41,7 @@ class Server:
         deadline = time.time() + 120
         while time.time() < deadline:
             if self.proc.p.poll() is not None:
-                raise AssertionError(f"server exited {self.proc.p.returncode}: {self.proc.stderr_text[-2000:]}")
+                raise AssertionError(f"server exited {self.proc.p.returncode}: {self.proc.stderr[-2000:]}")
             try:
                 if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
                     return
@@ -59,7 +59,6 @@ class Server:
             self.proc.kill()
 
 
-Proc.stderr_text = property(lambda self: self.err.decode(errors="replace"))
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +177,7 @@ def test_bearer_token(server, questions):
 
 
 def test_access_log_is_one_json_line_per_request(server):
-    lines = [json.loads(line) for line in server.proc.stderr_text.splitlines() if line.startswith("{")]
+    lines = [json.loads(line) for line in server.proc.stderr.splitlines() if line.startswith("{")]
     assert any(r["path"] == "/v1/answer" and r["status"] == 200 and r["questions"] for r in lines)
     assert any(r["status"] == 401 for r in lines)
 
@@ -231,9 +230,9 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(bundle, questions, tmp_pa
     rc = srv.stop(signal.SIGTERM)
     for t in threads:
         t.join()
-    assert rc == 0, srv.proc.stderr_text[-2000:]
+    assert rc == 0, srv.proc.stderr[-2000:]
     assert len(replies) == 6 and all(r.status_code == 200 for r in replies), [r.text for r in replies]
-    assert "stopped by SIGTERM" in srv.proc.stderr_text and "Traceback" not in srv.proc.stderr_text
+    assert "stopped by SIGTERM" in srv.proc.stderr and "Traceback" not in srv.proc.stderr
     with pytest.raises(httpx.TransportError):
         httpx.get(srv.url + "/healthz", timeout=2)
 
@@ -291,5 +290,5 @@ def test_a_request_not_answered_in_time_gets_504(bundle, questions):
 
 def test_ctrl_c_drains_and_exits_130(server, questions):
     assert post(server.url, questions[0]).status_code == 200
-    assert server.stop(signal.SIGINT) == 130, server.proc.stderr_text[-2000:]
-    assert "stopped by SIGINT" in server.proc.stderr_text and "Traceback" not in server.proc.stderr_text
+    assert server.stop(signal.SIGINT) == 130, server.proc.stderr[-2000:]
+    assert "stopped by SIGINT" in server.proc.stderr and "Traceback" not in server.proc.stderr
