@@ -44,9 +44,24 @@ def run_features(engine: QAEngine, features: QAFeatures, batch_size: int,
     return starts, ends
 
 
+def features_for(engine: QAEngine, examples: Sequence[Example], config: PredictConfig = PredictConfig()) -> QAFeatures:
+    """The windows ``engine`` answers ``examples`` from (each example tokenized on its own, so the
+    windows of a question do not depend on which other questions share its call)."""
+    return tokenize_examples(examples, engine.tokenizer, feature_config_for(engine, config.features))
+
+
 def predict(engine: QAEngine, examples: Sequence[Example], config: PredictConfig = PredictConfig(),
             on_batch: Callable[[int], None] | None = None) -> dict[str, Prediction]:
     """Predictions of ``engine`` for ``examples`` keyed by question id."""
-    features = tokenize_examples(examples, engine.tokenizer, feature_config_for(engine, config.features))
+    features = features_for(engine, examples, config)
     starts, ends = run_features(engine, features, config.batch_size, on_batch)
     return postprocess(examples, features, starts, ends, config.postprocess)
+
+
+def answer_questions(engine: QAEngine, questions: Sequence[tuple[Example, str]],
+                     config: PredictConfig = PredictConfig()) -> list[dict]:
+    """JSON answers (:func:`kdtool.questions.answer_row`) for ``(example, user id)`` pairs, in order."""
+    from kdtool.questions import answer_row
+
+    preds = predict(engine, [ex for ex, _ in questions], config)
+    return [answer_row(preds[ex.id], uid) for ex, uid in questions]

@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "score": "kdtool.cli.score",
     "validate": "kdtool.cli.validate",
     "answer": "kdtool.cli.answer",
+    "serve": "kdtool.cli.serve",
     "finetune": "kdtool.cli.finetune",
     "distill": "kdtool.cli.distill",
     "export": "kdtool.cli.export",

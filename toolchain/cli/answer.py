@@ -1,5 +1,8 @@
 """``kdtool answer``: answer questions with a model directory or a bundle.
 
+The question and answer format and the JSONL reading and writing live in :mod:`kdtool.questions`
+(shared with ``kdtool serve``, so both give the same answer to the same question).
+
 ``--input FILE.jsonl`` is checked whole first (a malformed line is one error naming it, before any
 model runs), then answered in chunks: each chunk's lines are written and flushed as soon as they are
 produced, so memory stays flat over any number of questions and an interrupted run keeps every
@@ -8,92 +11,11 @@ line it finished (Ctrl-C exits 130 and says how many).
 
 from __future__ import annotations
 
-import json
-import os
-import sys
 from pathlib import Path
-from typing import Iterator
 
 import click
 
 from kdtool.cli.options import TEXT, require_signature_option
-
-CHUNK = 64  # questions per predict call: bounds memory, and how often output is flushed
-
-
-def _parse_line(path: Path, n: int, line: str):
-    from kdtool.data import Example
-    from kdtool.errors import InputError
-
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise InputError(f"{path}:{n} is not valid JSON ({err.msg}); give one JSON object per line") from None
-    if not isinstance(row, dict) or not isinstance(row.get("question"), str) or not isinstance(row.get("context"), str):
-        raise InputError(f"{path}:{n} needs string fields \"question\" and \"context\"")
-    for field in ("question", "context"):
-        if not row[field].strip():
-            raise InputError(f"{path}:{n} has an empty {field}; every line needs a question and a passage")
-    # the internal id is the line number, so repeated user ids cannot overwrite each other's answers
-    return Example(id=str(n), question=row["question"], context=row["context"], answers=()), str(row.get("id", n))
-
-
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    from kdtool.errors import InputError
-
-    try:
-        with open(path, encoding="utf-8-sig") as fh:
-            for n, line in enumerate(fh, 1):
-                if line.strip():
-                    yield n, line
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not UTF-8 text; give UTF-8 JSON lines") from None
-
-
-def check_jsonl(path: Path) -> int:
-    """Validate every line of ``path`` without keeping them; the number of questions."""
-    from kdtool.errors import InputError, require_file
-
-    require_file(path, "input file")
-    count = sum(1 for n, line in _lines(path) if _parse_line(path, n, line))
-    if not count:
-        raise InputError(f"{path} holds no questions; give one {{\"question\", \"context\"}} JSON object per line")
-    return count
-
-
-def chunks(path: Path, size: int = CHUNK) -> Iterator[list]:
-    """``[(example, user id), ...]`` lists of at most ``size`` questions, in file order."""
-    chunk = []
-    for n, line in _lines(path):
-        chunk.append(_parse_line(path, n, line))
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
-class _Sink:
-    """JSON lines to a file (flushed and synced per chunk) or to stdout."""
-
-    def __init__(self, output: Path | None):
-        self.output, self.written = output, 0
-        self.fh = open(output, "w", encoding="utf-8") if output else None
-
-    def write(self, lines: list[str]) -> None:
-        text = "".join(line + "\n" for line in lines)
-        if self.fh:
-            self.fh.write(text)
-            self.fh.flush()
-            os.fsync(self.fh.fileno())
-        else:
-            sys.stdout.write(text)
-            sys.stdout.flush()
-        self.written += len(lines)
-
-    def close(self) -> None:
-        if self.fh:
-            self.fh.close()
 
 
 @click.command("answer")
@@ -120,7 +42,8 @@ def command(model, question, context, input_file, output, device, threads, batch
     from kdtool.data import Example, PostprocessConfig
     from kdtool.engine import load_engine
     from kdtool.paths import guard_outputs
-    from kdtool.predict import PredictConfig, predict
+    from kdtool.predict import PredictConfig, answer_questions
+    from kdtool.questions import AnswerSink, check_jsonl, jsonl_chunks
 
     if input_file is None and (question is None or context is None):
         raise click.UsageError("give --question and --context, or --input FILE.jsonl")
@@ -136,12 +59,11 @@ def command(model, question, context, input_file, output, device, threads, batch
     engine = load_engine(model, device=device, threads=threads, trust_remote_code=trust_remote_code,
                          require_signature=require_signature)
     config = PredictConfig(postprocess=PostprocessConfig(max_answer_length=max_answer_length), batch_size=batch_size)
-    parts = chunks(input_file) if input_file else iter([[(Example("0", question, context, answers=()), "0")]])
-    sink = _Sink(output)
+    parts = jsonl_chunks(input_file) if input_file else iter([[(Example("0", question, context, answers=()), "0")]])
+    sink = AnswerSink(output)
     try:
         for chunk in parts:
-            preds = predict(engine, [ex for ex, _ in chunk], config)
-            sink.write([json.dumps({**preds[ex.id].to_dict(), "id": uid}, ensure_ascii=False) for ex, uid in chunk])
+            sink.write(answer_questions(engine, chunk, config))
     except KeyboardInterrupt:
         where = f" to {output}" if output else ""
         click.echo(f"Interrupted: {sink.written} of {total} answers written{where}.", err=True)

@@ -1,0 +1,75 @@
+"""``kdtool serve``: answer questions over HTTP with a bundle or model directory (thin layer over
+:func:`kdtool.serve.server.serve`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from kdtool.cli.options import FiniteFloat, require_signature_option
+
+
+@click.command("serve")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. The default is loopback only; 0.0.0.0 exposes the server to the network.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or tensorrt (bundles).")
+@click.option("--profile", "profile_name", default=None,
+              help="Device profile (kdtool profiles) for device, threads and providers when not given.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads for the engine [default: all, or the bundle profile's].")
+@click.option("--max-batch-size", type=click.IntRange(min=1), default=None,
+              help="Most questions gathered into one batch, and windows per forward pass, across concurrent requests "
+                   "[default: 4 on a CPU, 16 on a GPU].")
+@click.option("--max-wait-ms", type=FiniteFloat(min=0), default=5.0, show_default=True,
+              help="How long the first question of a batch waits for more before the batch runs.")
+@click.option("--max-queue", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Questions admitted and not yet running; beyond it requests get 503 + Retry-After at once.")
+@click.option("--max-context-chars", type=click.IntRange(min=1), default=20_000, show_default=True,
+              help="Longest context accepted (413 beyond).")
+@click.option("--max-body-bytes", type=click.IntRange(min=1), default=1 << 20, show_default=True,
+              help="Largest request body accepted (413 beyond).")
+@click.option("--request-timeout", type=FiniteFloat(min=0.001), default=30.0, show_default=True,
+              help="Seconds from arrival to answer before a request gets 504.")
+@click.option("--api-key-file", type=click.Path(path_type=Path), default=None,
+              help="File holding a bearer token; then every route but /healthz and /readyz needs it (401/403).")
+@click.option("--max-answer-length", type=click.IntRange(min=1), default=30, show_default=True,
+              help="Longest answer in tokens (as in kdtool answer).")
+@click.option("--max-length", type=click.IntRange(min=32), default=384, show_default=True,
+              help="Window length in tokens (clipped to the model's).")
+@click.option("--doc-stride", type=click.IntRange(min=0), default=128, show_default=True,
+              help="Overlap of consecutive windows of a long context, in tokens.")
+@click.option("--n-best", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Start and end candidates considered per window.")
+@click.option("--access-log/--no-access-log", default=True, show_default=True,
+              help="One JSON line per request on stderr.")
+@click.option("--trust-remote-code", is_flag=True,
+              help="Let a model directory run its own Python code (auto_map). Only for code you have read.")
+@require_signature_option
+def command(model, host, port, device, profile_name, threads, max_batch_size, max_wait_ms, max_queue,
+            max_context_chars, max_body_bytes, request_timeout, api_key_file, max_answer_length, max_length, doc_stride,
+            n_best, access_log, trust_remote_code, require_signature):
+    """Serve MODEL (a kdtool bundle or a Hugging Face QA directory) over HTTP: POST /v1/answer.
+
+    \b
+    Answers are the ones kdtool answer gives; /healthz, /readyz, /v1/model, /metrics, /docs.
+      kdtool serve bundle --port 8000
+      curl -s localhost:8000/v1/answer -d '{"question": "¿Quién?", "context": "..."}'
+    """
+    from kdtool.data import FeatureConfig, PostprocessConfig
+    from kdtool.predict import PredictConfig
+    from kdtool.serve.config import ServeConfig
+    from kdtool.serve.server import serve
+
+    predict = PredictConfig(features=FeatureConfig(max_length=max_length, doc_stride=doc_stride),
+                            postprocess=PostprocessConfig(n_best=n_best, max_answer_length=max_answer_length),
+                            batch_size=max_batch_size or 16)
+    config = ServeConfig(model=model, host=host, port=port, device=device, profile=profile_name, threads=threads,
+                         trust_remote_code=trust_remote_code, require_signature=require_signature,
+                         max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
+                         max_queue=max_queue, max_context_chars=max_context_chars, max_body_bytes=max_body_bytes,
+                         request_timeout=request_timeout, api_key_file=api_key_file, access_log=access_log,
+                         predict=predict)
+    raise SystemExit(serve(config, echo=lambda line: click.echo(line, err=True)))

@@ -1,0 +1,111 @@
+"""Questions in, answers out: the one format that ``kdtool answer`` and ``kdtool serve`` share.
+
+A question is a JSON object ``{"id"?, "question", "context"}``; an answer is the JSON object
+``{"id", "answer", "start", "end", "score"}`` with character offsets into the context. Both
+commands validate questions with :func:`question_from_row` (so a bad field reads the same in a
+JSONL line and in an HTTP body) and format answers with :func:`answer_row` (so the same question
+gets the same answer from either). The internal example id is the caller's position (a line
+number, an index), never the user's id, so repeated user ids cannot overwrite each other's answers.
+
+For ``answer --input FILE.jsonl``: :func:`check_jsonl` validates the whole file without keeping it,
+:func:`jsonl_chunks` reads it in bounded chunks, and :class:`AnswerSink` writes each chunk's lines
+as soon as they exist (flushed and fsync'd to a file, or to stdout).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Iterator
+
+from kdtool.data import Example, Prediction
+from kdtool.errors import InputError, require_file
+
+CHUNK = 64  # questions per predict call in answer: bounds memory, and how often output is flushed
+FIELDS = ("question", "context")
+
+
+def question_from_row(row, where: str, internal_id: str) -> tuple[Example, str]:
+    """``(example, user id)`` from one decoded JSON value; ``where`` names it in the error."""
+    if not isinstance(row, dict):
+        raise InputError(f"{where} needs string fields \"question\" and \"context\" (got a JSON {type(row).__name__})")
+    for field in FIELDS:
+        if not isinstance(row.get(field), str):
+            what = "is missing" if field not in row else f"is a {type(row[field]).__name__}"
+            raise InputError(f"{where} needs string fields \"question\" and \"context\" (\"{field}\" {what})")
+    for field in FIELDS:
+        if not row[field].strip():
+            raise InputError(f"{where} has an empty {field}; every question needs a question and a passage")
+    uid = row.get("id", internal_id)
+    if not isinstance(uid, (str, int)) or isinstance(uid, bool):
+        raise InputError(f"{where} has an \"id\" that is a {type(uid).__name__}; give a string or an integer")
+    return Example(id=internal_id, question=row["question"], context=row["context"], answers=()), str(uid)
+
+
+def answer_row(prediction: Prediction, user_id: str) -> dict:
+    """The JSON answer for one question: text, character offsets, score, and the caller's id."""
+    return {**prediction.to_dict(), "id": user_id}
+
+
+def _parse_line(path: Path, n: int, line: str) -> tuple[Example, str]:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path}:{n} is not valid JSON ({err.msg}); give one JSON object per line") from None
+    return question_from_row(row, f"{path}:{n}", str(n))
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    try:
+        with open(path, encoding="utf-8-sig") as fh:
+            for n, line in enumerate(fh, 1):
+                if line.strip():
+                    yield n, line
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not UTF-8 text; give UTF-8 JSON lines") from None
+
+
+def check_jsonl(path: Path) -> int:
+    """Validate every line of ``path`` without keeping them; the number of questions."""
+    require_file(path, "input file")
+    count = sum(1 for n, line in _lines(path) if _parse_line(path, n, line))
+    if not count:
+        raise InputError(f"{path} holds no questions; give one {{\"question\", \"context\"}} JSON object per line")
+    return count
+
+
+def jsonl_chunks(path: Path, size: int = CHUNK) -> Iterator[list[tuple[Example, str]]]:
+    """``[(example, user id), ...]`` lists of at most ``size`` questions, in file order."""
+    chunk = []
+    for n, line in _lines(path):
+        chunk.append(_parse_line(path, n, line))
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+class AnswerSink:
+    """JSON lines to a file (flushed and fsync'd per write, so a killed run keeps whole lines) or to stdout."""
+
+    def __init__(self, output: Path | None):
+        self.output, self.written = output, 0
+        self.fh = open(output, "w", encoding="utf-8") if output else None
+
+    def write(self, rows: list[dict]) -> None:
+        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        if self.fh:
+            self.fh.write(text)
+            self.fh.flush()
+            os.fsync(self.fh.fileno())
+        else:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        self.written += len(rows)
+
+    def close(self) -> None:
+        if self.fh:
+            self.fh.close()

@@ -1,0 +1,159 @@
+"""Run ``kdtool serve``: open and warm the engine, then serve the app on uvicorn until stopped.
+
+The engine is opened with :func:`kdtool.engine.load_engine`, the loader ``answer`` and ``validate``
+use, so a bundle is verified (every checksum, the engine's TensorRT version) before anything in it
+is deserialized; a bad bundle stops the command with the usual one line before a port is bound.
+
+Stopping: uvicorn catches SIGTERM and SIGINT, stops accepting connections, lets in-flight requests
+finish (up to ``request_timeout`` + 5 s), runs the app's shutdown (the batcher finishes queued jobs)
+and then re-raises the signal it caught. The handlers installed here turn that re-raised signal
+into the command's exit status: 0 for SIGTERM (an orderly stop), 130 for Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from kdtool.errors import InputError
+from kdtool.serve.config import ServeConfig
+
+EXIT_CODES = {signal.SIGTERM: 0, signal.SIGINT: 130}
+
+
+class _Stop(Exception):
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stop(signum, frame):
+    raise _Stop(signum)
+
+
+def open_engine(config: ServeConfig):
+    """The engine for ``config.model`` through the shared loader, with the profile's defaults."""
+    from kdtool.engine import load_engine
+
+    device, threads, providers = config.device, config.threads, None
+    if config.profile:
+        from kdtool.profiles.registry import get_profile
+
+        profile = get_profile(config.profile)
+        device = profile.device if device == "auto" else device
+        threads = threads or profile.threads
+        providers = list(profile.providers)
+    # the loader verifies the bundle's bytes (and its signature when a key is given) before any port is bound
+    return load_engine(config.model, device=device, threads=threads, providers=providers,
+                       trust_remote_code=config.trust_remote_code, require_signature=config.require_signature)
+
+
+def model_info(engine, config: ServeConfig) -> dict:
+    """What ``/v1/model`` shows; ``identity`` (name, digests, precision, version, device) goes with every answer."""
+    from kdtool import __version__
+
+    manifest = getattr(engine, "manifest", None)
+    described = engine.describe()
+    if manifest is not None:
+        from kdtool.export.bundle import MANIFEST, sha256_file
+
+        identity = {"name": engine.name, "kind": engine.kind, "precision": manifest.get("precision"),
+                    "source_sha256": (manifest.get("source") or {}).get("sha256"),
+                    "manifest_sha256": sha256_file(Path(engine.path) / MANIFEST),
+                    "bundle_kdtool_version": manifest.get("kdtool_version")}
+        shown = {k: v for k, v in manifest.items() if k != "files"}
+        shown["file_count"] = len(manifest.get("files") or {})
+    else:
+        from kdtool.export.bundle import source_digest
+
+        identity = {"name": engine.name, "kind": engine.kind, "precision": described.get("precision"),
+                    "source_sha256": source_digest(engine.path)}
+        shown = None
+    identity.update(kdtool_version=__version__, device=engine.device)
+    limits = {k: getattr(config, k) for k in ("max_batch_size", "max_wait_ms", "max_queue", "max_context_chars",
+                                              "max_body_bytes", "request_timeout")}
+    return {"identity": identity, "engine": described, "manifest": shown, "limits": limits,
+            "max_length": engine.max_length, "auth": config.api_key_file is not None}
+
+
+def warm_up(engine, config: ServeConfig) -> None:
+    """One real answer before the server says it is ready (first-run allocations, lazy inits)."""
+    from kdtool.data import Example
+    from kdtool.predict import predict
+
+    ex = Example("warm-up", "¿Quién?", "María construyó un puente en Sevilla en 1905. " * 8, answers=())
+    predict(engine, [ex] * min(4, config.max_batch_size), config.predict)
+
+
+def _configure_access_log(enabled: bool) -> None:
+    log = logging.getLogger("kdtool.serve.access")
+    log.propagate = False
+    log.setLevel(logging.INFO if enabled else logging.WARNING)
+    if enabled and not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+
+
+def check_address(host: str, port: int) -> None:
+    """Fail with one line, before the slow model load, when ``host:port`` cannot be listened on."""
+    import socket
+
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+    except OSError as err:
+        raise InputError(f"cannot listen on {host}:{port} ({err.strerror or err}); choose another --host/--port") from None
+
+
+def serve(config: ServeConfig, echo=print) -> int:
+    """Serve until SIGTERM (exit status 0) or Ctrl-C (130); returns the status."""
+    import uvicorn
+
+    from kdtool.serve.app import create_app
+    from kdtool.serve.batcher import Batcher
+    from kdtool.serve.metrics import ServeMetrics
+
+    config.api_key()  # a bad key file or address fails before the (slow) model load
+    check_address(config.host, config.port)
+    engine = open_engine(config)
+    config = dataclasses.replace(config, max_batch_size=config.batch_size_for(engine.device))
+    try:
+        if config.max_batch_size > 1 and getattr(engine, "max_batch", None):
+            if engine.max_batch < config.max_batch_size:
+                echo(f"note: the TensorRT engine's profile runs at most {engine.max_batch} windows per pass; "
+                     "larger batches run in slices")
+        warm_up(engine, config)
+        info = model_info(engine, config)
+        metrics = ServeMetrics()
+        metrics.model.info({k: str(v) for k, v in info["identity"].items() if v is not None})
+        batcher = Batcher(engine, config.predict, metrics, max_batch_size=config.max_batch_size,
+                          max_wait_s=config.max_wait_ms / 1000, max_queue=config.max_queue)
+        app = create_app(config, batcher, metrics, info)
+        _configure_access_log(config.access_log)
+        server = uvicorn.Server(uvicorn.Config(
+            app, host=config.host, port=config.port, log_level="warning", access_log=False, lifespan="on",
+            timeout_graceful_shutdown=int(config.request_timeout) + 5, server_header=False))
+        auth = "bearer token required" if config.api_key_file else "no authentication"
+        echo(f"kdtool serve: {engine.name} ({engine.kind}, {info['identity'].get('precision') or '?'}, "
+             f"{engine.device}) on http://{config.host}:{config.port} ({auth}); SIGTERM or Ctrl-C drains and stops")
+        previous = {s: signal.signal(s, _raise_stop) for s in EXIT_CODES}
+        try:
+            server.run()
+        except SystemExit:  # uvicorn exits 1 when it cannot bind (taken since check_address)
+            raise InputError(f"cannot listen on {config.host}:{config.port}; choose another --host/--port") from None
+        except _Stop as stop:
+            code = EXIT_CODES[stop.signum]
+            echo(f"kdtool serve: stopped by {signal.Signals(stop.signum).name} after finishing in-flight requests")
+            return code
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        return 0
+    finally:
+        engine.close()
