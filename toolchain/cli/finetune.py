@@ -89,8 +89,8 @@ def command(**options):
     """Fine-tune MODEL (a model of the task, or a bare encoder, which gets a new head) on hard labels.
 
     With --qat, MODEL is fine-tuned fake-quantized to INT8 against its own FP32 copy as the teacher
-    (logit distillation plus the hard loss): the same run as kdtool distill MODEL --student MODEL
-    --schedule prediction --qat."""
+    (logit distillation only: it learns to reproduce its FP32 self), the same run as kdtool distill
+    MODEL --student MODEL --schedule prediction --attention-loss none --hard-weight 0 --qat."""
     from kdtool.distill import DistillConfig, TrainConfig, distill, finetune
 
     if not options["qat"]:
@@ -102,4 +102,4 @@ def command(**options):
     model = options.pop("model")
     options.pop("student_init")
     finish(distill(DistillConfig(model=model, student=model, student_init="random", schedule="prediction",
-                                 attention_loss="none", prediction_weight=1.0, hard_weight=1.0, **options)))
+                                 attention_loss="none", prediction_weight=1.0, hard_weight=0.0, **options)))

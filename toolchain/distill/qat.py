@@ -124,10 +124,10 @@ def check_qat_student(model) -> None:
 
 def quantize_model(model, batches, *, device="cpu") -> dict:
     """Insert the quantizers into ``model`` (in place) and calibrate them on ``batches`` of model inputs."""
+    check_qat_student(model)
     _setup_modelopt()
     import modelopt.torch.quantization as mtq
 
-    check_qat_student(model)
     was_training = model.training
     model.to(device).eval()
 
