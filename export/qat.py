@@ -1,7 +1,7 @@
 """``int8-qat``: a quantization-aware-trained model (kdtool.distill.qat) to an explicit-precision QDQ graph.
 
 The fake-quantized PyTorch model is exported as it is: Model Optimizer's quantizers export
-themselves as ``QuantizeLinear``/``DequantizeLinear`` pairs with the trained scales (zero point 0,
+themselves as ``QuantizeLinear``/``DequantizeLinear`` pairs with the QAT model's scales (zero point 0,
 INT8, per-channel on weights), through the TorchScript ONNX exporter (modelopt registers its
 symbolic functions there). The one graph serves both runtimes:
 
@@ -53,7 +53,11 @@ def export_qat_onnx(model, path: Path, sample: dict[str, np.ndarray], *, opset: 
 
     accepted = set(model.forward.__code__.co_varnames)
     names = [n for n in MODEL_INPUTS if n in sample and n in accepted]
-    args = tuple(torch.from_numpy(sample[n]) for n in names)
+    # trace with a padded row: HF's SDPA mask helper returns None for a batch without padding, and a trace
+    # of that drops the attention mask from the graph altogether
+    traced = {n: np.concatenate([sample[n][:1], sample[n][:1]]) for n in names}
+    traced["attention_mask"][1, traced["attention_mask"].shape[1] // 2:] = 0
+    args = tuple(torch.from_numpy(traced[n]) for n in names)
     axes = {n: {0: "batch_size", 1: "sequence_length"} for n in (*names, *outputs)}
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
