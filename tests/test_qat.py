@@ -47,6 +47,12 @@ def test_qdq_graph_matches_fake_quantized_model(kind, request, tmp_path, squad_f
     path = export_qat_onnx(model, tmp_path / "qat.onnx", windows[0], opset=18)
     summary = qdq_summary(path)  # raises unless every Q/DQ is int8 with zero point 0; runs onnx.checker
     assert summary["symmetric"] and summary["per_channel_nodes"] > 0
+    import onnx
+
+    graph = onnx.load(str(path)).graph  # weights folded: INT8 initializers behind DequantizeLinear only
+    int8_weights = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.INT8}
+    assert len(int8_weights) == 6 * layers + 1
+    assert not any(n.op_type == "QuantizeLinear" and n.input[0] in {i.name for i in graph.initializer} for n in graph.node)
     assert summary["int8_attention_matmuls"] == 2 * layers  # QK^T and PV as integer products
     assert summary["int8_matmuls"] == 6 * layers + 1 + 2 * layers  # 6 Linear per layer + QA head + attention
     for int8_activations in (False, True):  # every matrix product runs on ORT's integer kernels
