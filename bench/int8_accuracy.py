@@ -10,7 +10,9 @@ PyTorch student as the reference and the Spanish (MLQA) answer rules:
 
 Variants: ONNX FP32 (fused); INT8 dynamic with per-channel weights (the default; fused: QAttention), with
 FastGelu, unfused, with 7-bit weights (--reduce-range); INT8 dynamic per-tensor, fused and unfused; INT8 static QDQ (per-channel weights, minmax
-or percentile calibration on 128 train windows). The figure
+, percentile or entropy calibration on 128 train windows); with --qat-student, the symmetric QDQ graph of
+quantization-aware training (kdtool.distill.qat: INT8 Linear inputs and QK^T/PV) untrained (max calibration
+only) and after `kdtool finetune STUDENT --qat`. The figure
 that matters is each variant's F1 drop against the FP32 student (the export issue's budget: 1 point).
 """
 
@@ -34,7 +36,30 @@ VARIANTS = {
     "int8-static": ["--precision", "int8-static", "--calibration-method", "minmax", "--calibration-samples", "128"],
     "int8-static-percentile": ["--precision", "int8-static", "--calibration-method", "percentile",
                                "--calibration-samples", "128"],
+    "int8-static-entropy": ["--precision", "int8-static", "--calibration-method", "entropy",
+                            "--calibration-samples", "128"],
 }
+# made from a fake-quantized copy of the student (kdtool.distill.qat), exported with --precision int8-qat:
+# the same symmetric QDQ graph (INT8 Linear inputs and QK^T/PV) with max-calibrated scales and no training
+# (int8-qat-untrained: static PTQ in TensorRT's form), and after `kdtool finetune STUDENT --qat` (int8-qat)
+QAT_VARIANTS = {"int8-qat-untrained": ["--precision", "int8-qat"], "int8-qat": ["--precision", "int8-qat"]}
+
+
+def calibrated_copy(student: Path, train: Path, out: Path, windows: int, max_length: int, doc_stride: int) -> Path:
+    """The student fake-quantized and max-calibrated on its first ``windows`` training windows, untrained."""
+    from kdtool.data import FeatureConfig, load_squad, tokenize_examples
+    from kdtool.distill.qat import calibration_batches, quantize_model
+    from kdtool.models import load_qa_model, load_tokenizer
+
+    if (out / "modelopt_state.pth").is_file():
+        return out
+    tokenizer = load_tokenizer(student)
+    feats = tokenize_examples(load_squad(train).examples, tokenizer, FeatureConfig(max_length, doc_stride, 48))
+    model = load_qa_model(student).eval()
+    quantize_model(model, calibration_batches(feats, windows, 32))
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
 
 
 def sh(args: list[str]) -> float:
@@ -54,6 +79,9 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=256, help="the student's training window")
     ap.add_argument("--doc-stride", type=int, default=96)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--qat-student", default=None,
+                    help="the student after `kdtool finetune STUDENT --qat` (adds int8-qat and int8-qat-untrained)")
+    ap.add_argument("--only", default=None, help="comma-separated variant names to run (default: all)")
     args = ap.parse_args()
 
     student, data, out = Path(args.student), Path(args.data), Path(args.out)
@@ -61,27 +89,41 @@ def main() -> None:
         sys.exit(f"no student at {student}: run python bench/kd_real.py first (or pass --student DIR)")
     out.mkdir(parents=True, exist_ok=True)
     seconds = {}
-    for name, flags in VARIANTS.items():
+    variants = dict(VARIANTS)
+    sources = {name: student for name in VARIANTS}
+    if args.qat_student:
+        variants.update(QAT_VARIANTS)
+        sources["int8-qat"] = Path(args.qat_student)
+        sources["int8-qat-untrained"] = calibrated_copy(student, data / "train.json", out / "qat-untrained-model", 128,
+                                                        args.max_length, args.doc_stride)
+    if args.only:
+        variants = {n: variants[n] for n in args.only.split(",")}
+    for name, flags in variants.items():
         bundle = out / name
         if not bundle.exists():
-            seconds[name] = sh(["kdtool", "export", str(student), "-o", str(bundle), "--max-seq-length",
+            seconds[name] = sh(["kdtool", "export", str(sources[name]), "-o", str(bundle), "--max-seq-length",
                                 str(args.max_length), "--calibration-data", str(data / "train.json")] + flags)
     scores = out / "validate.json"
     limit = ["--limit", str(args.limit)] if args.limit else []
-    seconds["validate"] = sh(["kdtool", "validate", str(student)] + [str(out / n) for n in VARIANTS] + [
+    seconds["validate"] = sh(["kdtool", "validate", str(student)] + [str(out / n) for n in variants] + [
         "--data", str(data / "dev.json"), "--lang", "es", "--max-length", str(args.max_length), "--doc-stride",
         str(args.doc_stride), "--threads", str(args.threads), "--json", str(scores)] + limit)
     validated = json.loads(scores.read_text())
     rows = {}
     for i, m in enumerate(validated["models"]):
-        name = "pytorch-fp32" if i == 0 else list(VARIANTS)[i - 1]
+        name = "pytorch-fp32" if i == 0 else list(variants)[i - 1]
         manifest = {} if i == 0 else json.loads((out / name / "manifest.json").read_text())
         rows[name] = {k: round(m[k], 2) for k in ("f1", "exact_match", "f1_drop", "em_drop", "agreement")}
-        rows[name]["how"] = "reference" if i == 0 else " ".join(["kdtool export"] + VARIANTS[name])
+        rows[name]["how"] = "reference" if i == 0 else " ".join(["kdtool export", str(sources[name])] + variants[name])
         if manifest:
             rows[name]["max_abs_logit_diff_vs_pytorch"] = manifest["parity"]["bundle"].get("max_abs_logit_diff")
             rows[name]["model_bytes"] = manifest["files"][manifest["model"]]["bytes"]
-    result = {"student": str(student), "dev": str(data / "dev.json"), "data": validated["data"],
+    import os
+    import platform
+
+    result = {"student": str(student), "qat_student": args.qat_student, "dev": str(data / "dev.json"),
+              "data": validated["data"], "machine": {"cpu": platform.processor() or platform.machine(),
+                                                     "loadavg_after": os.getloadavg()},
               "max_length": args.max_length, "doc_stride": args.doc_stride, "variants": rows,
               "seconds": {k: round(v, 1) for k, v in seconds.items()}}
     text = json.dumps(result, indent=2)

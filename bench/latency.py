@@ -59,10 +59,12 @@ class RawOrt:
 
     kind = "onnxruntime"
 
-    def __init__(self, path: Path, threads: int):
+    def __init__(self, path: Path, threads: int, config: dict | None = None):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
+        for key, value in (config or {}).items():
+            opts.add_session_config_entry(key, value)
         opts.intra_op_num_threads = threads
         opts.log_severity_level = 3
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as kdtool's engine
@@ -155,6 +157,51 @@ def variants(work: Path, student: Path, teacher: Path, calib: Path | None, threa
     return out
 
 
+def qat_variants(work: Path, student: Path, teacher: Path, calib: Path | None, threads: int) -> dict:
+    """``--set qat``: the QAT-INT8 graph (int8 attention core) against dynamic INT8 and the teacher.
+
+    The student is fake-quantized (kdtool.distill.qat) and max-calibrated on real windows (random-token
+    windows without --calibration-data); QAT's training changes the scales' values, not the graph or its
+    speed. ``student_int8_qat`` runs as kdtool's engine does (ORT rewrites the s8 activations to u8 on
+    x86, exactly); ``ablation_int8_qat_s8`` keeps s8 x s8 (``session.qdqisint8allowed=1``).
+    """
+    import torch
+
+    from kdtool.distill.qat import quantize_model
+    from kdtool.engine import TorchQAEngine, load_engine
+    from kdtool.export.config import ExportConfig
+    from kdtool.export.pipeline import export_model
+    from kdtool.export.qat import INT8_ALLOWED_KEY
+    from kdtool.export.samples import sample_windows
+    from kdtool.models import load_qa_model, load_tokenizer
+
+    def bundle(name, model, **options):
+        if not (work / name / "manifest.json").is_file():
+            t = time.perf_counter()
+            export_model(ExportConfig(model, work / name, max_seq_length=384, calibration_data=calib,
+                                      calibration_samples=32, parity_samples=4, **options))
+            print(f"exported {name} in {time.perf_counter() - t:.0f}s", file=sys.stderr)
+        return work / name
+
+    quantized = work / "student-qat-calibrated"
+    if not (quantized / "modelopt_state.pth").is_file():
+        tokenizer = load_tokenizer(student)
+        windows = sample_windows(tokenizer, calib, 32, 384, batch_size=8)
+        model = load_qa_model(student).eval()
+        quantize_model(model, [{k: torch.from_numpy(v) for k, v in b.items() if k != "token_type_ids"} for b in windows])
+        model.save_pretrained(quantized)
+        tokenizer.save_pretrained(quantized)
+    dynamic = bundle("int8-pc", student, precision="int8")
+    qat = bundle("int8-qat", quantized, precision="int8-qat")
+    return {"teacher_pytorch_fp32": (TorchQAEngine(teacher, device="cpu", threads=threads), "HF eager, fp32"),
+            "student_int8_dynamic": (load_engine(dynamic, device="cpu", threads=threads),
+                                     "kdtool export --precision int8 (fused graph: QAttention + int8 MatMuls, per-channel)"),
+            "student_int8_qat": (load_engine(qat, device="cpu", threads=threads),
+                                 "kdtool export --precision int8-qat (QDQ, int8 Linear inputs and QK^T/PV; ORT u8 x s8)"),
+            "ablation_int8_qat_s8": (RawOrt(qat / "model.onnx", threads, {INT8_ALLOWED_KEY: "1"}),
+                                     "the int8-qat graph with s8 x s8 activations (session.qdqisint8allowed=1)")}
+
+
 def measure(engines: dict, batch: dict, rounds: int, warmup: int = 2) -> dict:
     """Round-robin timing of every engine; spinning ones after the rest, each on its own.
 
@@ -207,6 +254,8 @@ def main() -> None:
     ap.add_argument("--calibration-data", type=Path, default=SQUAD_ES if SQUAD_ES.is_file() else None)
     ap.add_argument("--workdir", type=Path, default=None, help="Keep models and bundles here (default: a temp dir).")
     ap.add_argument("--out", type=Path, default=None, help="Also write the JSON here.")
+    ap.add_argument("--set", dest="variant_set", choices=("export", "qat"), default="export",
+                    help="export: every export path and ablation; qat: the QAT-INT8 graph vs dynamic INT8 and the teacher")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="kdtool-bench-") as tmp:
@@ -215,7 +264,8 @@ def main() -> None:
         tok = make_tokenizer()
         teacher = work / "teacher" if (work / "teacher" / "config.json").is_file() else build_model(work / "teacher", "teacher", tok)
         student = work / "student" if (work / "student" / "config.json").is_file() else build_model(work / "student", "student", tok)
-        engines = variants(work / "bundles", student, teacher, args.calibration_data, args.threads)
+        make = qat_variants if args.variant_set == "qat" else variants
+        engines = make(work / "bundles", student, teacher, args.calibration_data, args.threads)
         for name, (engine, _) in engines.items():
             engine._threads = args.threads
         rng = np.random.default_rng(0)
@@ -227,7 +277,7 @@ def main() -> None:
         teacher_ms = float(np.median(times["teacher_pytorch_fp32"]))
         teacher_cpu = float(np.median(cpu["teacher_pytorch_fp32"]))
         result = {
-            "benchmark": "latency", "batch": 1, "seq": args.seq, "threads": args.threads, "rounds": args.rounds,
+            "benchmark": "latency", "set": args.variant_set, "batch": 1, "seq": args.seq, "threads": args.threads, "rounds": args.rounds,
             "interleaved": True, "seconds": round(time.time() - t0, 1),
             "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                         "loadavg_after": os.getloadavg()},

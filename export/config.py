@@ -7,7 +7,7 @@ from pathlib import Path
 
 from kdtool.errors import InputError
 
-PRECISIONS = ("fp32", "fp16", "int8", "int8-static")
+PRECISIONS = ("fp32", "fp16", "int8", "int8-static", "int8-qat")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 
 
@@ -34,6 +34,13 @@ class ExportConfig:
     fast_gelu: bool = False  # tanh-approximated GELU (ORT FastGelu) in the fused graph: a few % faster, not exact
     parity_samples: int = 16  # feature windows for the PyTorch-vs-ONNX logit check
     parity_tolerance: float = 1e-3  # the FP32 graph must match PyTorch this closely, or the export fails
+    # int8-qat: the QDQ graph against the fake-quantized PyTorch model. Both compute the same INT8 grid (the
+    # exported scales are amax/127 exactly), but float noise upstream (ORT's and PyTorch's MatMul/LayerNorm
+    # differ by ~5e-6 with the quantizers off) moves values across rounding boundaries, and a per-tensor
+    # activation level is large (0.056 for an amax of 7). Measured: 1e-7 on tiny random models; on the 2-layer
+    # MiniLM student of real Spanish data 0.26 calibrated and 0.67 after QAT, with identical argmax, against
+    # a quantization error (fake-quant vs FP32) of 0.9. The gate catches a broken export, not that noise.
+    qat_parity_tolerance: float = 1.0
     overwrite: bool = False
     trust_remote_code: bool = False
 

@@ -54,7 +54,18 @@ def _resolve(config: ExportConfig):
         require_file(config.calibration_data, "calibration data")
     if precision == "int8-static" and config.calibration_data is None:
         raise InputError("--precision int8-static needs real calibration features: pass --calibration-data SQUAD.json")
-    if config.trt and precision.startswith("int8") and config.calibration_data is None:
+    if precision == "int8-qat":
+        from kdtool.distill.qat import is_qat_dir
+
+        if not is_qat_dir(config.model_dir):
+            raise InputError(f"--precision int8-qat exports a quantization-aware-trained model, and {config.model_dir} "
+                             "has no modelopt_state.pth; train it with kdtool distill/finetune --qat, or use "
+                             "--precision int8")
+        if config.reduce_range:
+            raise InputError("--reduce-range requantizes weights; an int8-qat graph keeps the scales it was trained with: drop it")
+        if config.fast_gelu:
+            raise InputError("--fast-gelu rewrites the fused FP32 graph; an int8-qat graph is not fused: drop --fast-gelu")
+    elif config.trt and precision.startswith("int8") and config.calibration_data is None:
         raise InputError("--trt at INT8 needs calibrated Q/DQ scales: pass --calibration-data SQUAD.json")
     if config.reduce_range and not precision.startswith("int8"):
         raise InputError(f"--reduce-range narrows INT8 weights, but the precision is {precision}; "
@@ -86,7 +97,8 @@ def export_model(config: ExportConfig, progress: Callable[[str], None] | None = 
     task = resolve_task(None, config.model_dir)  # what the head is decides the Optimum task and the outputs
     model = load_task_model(config.model_dir, task, trust_remote_code=config.trust_remote_code).eval()
     custom = custom_exporter(model.config.model_type)
-    fuse = config.fuse and (custom is None or custom.fuse)
+    qat = precision == "int8-qat"  # the graph is the fake-quantized model itself, exported as QDQ (export/qat.py)
+    fuse = config.fuse and not qat and (custom is None or custom.fuse)
     tokenizer = load_tokenizer(config.model_dir, trust_remote_code=config.trust_remote_code)
     max_len = _max_length(config, profile, model)
     data = config.calibration_data
@@ -94,21 +106,31 @@ def export_model(config: ExportConfig, progress: Callable[[str], None] | None = 
     checks = sample_windows(tokenizer, data, config.parity_samples, max_len, batch_size=4)
     reference = torch_logits(model, checks, task.outputs)
     calibration = None
-    if precision == "int8-static" or (config.trt and precision.startswith("int8")):
+    if precision == "int8-static" or (config.trt and precision in ("int8", "int8-static")):
         # one shape for every window: histogram calibrators (entropy, percentile) stack activations across batches
         calibration = sample_windows(tokenizer, data, config.calibration_samples, max_len, pad_to_max=True)
 
     with scratch_dir("export") as work, \
             atomic_directory(config.output, overwrite=config.overwrite, kind="bundle") as out:
         work = Path(work)
-        say(f"[2/6] ONNX export ({'kdtool' if custom else 'Optimum'}, {task.optimum_task}, opset {config.opset})")
-        plain = export_onnx(config.model_dir, work / "plain", opset=config.opset,
-                            trust_remote_code=config.trust_remote_code, task=task.optimum_task,
-                            model_type=model.config.model_type)
+        say(f"[2/6] ONNX export ({'QAT QDQ' if qat else 'kdtool' if custom else 'Optimum'}, {task.optimum_task}, "
+            f"opset {config.opset})")
+        if qat:
+            from kdtool.export.qat import export_qat_onnx
+
+            plain = export_qat_onnx(model, work / "plain" / MODEL_FILE, checks[0], opset=config.opset,
+                                    outputs=task.outputs)
+        else:
+            plain = export_onnx(config.model_dir, work / "plain", opset=config.opset,
+                                trust_remote_code=config.trust_remote_code, task=task.optimum_task,
+                                model_type=model.config.model_type)
         plain_parity = parity(reference, plain, checks, task.outputs, task.per_token)
-        if plain_parity["max_abs_logit_diff"] > config.parity_tolerance:
+        if qat:
+            plain_parity["reference"] = "pytorch fake-quantized (QAT)"
+        if plain_parity["max_abs_logit_diff"] > (config.qat_parity_tolerance if qat else config.parity_tolerance):
             raise IntegrityError(f"ONNX export of {config.model_dir} differs from PyTorch by "
-                                 f"{plain_parity['max_abs_logit_diff']:.2e} (> {config.parity_tolerance}); not bundling it")
+                                 f"{plain_parity['max_abs_logit_diff']:.2e} (> "
+                                 f"{config.qat_parity_tolerance if qat else config.parity_tolerance}); not bundling it")
         graph, fusion = plain, {}
         if fuse:
             from kdtool.export.fusion import fuse_transformer
@@ -121,6 +143,8 @@ def export_model(config: ExportConfig, progress: Callable[[str], None] | None = 
         quant = _apply_precision(precision, graph, final, config, calibration, fused=fuse)
         say("[5/6] parity of the bundled graph against PyTorch")
         final_parity = _safe_parity(reference, final, checks, task)
+        if qat:
+            final_parity["reference"] = plain_parity["reference"]
         # FastGelu is an approximation by choice: its FP32 graph is not held to the exactness tolerance
         if precision == "fp32" and not config.fast_gelu and (final_parity["max_abs_logit_diff"] or 0) > config.parity_tolerance:
             raise IntegrityError(f"the fused FP32 graph differs from PyTorch by {final_parity['max_abs_logit_diff']:.2e} "
@@ -151,6 +175,13 @@ def _apply_precision(precision: str, graph: Path, final: Path, config: ExportCon
     if precision == "fp32":
         _copy_onnx(graph, final)
         return {"mode": "none"}
+    if precision == "int8-qat":
+        from kdtool.export.qat import ort_integer_kernels, qdq_summary
+
+        _copy_onnx(graph, final)
+        return {"mode": "qat", "format": "QDQ", "weights": "int8 per-channel, symmetric", "activations":
+                "int8 per-tensor, symmetric (ORT on x86 runs them as u8, exactly)", "scales": "the --qat model's (max-calibrated, fixed while its weights trained)",
+                **qdq_summary(final), "ort_cpu": ort_integer_kernels(final)}
     if precision == "fp16":
         from kdtool.export.fp16 import convert_fp16
 
@@ -176,7 +207,8 @@ def _safe_parity(reference, path: Path, checks, task) -> dict:
 def _trt_stage(plain: Path, out: Path, precision: str, calibration, config: ExportConfig, profile, say) -> dict:
     trt_precision = "int8" if precision.startswith("int8") else precision
     say(f"[4b] TensorRT-ready ONNX ({trt_precision})")
-    info = T.make_trt_onnx(plain, out / T.TRT_ONNX_FILE, trt_precision, calibration=calibration,
+    info = T.make_trt_onnx(plain, out / T.TRT_ONNX_FILE, "int8-qat" if precision == "int8-qat" else trt_precision,
+                           calibration=calibration,
                            method=config.calibration_method)
     reason = T.build_unavailable_reason()
     if reason:

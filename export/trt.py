@@ -60,6 +60,9 @@ def make_trt_onnx(plain_onnx: Path, dst: Path, precision: str, *, calibration=No
 
         info = convert_fp16(plain_onnx, dst)
         return {"precision": "fp16", "form": "FP16 with Cast nodes", **info}
+    if precision == "int8-qat":  # already explicit, symmetric Q/DQ with the QAT model's scales (kdtool.export.qat)
+        shutil.copyfile(plain_onnx, dst)
+        return {"precision": "int8", "form": "symmetric INT8 Q/DQ from quantization-aware training (its own scales)"}
     from kdtool.export.quantize import quantize_int8_static
 
     info = quantize_int8_static(plain_onnx, dst, calibration, method=method, per_channel=True, symmetric=True,

@@ -7,6 +7,8 @@ the caller passes ``trust_remote_code=True`` explicitly.
 
 from __future__ import annotations
 
+import contextlib
+
 from pathlib import Path
 
 from kdtool.errors import InputError, require_dir
@@ -86,8 +88,14 @@ def load_qa_model(path, *, trust_remote_code: bool = False, attn_implementation:
     # transformers loads pytorch_model.bin with torch.load(weights_only=True) by default (4.57:
     # modeling_utils.load_state_dict); no caller may turn that off
     kwargs.pop("weights_only", None)
+    quantized = contextlib.nullcontext()
+    if (path / "modelopt_state.pth").is_file():  # a QAT model (kdtool.distill.qat): rebuild its quantizers
+        from kdtool.distill.qat import enable_loading
+
+        quantized = enable_loading(path)
     try:
-        return AutoModelForQuestionAnswering.from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs)
+        with quantized:
+            return AutoModelForQuestionAnswering.from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs)
     except (ValueError, OSError, RuntimeError) as err:
         if _needs_remote_code(err):
             raise InputError(f"{path} {REMOTE_CODE_HINT}") from None

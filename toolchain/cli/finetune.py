@@ -51,6 +51,11 @@ TRAINING_OPTIONS = [
     _opt("--overwrite", is_flag=True, help="Replace an existing output directory and start the run over."),
     _opt("--stop-after", type=int, default=None, hidden=True, help="Stop after N optimizer steps (as if killed)."),
     _opt("--progress/--no-progress", default=True, help="Show a progress bar."),
+    _opt("--qat", is_flag=True, help="Quantization-aware training: train the student fake-quantized to INT8 (weights "
+         "per channel, activations at every Linear and at QK^T/PV; NVIDIA Model Optimizer); export it with "
+         "kdtool export --precision int8-qat."),
+    _opt("--qat-calibration-windows", type=int, default=128,
+         help="Training windows of the calibration pass that initialises the INT8 scales (with --qat)."),
 ]
 
 
@@ -83,7 +88,20 @@ def finish(report: dict) -> None:
            "bottom layers (teacher-bottom), or only its embeddings (teacher-embeddings; projected for a BiLSTM).")
 @training_options
 def command(**options):
-    """Fine-tune MODEL (a model of the task, or a bare encoder, which gets a new head) on hard labels."""
-    from kdtool.distill import TrainConfig, finetune
+    """Fine-tune MODEL (a model of the task, or a bare encoder, which gets a new head) on hard labels.
 
-    finish(finetune(TrainConfig(**options)))
+    With --qat, MODEL is fine-tuned fake-quantized to INT8 against its own FP32 copy as the teacher
+    (logit distillation only: it learns to reproduce its FP32 self), the same run as kdtool distill
+    MODEL --student MODEL --schedule prediction --attention-loss none --hard-weight 0 --qat."""
+    from kdtool.distill import DistillConfig, TrainConfig, distill, finetune
+
+    if not options["qat"]:
+        finish(finetune(TrainConfig(**options)))
+        return
+    if options.pop("student") is not None:
+        raise click.UsageError("finetune --qat quantizes MODEL itself against its FP32 copy; for a new student use "
+                               "kdtool distill TEACHER --student ... --qat")
+    model = options.pop("model")
+    options.pop("student_init")
+    finish(distill(DistillConfig(model=model, student=model, student_init="random", schedule="prediction",
+                                 attention_loss="none", prediction_weight=1.0, hard_weight=0.0, **options)))

@@ -67,6 +67,8 @@ class TrainConfig:
     overwrite: bool = False
     stop_after: int | None = None  # stop (as if killed) after this many optimizer steps
     progress: bool = True
+    qat: bool = False  # quantization-aware training: the student fake-quantized to INT8 (kdtool.distill.qat)
+    qat_calibration_windows: int = 128  # training windows of the calibration pass that initialises the scales
 
     def __post_init__(self):
         _check_choice("task", self.task, TASK_NAMES)
@@ -83,6 +85,11 @@ class TrainConfig:
             raise InputError(f"learning rate must be positive, got {self.lr}")
         if self.dropout is not None and not 0 <= self.dropout < 1:
             raise InputError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.qat and self.precision == "fp16":
+            raise InputError("--qat trains the INT8 graph's fake-quantized weights in fp32 or bf16; fp16 loses the "
+                             "scales' resolution: use --precision fp32, bf16 or auto")
+        if self.qat_calibration_windows < 1:
+            raise InputError(f"qat-calibration-windows must be at least 1, got {self.qat_calibration_windows}")
 
     @property
     def teacher(self) -> str | None:

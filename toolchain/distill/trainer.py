@@ -172,6 +172,12 @@ def train(config: TrainConfig) -> dict:
     if steps_per_epoch == 0:
         raise InputError(f"{config.train_file}: {len(features)} training windows, fewer than one batch of "
                          f"{config.batch_size}; use a smaller --batch-size or more data")
+    qat = None
+    if config.qat:  # fake-quantize the student before the objective and optimizer see its parameters
+        from kdtool.distill.qat import calibration_batches, quantize_model
+
+        qat = quantize_model(student, calibration_batches(features, config.qat_calibration_windows,
+                                                          config.eval_batch_size), device=acc.device)
     state = open_run_dir(work, config, resume=config.resume, overwrite=config.overwrite)
 
     # ---- training state
@@ -303,7 +309,7 @@ def train(config: TrainConfig) -> dict:
         "data": {"train_examples": len(train_examples), "train_windows": len(features), "dev_examples": len(dev_examples),
                  "steps_per_epoch": steps_per_epoch, "global_batch": config.batch_size, "processes": world},
         "precision": getattr(acc, "mixed_precision", "no"), "device": str(device),
-        "stages": stages, "best": book["best"], "evals": book["evals"],
+        "stages": stages, "best": book["best"], "evals": book["evals"], "qat": qat,
         "stage_seconds": {k: round(v, 2) for k, v in book["stage_seconds"].items()},
         "total_seconds": round(sum(book["stage_seconds"].values()), 2),
     }
