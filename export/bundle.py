@@ -117,6 +117,20 @@ def resolve_member(root: Path, rel: str) -> Path:
     return path
 
 
+def check_listing(root: Path, manifest: dict) -> None:
+    """No file in the bundle that the manifest does not list, and every file it names is listed
+    (shared by this path-based check and the loaders' :func:`kdtool.export.verified.open_verified_bundle`)."""
+    files = manifest["files"]
+    extra = sorted(set(_bundle_files(root)) - set(files))
+    if extra:
+        raise IntegrityError(f"bundle {root}: {extra[0]} is not listed in {MANIFEST} "
+                             f"({len(extra)} unlisted file(s)); remove it or export the bundle again")
+    for key in ("model", "trt_onnx", "engine", "timing_cache"):
+        rel = manifest.get(key)
+        if rel is not None and rel not in files:
+            raise IntegrityError(f"bundle {root}: {MANIFEST} names {key} {rel!r} but does not list it; export again")
+
+
 def verify_bundle(root) -> dict:
     """Check every file of a bundle against its manifest; return the manifest. Reads no model."""
     root = Path(root)
@@ -129,14 +143,7 @@ def verify_bundle(root) -> dict:
         if not isinstance(meta, dict) or meta.get("bytes") != path.stat().st_size or meta.get("sha256") != sha256_file(path):
             raise IntegrityError(f"bundle {root}: {rel} was altered (sha256 does not match {MANIFEST}); "
                                  "export the bundle again")
-    extra = sorted(set(_bundle_files(root)) - set(files))
-    if extra:
-        raise IntegrityError(f"bundle {root}: {extra[0]} is not listed in {MANIFEST} "
-                             f"({len(extra)} unlisted file(s)); remove it or export the bundle again")
-    for key in ("model", "trt_onnx", "engine", "timing_cache"):
-        rel = manifest.get(key)
-        if rel is not None and rel not in files:
-            raise IntegrityError(f"bundle {root}: {MANIFEST} names {key} {rel!r} but does not list it; export again")
+    check_listing(root, manifest)
     if manifest.get("model") is None:
         raise IntegrityError(f"bundle {root}: {MANIFEST} names no model file; export the bundle again")
     for rel in files:

@@ -144,14 +144,7 @@ def open_verified_bundle(root, public_key=None) -> VerifiedBundle:
             raise IntegrityError(f"bundle {root}: {rel} was altered (sha256 does not match {B.MANIFEST}); "
                                  "export the bundle again")
         data[rel] = blob
-    extra = sorted(set(B._bundle_files(root)) - set(files) - B.UNLISTED_OK)
-    if extra:
-        raise IntegrityError(f"bundle {root}: {extra[0]} is not listed in {B.MANIFEST} "
-                             f"({len(extra)} unlisted file(s)); remove it or export the bundle again")
-    for key in ("model", "trt_onnx", "engine", "timing_cache"):
-        rel = manifest.get(key)
-        if rel is not None and rel not in files:
-            raise IntegrityError(f"bundle {root}: {B.MANIFEST} names {key} {rel!r} but does not list it; export again")
+    B.check_listing(root, manifest)
     for rel in files:
         if rel.endswith(".onnx"):
             _external_members(root, rel, data[rel], files)
