@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "answer": "kdtool.cli.answer",
     "finetune": "kdtool.cli.finetune",
     "distill": "kdtool.cli.distill",
+    "prune": "kdtool.cli.prune",
     "export": "kdtool.cli.export",
     "build-engine": "kdtool.cli.build_engine",
     "profiles": "kdtool.cli.profiles",
