@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from kdtool.atomic import atomic_directory, atomic_write_json, check_output_dir
-from kdtool.errors import InputError, require_dir, require_file
+from kdtool.errors import InputError, KdtoolError, require_dir, require_file
 from kdtool.prune.config import PruneConfig
 from kdtool.prune.importance import score_units
 from kdtool.prune.latency import measure_dir, measure_plan
@@ -133,7 +133,7 @@ class _Context:
                 raise InputError(f"--target-latency {self.budget.value:g} ms cannot be met: the smallest shape "
                                  f"--prune {','.join(self.config.structures)} reaches ({what}) measures {ms:.2f} ms")
             return
-        full = self.original["params" if cost == "params" else "flops"]
+        full = self.original["parameters" if cost == "params" else "flops"]
         limit = self.budget.limit(full)
         if limit >= full:
             raise InputError(f"--target-{self.budget.kind} {self.budget.text} is not below the model's "
@@ -147,7 +147,7 @@ class _Context:
         steps = self.config.steps
         if self.budget.kind == "latency":
             return self.original_ms * (self.budget.value / self.original_ms) ** (k / steps)
-        full = self.original["params" if self.budget.kind == "params" else "flops"]
+        full = self.original["parameters" if self.budget.kind == "params" else "flops"]
         return full * (self.budget.limit(full) / full) ** (k / steps)
 
 
@@ -180,7 +180,10 @@ def _choose(ctx: _Context, model, tokenizer, scores: dict, limit: float) -> tupl
                         ffn_step=ctx.config.ffn_step)
     if ctx.budget.kind == "latency":
         point, log = bisect_latency(path, limit, lambda p: measure_plan(model, tokenizer, p.plan, **ctx.measure_kw))
-        return point or path[-1], log
+        if point is None:  # it fitted when checked at the start: the machine is slower now (load, thermals)
+            raise KdtoolError(f"the smallest shape now measures {log[-1]['latency_ms']:.2f} ms, "
+                              f"over the step's {limit:.2f} ms; run the search on an idle machine and continue with --resume")
+        return point, log
     return first_within(path, limit, cost) or path[-1], []
 
 
