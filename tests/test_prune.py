@@ -192,3 +192,25 @@ def test_pair_classifier_prunes_and_recovers(tmp_path, wordpiece_tokenizer, squa
     assert report["task"] == "pair-classification" and report["flops_kept"] <= 0.6
     assert "accuracy" in report["steps"][0]["recovery"]["best"]
     assert AutoModelForSequenceClassification.from_pretrained(out).config.num_labels == 2
+
+
+def test_recipe_prune_stage_prunes_the_student_and_export_bundles_it(roberta_dir, squad_file, tmp_path):
+    from kdtool.recipe_runner import run_recipe
+    from kdtool.recipes import parse_recipe
+
+    raw = {"name": "p", "data": {"train": str(squad_file), "dev": str(squad_file)},
+           "features": {"max_length": 96, "doc_stride": 32},
+           "distill": {"teacher": str(roberta_dir), "student": "micro-2l-128", "schedule": "prediction", "epochs": 1,
+                       "batch_size": 8, "max_train_examples": 12, "max_dev_examples": 6},
+           "prune": {"target_flops": "60%", "seq_len": 96, "importance_examples": 8,
+                     "recovery": {"epochs": 1, "batch_size": 8, "max_train_examples": 12, "max_dev_examples": 6}},
+           "export": {"precisions": ["fp32"]}}
+    recipe = parse_recipe(raw, base_dir=tmp_path)
+    assert recipe.stages == ["data", "distill", "prune", "export", "report"]
+    result = run_recipe(recipe, tmp_path / "run", say=lambda m: None, progress=False)
+    assert result.ran == ["data", "distill", "prune", "export", "report"]
+    summary = result.summaries["prune"]
+    assert summary["flops_kept"] <= 0.6 and summary["dev_f1"] is not None
+    manifest = json.loads((tmp_path / "run" / "bundle-fp32" / "manifest.json").read_text())
+    assert manifest["source"]["path"].endswith("student-pruned") and manifest["num_parameters"] == summary["parameters"]
+    assert "kdtool prune" in result.commands["prune"] and "--target-flops 60%" in result.commands["prune"]
