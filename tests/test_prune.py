@@ -214,3 +214,20 @@ def test_recipe_prune_stage_prunes_the_student_and_export_bundles_it(roberta_dir
     manifest = json.loads((tmp_path / "run" / "bundle-fp32" / "manifest.json").read_text())
     assert manifest["source"]["path"].endswith("student-pruned") and manifest["num_parameters"] == summary["parameters"]
     assert "kdtool prune" in result.commands["prune"] and "--target-flops 60%" in result.commands["prune"]
+
+
+def test_budget_parsing_counts_shares_and_refusals():
+    from kdtool.errors import InputError
+    from kdtool.prune import parse_budget
+
+    b = parse_budget("20M", None, None)
+    assert (b.kind, b.value, b.relative) == ("params", 20e6, False) and b.limit(50e6) == 20e6
+    b = parse_budget("40%", None, None)
+    assert b.relative and b.limit(50e6) == pytest.approx(20e6)
+    assert parse_budget(None, "50", None).value == 0.5  # FLOPs are always a share
+    assert parse_budget(None, None, 12.5).value == 12.5
+    for args, match in [(("0", None, None), "above 0"), ((None, "100%", None), "whole model"),
+                        ((None, "2G", None), "percentage"), (("lots", None, None), "not a number"),
+                        ((None, None, -1.0), "positive"), ((None, None, None), "exactly one")]:
+        with pytest.raises(InputError, match=match):
+            parse_budget(*args)
