@@ -107,6 +107,8 @@ def main() -> None:
     ap.add_argument("--profile-questions", type=int, default=0, help="dev questions timed (0: the same as scored)")
     ap.add_argument("--profile-runs", type=int, default=5, help="timed runs of the fixed-shape (seq) row")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--stop-before-profile", action="store_true",
+                    help="train, export and score, then stop: the timing stage can then run alone under the bench lock")
     ap.add_argument("--precision", default=None, help="training; default: bf16 where the CPU has native bf16, else fp32")
     args = ap.parse_args()
 
@@ -173,6 +175,9 @@ def main() -> None:
         v = json.loads(validate_json.read_text())
         v["_scored"] = scored
         validate_json.write_text(json.dumps(v, indent=2))
+    if args.stop_before_profile:
+        print("stopped before the profile stage (--stop-before-profile); rerun without it to time", file=sys.stderr)
+        return
     profile_json = out / "profile.json"
     timed = [teacher, str(bundles["teacher-fp32"]), *(str(bundles[f"{n}-{p}"]) for n in students for p in ("fp32", "int8"))]
     pq = args.profile_questions or args.dev_questions

@@ -93,6 +93,7 @@ class _Context:
         if config.dev_file:
             require_file(config.dev_file, "dev file")
         self.teacher = config.teacher or config.model
+        require_dir(self.teacher, "teacher directory")
         self.task = resolve_task(config.task, config.model)
         self.output = Path(config.output).absolute()
         self.work = self.output.with_name(self.output.name + ".work")
