@@ -169,7 +169,7 @@ def main() -> None:
     scored = [teacher, *(str(s["dir"]) for s in students.values()), *(str(bundles[f"{n}-int8"]) for n in students)]
     limit = ["--limit", str(args.dev_questions)] if args.dev_questions else []
     if not validate_json.is_file() or json.loads(validate_json.read_text()).get("_scored") != scored:
-        sh(["kdtool", "validate", *scored, "--data", args.dev, *limit, "--max-length", str(args.max_length),
+        sh(["kdtool", "validate", *scored, "--data", args.dev, *limit, "--lang", "es", "--max-length", str(args.max_length),
             "--doc-stride", str(args.doc_stride), "--threads", str(args.threads), "--json", str(validate_json),
             "--max-f1-drop", "100"])
         v = json.loads(validate_json.read_text())
