@@ -231,3 +231,17 @@ def test_budget_parsing_counts_shares_and_refusals():
                         ((None, None, -1.0), "positive"), ((None, None, None), "exactly one")]:
         with pytest.raises(InputError, match=match):
             parse_budget(*args)
+
+
+def test_a_layer_drop_that_overshoots_the_budget_gives_way_to_heads_and_ffn():
+    from kdtool.prune.search import choose_within, first_within
+
+    shape = Shape((4, 4, 4), 128, 64, 16)
+    scores = {"heads": [[1.0] * 4 for _ in range(3)], "ffn": [[1.0] * 128 for _ in range(3)], "layers": [1e-6, 1e-6, 5.0]}
+    full = shape.flops(64)
+    limit = 0.6 * full  # two cheap layers would take it to a third; one layer plus heads/FFN fits far closer
+    path = pruning_path(shape, scores, ("heads", "ffn", "layers"), seq_len=64, base_params=0)
+    greedy = first_within(path, limit, "flops")
+    assert len(greedy.plan.layers) == 2 and greedy.flops < 0.4 * full
+    chosen = choose_within(shape, scores, ("heads", "ffn", "layers"), limit, seq_len=64, base_params=0)
+    assert chosen.flops <= limit and chosen.flops > greedy.flops and len(chosen.plan.layers) == 1

@@ -26,7 +26,7 @@ from kdtool.errors import InputError, KdtoolError, require_dir, require_file
 from kdtool.prune.config import PruneConfig
 from kdtool.prune.importance import score_units
 from kdtool.prune.latency import measure_dir, measure_plan
-from kdtool.prune.search import Point, bisect_latency, first_within, pruning_path
+from kdtool.prune.search import Point, bisect_latency, choose_within, pruning_path
 from kdtool.prune.shapes import Shape, base_params, encoder_layers
 from kdtool.prune.slicing import Plan, apply_plan
 
@@ -177,15 +177,19 @@ def _open_work(ctx: _Context) -> None:
 def _choose(ctx: _Context, model, tokenizer, scores: dict, limit: float) -> tuple[Point, list[dict]]:
     shape = Shape.of(model)
     cost = "params" if ctx.budget.kind == "params" else "flops"
+    if ctx.budget.kind != "latency":
+        point = choose_within(shape, scores, ctx.config.structures, limit, seq_len=ctx.seq_len, base_params=ctx.base,
+                              cost=cost, ffn_step=ctx.config.ffn_step)
+        if point is None:  # checked reachable at the start; a step's limit is never below the final one
+            raise KdtoolError(f"no shape within {limit:,.0f} {cost}; this is a bug, rerun with --debug and report it")
+        return point, []
     path = pruning_path(shape, scores, ctx.config.structures, seq_len=ctx.seq_len, base_params=ctx.base, cost=cost,
                         ffn_step=ctx.config.ffn_step)
-    if ctx.budget.kind == "latency":
-        point, log = bisect_latency(path, limit, lambda p: measure_plan(model, tokenizer, p.plan, **ctx.measure_kw))
-        if point is None:  # it fitted when checked at the start: the machine is slower now (load, thermals)
-            raise KdtoolError(f"the smallest shape now measures {log[-1]['latency_ms']:.2f} ms, "
-                              f"over the step's {limit:.2f} ms; run the search on an idle machine and continue with --resume")
-        return point, log
-    return first_within(path, limit, cost) or path[-1], []
+    point, log = bisect_latency(path, limit, lambda p: measure_plan(model, tokenizer, p.plan, **ctx.measure_kw))
+    if point is None:  # it fitted when checked at the start: the machine is slower now (load, thermals)
+        raise KdtoolError(f"the smallest shape now measures {log[-1]['latency_ms']:.2f} ms, "
+                          f"over the step's {limit:.2f} ms; run the search on an idle machine and continue with --resume")
+    return point, log
 
 
 def _prune_step(ctx: _Context, k: int, source: str, target: Path) -> dict:
