@@ -33,8 +33,12 @@ def fuse_transformer(src: Path, dst: Path, model_config, *, embed_layer_norm: bo
     options.enable_embed_layer_norm = embed_layer_norm
     options.enable_gelu_approximation = gelu_approximation
     try:
-        model = optimize_model(str(src), model_type=model_type, num_heads=model_config.num_attention_heads,
-                               hidden_size=model_config.hidden_size, optimization_options=options, opt_level=0)
+        # a pruned model (config.pruned_heads, kdtool prune) has a different head count per layer: 0 lets the
+        # optimizer read heads and width of each attention from its graph instead of warning on every layer
+        pruned = bool(getattr(model_config, "pruned_heads", None))
+        model = optimize_model(str(src), model_type=model_type, num_heads=0 if pruned else model_config.num_attention_heads,
+                               hidden_size=0 if pruned else model_config.hidden_size, optimization_options=options,
+                               opt_level=0)
     except Exception as err:  # the optimizer raises bare exceptions on graphs it cannot handle
         raise KdtoolError(f"graph fusion failed ({type(err).__name__}: {str(err).splitlines()[0][:160]}); "
                           "export with --no-fuse") from None

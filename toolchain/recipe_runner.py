@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Callable
 
 from kdtool.errors import InputError, KdtoolError
-from kdtool.recipe_stages import (DEV, PLOT, PROFILE_JSON, PROFILE_MD, REPORT_JSON, REPORT_MD, STUDENT, TEACHER, TRAIN,
+from kdtool.recipe_stages import (DEV, PLOT, PROFILE_JSON, PROFILE_MD, REPORT_JSON, REPORT_MD, PRUNED, STUDENT, TEACHER, TRAIN,
                                   VALIDATE_JSON, StageContext, data_inputs, run_training, train_command, bundle_rel,
                                   data_command, export_command, precisions, profile_command, run_data, run_export,
                                   run_profile, run_report, run_validate, teacher_ref, validate_command)
+from kdtool.recipe_prune import prune_command, run_prune
 from kdtool.recipes import Recipe
 from kdtool.run_dir import RunDir, config_hash
 
@@ -41,6 +42,8 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
           lambda c: run_training(c, "finetune"), lambda c: train_command(c, "finetune")),
     Stage("distill", "distil the student", ("data", "features", "distill"), lambda r: [STUDENT],
           lambda c: run_training(c, "distill"), lambda c: train_command(c, "distill")),
+    Stage("prune", "prune the student to a budget", ("data", "features", "prune"), lambda r: [PRUNED], run_prune,
+          prune_command),
     Stage("export", "export the student", ("features", "export"), lambda r: [bundle_rel(p) for p in precisions(r)],
           run_export, export_command),
     Stage("validate", "F1/EM and drift on dev", ("data", "features", "validate"), lambda r: [VALIDATE_JSON],
@@ -77,7 +80,7 @@ def stage_hashes(recipe: Recipe, run: RunDir) -> dict[str, str]:
             config = data_inputs(recipe)
         if name == "distill":
             config["teacher"] = teacher_ref(recipe)
-        for section, key in (("finetune", "model"), ("distill", "teacher"), ("distill", "student")):
+        for section, key in (("finetune", "model"), ("distill", "teacher"), ("distill", "student"), ("prune", "teacher")):
             if section in stage.sections and recipe.section(section).get(key):
                 config[f"{key}_stamp"] = _local_stamp(recipe.section(section)[key])
         previous = hashes[name] = config_hash({"stage": name, "config": config, "upstream": previous})

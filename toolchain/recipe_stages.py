@@ -26,7 +26,7 @@ from kdtool.recipes import Recipe
 from kdtool.run_dir import RunDir
 
 TRAIN, DEV = "data/train.json", "data/dev.json"
-TEACHER, STUDENT = "teacher", "student"
+TEACHER, STUDENT, PRUNED = "teacher", "student", "student-pruned"
 VALIDATE_JSON = "validate.json"
 PROFILE_JSON, PROFILE_MD, PLOT = "profile.json", "profile.md", "latency.png"
 REPORT_MD, REPORT_JSON = "report.md", "report.json"
@@ -99,6 +99,8 @@ def bundle_rel(precision: str) -> str:
 def engines(ctx: StageContext) -> dict[str, str]:
     """Name -> path of every model the run produced (teacher, student, bundles)."""
     out = {"teacher": teacher_dir(ctx), "student": str(ctx.run.path(STUDENT))}
+    if ctx.recipe.has("prune"):
+        out["pruned"] = str(ctx.run.path(PRUNED))
     if ctx.recipe.has("export"):
         for p in precisions(ctx.recipe):
             out[f"bundle-{p}"] = str(ctx.run.path(bundle_rel(p)))
@@ -266,7 +268,7 @@ def _export_config(ctx: StageContext, precision: str):
     if calibration not in (None, "train", "dev"):
         raise InputError(f"export.calibration must be train, dev or null, got {calibration!r}")
     section.setdefault("max_seq_length", _features(ctx.recipe).max_length)
-    return ExportConfig(model_dir=ctx.run.path(STUDENT), output=ctx.run.path(bundle_rel(precision)), precision=precision,
+    return ExportConfig(model_dir=ctx.run.path(PRUNED if ctx.recipe.has("prune") else STUDENT), output=ctx.run.path(bundle_rel(precision)), precision=precision,
                         calibration_data=ctx.run.path(TRAIN if calibration == "train" else DEV) if calibration else None,
                         overwrite=True, **section)
 

@@ -96,6 +96,10 @@ SECTIONS: dict[str, Section] = {
     "distill": Section("TinyBERT distillation of the teacher into the student",
                        config="kdtool.distill.config:DistillConfig", filled=frozenset(TRAIN_FILLED),
                        rename={"teacher": "model"}),
+    "prune": Section("structured pruning of the student to a budget, recovered from the teacher (optional stage)",
+                     config="kdtool.prune.config:PruneConfig",
+                     filled=frozenset({"model", "output", "train_file", "dev_file", "resume", "overwrite", "stop_after",
+                                       "progress"})),
     "export": Section("one bundle per precision of `precisions`",
                       config="kdtool.export.config:ExportConfig",
                       filled=frozenset({"model_dir", "output", "precision", "overwrite", "calibration_data"}),
@@ -110,7 +114,7 @@ SECTIONS: dict[str, Section] = {
 }
 TOP_LEVEL = {"name": str, "description": str, **{k: dict for k in SECTIONS}}
 REQUIRED = ("name", "data", "distill")
-MODEL_KEYS = {("finetune", "model"), ("distill", "teacher"), ("distill", "student")}
+MODEL_KEYS = {("finetune", "model"), ("distill", "teacher"), ("distill", "student"), ("prune", "teacher")}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,7 +378,7 @@ def _resolve_paths(checked: dict, base: Path, only: set[str] | None = None) -> N
 # the recipe
 
 
-STAGE_ORDER = ("data", "finetune", "distill", "export", "validate", "profile", "report")
+STAGE_ORDER = ("data", "finetune", "distill", "prune", "export", "validate", "profile", "report")
 
 
 @dataclass(frozen=True)
@@ -394,7 +398,7 @@ class Recipe:
     @property
     def stages(self) -> list[str]:
         """The stages this recipe runs, in order."""
-        optional = {"finetune", "export", "validate", "profile"}
+        optional = {"finetune", "prune", "export", "validate", "profile"}
         return [s for s in STAGE_ORDER if s not in optional or self.has(s)]
 
     def to_dict(self) -> dict:

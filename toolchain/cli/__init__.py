@@ -38,6 +38,7 @@ COMMANDS: dict[str, str] = {
     "serve": "kdtool.cli.serve",
     "finetune": "kdtool.cli.finetune",
     "distill": "kdtool.cli.distill",
+    "prune": "kdtool.cli.prune",
     "export": "kdtool.cli.export",
     "build-engine": "kdtool.cli.build_engine",
     "profiles": "kdtool.cli.profiles",
