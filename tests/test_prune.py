@@ -151,6 +151,15 @@ def test_bad_budgets_are_one_line_exit_2_nothing_written(args, message, roberta_
     assert list(tmp_path.iterdir()) == []
 
 
+def test_output_inside_the_model_or_the_teacher_is_refused_before_any_work(roberta_dir, squad_file, tmp_path):
+    before = sorted(p.name for p in roberta_dir.iterdir())
+    for out, message in ((roberta_dir / "pruned", "MODEL_DIR"), (roberta_dir, "refusing to replace it")):
+        res = _prune([roberta_dir, "-o", out, "--train", squad_file, "--target-flops", "50%", "--overwrite"], tmp_path)
+        assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
+        assert message in res.output and "Traceback" not in res.output
+    assert sorted(p.name for p in roberta_dir.iterdir()) == before
+
+
 def test_iterative_schedule_stopped_mid_recovery_resumes(roberta_dir, squad_file, tmp_path):
     out = tmp_path / "it"
     args = [roberta_dir, "-o", out, "--train", squad_file, "--target-params", "80%", "--schedule", "iterative",

@@ -35,7 +35,8 @@ def _fsync_dir(path: Path) -> None:
 
 
 # kinds of output that may replace each other: a model is a model whichever command trained it
-KIND_FAMILY = {"finetune": "model", "distill": "model", "best-student": "model", "demo-base-model": "model"}
+KIND_FAMILY = {"finetune": "model", "distill": "model", "prune": "model", "best-student": "model",
+               "demo-base-model": "model"}
 
 
 def _family(kind: str | None) -> str | None:

@@ -12,6 +12,7 @@ import copy
 import click
 
 from kdtool.cli.distill import command as distill_command
+from kdtool.cli.options import FINITE
 from kdtool.cli.finetune import _opt
 
 NOT_FOR_PRUNE = {"teacher", "student", "student_init", "work_dir"}
@@ -44,7 +45,7 @@ def _recovery_params() -> list[click.Parameter]:
       help="Teacher of scoring and recovery [default: MODEL_DIR itself, unpruned].")
 @_opt("--target-params", default=None, help="Budget: parameters, a count (20M, 5000000) or a share (40%).")
 @_opt("--target-flops", default=None, help="Budget: a share of MODEL_DIR's FLOPs at --seq-len (50%).")
-@_opt("--target-latency", "target_latency_ms", type=float, default=None,
+@_opt("--target-latency", "target_latency_ms", type=FINITE, default=None,
       help="Budget: p50 milliseconds at batch 1 and --seq-len, measured here under --profile.")
 @_opt("--profile", default=None, help="Device profile (kdtool profiles) for --target-latency: threads, precision.")
 @_opt("--seq-len", type=int, default=None, help="Sequence length of FLOPs and latency [default: the profile's longest, else 384].")

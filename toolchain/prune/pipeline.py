@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from kdtool.atomic import atomic_directory, atomic_write_json, check_output_dir
+from kdtool.paths import guard_outputs
 from kdtool.errors import InputError, KdtoolError, require_dir, require_file
 from kdtool.prune.config import PruneConfig
 from kdtool.prune.importance import score_units
@@ -97,7 +98,9 @@ class _Context:
         self.task = resolve_task(config.task, config.model)
         self.output = Path(config.output).absolute()
         self.work = self.output.with_name(self.output.name + ".work")
-        check_output_dir(self.output, config.overwrite)
+        check_output_dir(self.output, config.overwrite, kind="prune")
+        guard_outputs({"MODEL_DIR": config.model, "--train": config.train_file, "--dev": config.dev_file,
+                       "--teacher": config.teacher}, {"--output": self.output, "work directory": self.work})
         profile = None
         if config.profile:
             from kdtool.profiles import get_profile
