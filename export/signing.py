@@ -86,42 +86,18 @@ def generate_keypair(private_path, public_path) -> None:
     atomic_write_bytes(Path(public_path), public)
 
 
-def sign_bundle(bundle_dir, key) -> Path:
-    """Sign the manifest of the (already written) bundle with ``key`` (a path or a loaded private key)."""
-    from kdtool.atomic import atomic_write_bytes
-    from kdtool.export.verified import open_verified_bundle
-
-    key = load_private_key(key) if isinstance(key, (str, Path)) else key
-    bundle = open_verified_bundle(bundle_dir)  # sign only what verifies
-    path = Path(bundle_dir) / SIGNATURE
-    atomic_write_bytes(path, key.sign(bundle.manifest_bytes))
-    return path
-
-
-def check_signature(bundle_dir, manifest_bytes: bytes, public_key_path) -> None:
-    """IntegrityError unless ``manifest_bytes`` carry a valid signature of the bundle by ``public_key_path``."""
+def check_signature(bundle_dir, manifest_bytes: bytes, signature: bytes | None, public_key_path) -> None:
+    """IntegrityError unless ``signature`` (``manifest.sig``'s bytes, None when absent) is a valid signature
+    of ``manifest_bytes`` by ``public_key_path``. Reading the bundle is :mod:`kdtool.export.verified`'s job."""
     from cryptography.exceptions import InvalidSignature
-
-    from kdtool.export.verified import read_member
 
     key = load_public_key(public_key_path)
     root = Path(bundle_dir)
-    if not (root / SIGNATURE).exists():
+    if signature is None:
         raise IntegrityError(f"bundle {root} is not signed (no {SIGNATURE}); it must be signed by {public_key_path} "
                              "(kdtool export --sign-key)")
-    signature = read_member(root, SIGNATURE, 1024)
     try:
         key.verify(signature, manifest_bytes)
     except InvalidSignature:
         raise IntegrityError(f"bundle {root}: the signature does not match {public_key_path}; the manifest was changed "
                              "after signing or another key signed it, refusing to load it") from None
-
-
-def verify_signed_bundle(bundle_dir, public_key_path) -> dict:
-    """The check ``--require-signature`` makes: signature by ``public_key_path`` and every checksum; the manifest.
-
-    For callers outside the engine loaders (``kdtool verify``, a server checking at startup).
-    """
-    from kdtool.export.verified import open_verified_bundle
-
-    return open_verified_bundle(bundle_dir, public_key=public_key_path).manifest

@@ -120,7 +120,7 @@ def open_verified_bundle(root, public_key=None) -> VerifiedBundle:
     data inside the bundle) apply to the bytes returned.
     """
     from kdtool.export.manifest_schema import check_manifest
-    from kdtool.export.signing import check_signature
+    from kdtool.export.signing import SIGNATURE, check_signature
 
     root = Path(root)
     if not (root / B.MANIFEST).is_file() or (root / B.MANIFEST).is_symlink():
@@ -128,7 +128,8 @@ def open_verified_bundle(root, public_key=None) -> VerifiedBundle:
     manifest_bytes = read_member(root, B.MANIFEST, MAX_MANIFEST_BYTES)
     signed_by = None
     if public_key is not None:
-        check_signature(root, manifest_bytes, public_key)
+        signature = read_member(root, SIGNATURE, 1024) if (root / SIGNATURE).exists() else None
+        check_signature(root, manifest_bytes, signature, public_key)
         signed_by = str(public_key)
     try:
         manifest = json.loads(manifest_bytes.decode("utf-8"))
@@ -169,3 +170,23 @@ def check_tokenizer_fits(tokenizer, config: dict, where) -> None:
     if bad:
         raise IntegrityError(f"{where}: special token id {bad[0]} does not fit the model's {vocab} embeddings; "
                              "the tokenizer does not belong to this model, export the bundle again")
+
+
+def sign_bundle(bundle_dir, key) -> Path:
+    """Sign the manifest of the (already written) bundle with ``key`` (a path or a loaded private key)."""
+    from kdtool.atomic import atomic_write_bytes
+    from kdtool.export.signing import SIGNATURE, load_private_key
+
+    key = load_private_key(key) if isinstance(key, (str, Path)) else key
+    bundle = open_verified_bundle(bundle_dir)  # sign only what verifies
+    path = Path(bundle_dir) / SIGNATURE
+    atomic_write_bytes(path, key.sign(bundle.manifest_bytes))
+    return path
+
+
+def verify_signed_bundle(bundle_dir, public_key_path) -> dict:
+    """The check ``--require-signature`` makes: signature by ``public_key_path`` and every checksum; the manifest.
+
+    For callers outside the engine loaders (``kdtool verify``, a server checking at startup).
+    """
+    return open_verified_bundle(bundle_dir, public_key=public_key_path).manifest

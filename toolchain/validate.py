@@ -112,7 +112,7 @@ def validate(config: ValidateConfig, on_model: Callable[[str, int], Callable[[in
         if not Path(path).exists():
             raise InputError(f"model not found: {path}")
         if bundle_signature(path, config.require_signature):
-            from kdtool.export.signing import verify_signed_bundle
+            from kdtool.export.verified import verify_signed_bundle
 
             verify_signed_bundle(path, config.require_signature)  # the loader checks again on the bytes it loads
     try:

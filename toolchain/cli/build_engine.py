@@ -22,7 +22,8 @@ def command(bundle, profile, require_signature, sign_key):
 
     key = None
     if sign_key:
-        from kdtool.export.signing import load_private_key, sign_bundle
+        from kdtool.export.signing import load_private_key
+        from kdtool.export.verified import sign_bundle
 
         key = load_private_key(sign_key)
     build_bundle_engine(bundle, profile=profile, progress=lambda message: click.echo(message, err=True),

@@ -48,7 +48,8 @@ def command(model_dir, output, precision, calibration_data, calibration_method, 
                   {"-o": output})
     key = None
     if sign_key:
-        from kdtool.export.signing import load_private_key, sign_bundle
+        from kdtool.export.signing import load_private_key
+        from kdtool.export.verified import sign_bundle
 
         key = load_private_key(sign_key)  # a bad key is found now, not after the export
 
