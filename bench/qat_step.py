@@ -12,7 +12,6 @@ hits both alike; medians reported.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from latency import emit  # the one print-and-write of a benchmark's JSON (bench/latency.py)
 
 
 def main() -> None:
@@ -76,11 +76,7 @@ def main() -> None:
                           "loadavg_after": os.getloadavg()},
               "median_ms": {n: round(v, 1) for n, v in med.items()},
               "qat_over_plain": round(med["qat_distill"] / med["plain_distill"], 2)}
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":
