@@ -46,6 +46,12 @@ def build_model(out: Path, shape: str, tokenizer) -> Path:
     return out
 
 
+def paper_models(work: Path, tok) -> tuple[Path, Path]:
+    """The paper-shape teacher and student under ``work``: built once, reused by later runs with the same ``--workdir``."""
+    return tuple(work / name if (work / name / "config.json").is_file() else build_model(work / name, name, tok)
+                 for name in ("teacher", "student"))
+
+
 def make_tokenizer():
     from kdtool.export.samples import BUILTIN
     from kdtool.tokenizer_training import train_tokenizer
@@ -262,8 +268,7 @@ def main() -> None:
         work = args.workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         tok = make_tokenizer()
-        teacher = work / "teacher" if (work / "teacher" / "config.json").is_file() else build_model(work / "teacher", "teacher", tok)
-        student = work / "student" if (work / "student" / "config.json").is_file() else build_model(work / "student", "student", tok)
+        teacher, student = paper_models(work, tok)
         make = qat_variants if args.variant_set == "qat" else variants
         engines = make(work / "bundles", student, teacher, args.calibration_data, args.threads)
         for name, (engine, _) in engines.items():

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from latency import SQUAD_ES, build_model, emit, make_tokenizer, measure  # noqa: E402
+from latency import SQUAD_ES, emit, make_tokenizer, measure, paper_models  # noqa: E402
 
 
 def small_squad(src: Path, dst: Path, questions: int) -> Path:
@@ -69,8 +69,7 @@ def main() -> None:
         work = args.workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         tok = make_tokenizer()
-        teacher = work / "teacher" if (work / "teacher" / "config.json").is_file() else build_model(work / "teacher", "teacher", tok)
-        student = work / "student" if (work / "student" / "config.json").is_file() else build_model(work / "student", "student", tok)
+        teacher, student = paper_models(work, tok)
         data = small_squad(args.data, work / "importance.json", args.importance_examples)
         models, reports = {"student_int8_dense": student}, {}
         for share in [s.strip() for s in args.flops.split(",") if s.strip()]:
