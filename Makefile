@@ -18,7 +18,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 # pytest exits 5 when it collected nothing: that must fail, not pass quietly.
+# ruff first: a lint or import-order finding fails the run before the suite starts.
 test: setup
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 

@@ -36,6 +36,7 @@ def peak_rss_mb(pid: int) -> float | None:
 def make_model(root: Path) -> Path:
     sys.path.insert(0, str(ROOT / "tests"))
     import tiny  # the tests' real tiny components: a trained BPE tokenizer and a random QA model
+
     from kdtool.tokenizer_training import train_tokenizer
 
     squad = tiny.tiny_squad(n_articles=20)

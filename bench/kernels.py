@@ -163,8 +163,7 @@ def bench_attention(args, dtype, device):
 
 def interpreter_correctness() -> dict:
     """Max errors of the Triton kernels (run by the interpreter) against the references, small shapes."""
-    from kdtool.kernels import attention_prob_loss_reference, attention_reference, fused_attention
-    from kdtool.kernels import attention_loss
+    from kdtool.kernels import attention_loss, attention_prob_loss_reference, attention_reference, fused_attention
 
     gen = torch.Generator().manual_seed(0)
     batch, heads, seq = 2, 2, 37

@@ -104,7 +104,7 @@ def batch_distribution(before: str, after: str) -> dict:
         if cum - prev:
             counts[le] = int(cum - prev)
         prev = cum
-    total_sum = [float(re.search(rf"kdtool_serve_batch_windows_sum (\S+)", t).group(1)) for t in (before, after)]
+    total_sum = [float(re.search(r"kdtool_serve_batch_windows_sum (\S+)", t).group(1)) for t in (before, after)]
     n = a.get("+Inf", 0) - b.get("+Inf", 0)
     return {"batches": int(n), "by_size_le": counts,
             "mean_windows": round((total_sum[1] - total_sum[0]) / n, 2) if n else None}
@@ -210,9 +210,8 @@ def main() -> None:
     if args.bundle is None or args.data is None:
         ap.error("give BUNDLE and --data (or --table RESULT.json)")
     sys.path.insert(0, str(ROOT / "bench"))
-    from latency import emit
-
     import httpx
+    from latency import emit
 
     questions = load_questions(args.data, 5000)
     result = {"bench": "serve_load", "bundle": str(args.bundle), "data": str(args.data), "questions": len(questions),

@@ -9,8 +9,8 @@ killed export leaves no bundle behind.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from kdtool.atomic import atomic_directory, check_output_dir, scratch_dir
 from kdtool.errors import InputError, IntegrityError, require_file
@@ -230,9 +230,8 @@ def build_bundle_engine(bundle: Path, *, profile: str | None = None,
     timing cache and the TensorRT version that built them.
     """
     from kdtool.errors import EnvironmentUnsupported
-    from kdtool.profiles import DeviceProfile, get_profile
-
     from kdtool.export.verified import open_verified_bundle
+    from kdtool.profiles import DeviceProfile, get_profile
 
     say = progress or (lambda message: None)
     bundle = Path(bundle)

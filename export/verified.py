@@ -19,9 +19,9 @@ import hashlib
 import json
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Iterator
 
 from kdtool.errors import InputError, IntegrityError
 from kdtool.export import bundle as B

@@ -37,8 +37,14 @@ from __future__ import annotations
 
 import torch
 
-from kdtool.kernels._triton_runtime import (dot_precision, kernel_module, key_lengths, key_mask_int32,
-                                            padded_head_dim, resolve_backend)
+from kdtool.kernels._triton_runtime import (
+    dot_precision,
+    kernel_module,
+    key_lengths,
+    key_mask_int32,
+    padded_head_dim,
+    resolve_backend,
+)
 
 TRITON_MODULE = "kdtool.kernels._attention_loss_triton"
 

@@ -24,9 +24,8 @@ import importlib
 
 import torch
 
-from kdtool.kernels.attention import fused_attention
-
 from kdtool.kernels import TRITON_ATTENTION
+from kdtool.kernels.attention import fused_attention
 
 # (module, name of its dict of self-attention classes by attn_implementation); data, not branches.
 SELF_ATTENTION_CLASS_REGISTRIES = (

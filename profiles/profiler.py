@@ -27,17 +27,16 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from kdtool.data.features import length_sorted_batches
 from kdtool.errors import EnvironmentUnsupported, InputError
 from kdtool.profiles.environment import environment
-from kdtool.profiles.timing import (error_text, free_cuda_cache, latency_stats, rss, timed_run, uses_cuda_events,
-                                    warm_up)
+from kdtool.profiles.timing import error_text, free_cuda_cache, latency_stats, rss, timed_run, uses_cuda_events, warm_up
 
 SCHEMA = "kdtool-profile/1"
 # Defaults per device when no profile is given: data, not branches.

@@ -10,7 +10,7 @@ device is adding a YAML file; no code branches on device names.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 import yaml
@@ -81,7 +81,7 @@ class DeviceProfile:
         return d
 
     @classmethod
-    def from_dict(cls, raw: dict, source: str = "profile") -> "DeviceProfile":
+    def from_dict(cls, raw: dict, source: str = "profile") -> DeviceProfile:
         try:
             raw = dict(raw)
             trt = raw.pop("tensorrt", None)
@@ -95,7 +95,7 @@ class DeviceProfile:
             raise InputError(f"device profile {source} is malformed: {str(err).splitlines()[0]}") from None
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load_all() -> dict[str, DeviceProfile]:
     profiles = {}
     for entry in sorted(resources.files("kdtool.profiles").iterdir(), key=lambda e: e.name):

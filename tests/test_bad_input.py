@@ -8,9 +8,9 @@ import json
 import shutil
 
 import pytest
-
 import tiny
 from badinput_fixtures import CONTEXT, assert_one_line_error, copy_model, run, squad, write_jsonl
+
 from kdtool.errors import IntegrityError
 from kdtool.export.bundle import MANIFEST, file_table, verify_bundle
 from kdtool.export.config import ExportConfig

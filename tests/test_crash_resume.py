@@ -9,11 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
-from safetensors.torch import load_file
-
 import tiny
+import torch
 from badinput_fixtures import Proc, run
+from safetensors.torch import load_file
 
 STEPS_PER_EPOCH, EPOCHS = 9, 3  # 72 tiny questions -> 72+ windows -> 9 steps of 8; 27 steps in all
 

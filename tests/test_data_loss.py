@@ -15,14 +15,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from badinput_fixtures import Proc, assert_one_line_error, run, write_jsonl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from badinput_fixtures import Proc, assert_one_line_error, run, write_jsonl
-
 from kdtool.atomic import MARKER, atomic_directory, scratch_dir
-from kdtool.distill.trainer import finetune
 from kdtool.distill.config import TrainConfig
+from kdtool.distill.trainer import finetune
 from kdtool.errors import InputError
 from kdtool.paths import OutputBusy, check_outputs_apart
 

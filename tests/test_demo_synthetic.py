@@ -5,7 +5,7 @@ import re
 import pytest
 
 from kdtool.data import parse_squad
-from kdtool.demo.synthetic import (ACTIONS, AUDIENCES, CITIES, QUESTION_TYPES, SyntheticConfig, generate, render)
+from kdtool.demo.synthetic import ACTIONS, AUDIENCES, CITIES, QUESTION_TYPES, SyntheticConfig, generate, render
 from kdtool.errors import InputError
 
 SMALL = SyntheticConfig(train_paragraphs=120, dev_paragraphs=40, seed=3)

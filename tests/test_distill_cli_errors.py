@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+import tiny
 from click.testing import CliRunner
 
-import tiny
 from kdtool.cli import main
 
 SMALL = ["--max-length", "64", "--doc-stride", "16", "--max-query-length", "16", "--batch-size", "8", "--no-progress"]

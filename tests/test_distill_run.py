@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
+import tiny
 import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-import tiny
 from kdtool.cli import main
 from kdtool.distill import DistillConfig, distill
 
@@ -79,9 +79,9 @@ def test_two_stage_distillation_end_to_end(tmp_path, teacher_dir, student_json, 
     windows = report["data"]["train_windows"]
     assert len(calls) == steps + -(-windows // 16)
     assert not Path(f"{out}.work").exists()
+    from kdtool.data import load_squad
     from kdtool.engine import load_engine
     from kdtool.predict import predict
-    from kdtool.data import load_squad
 
     engine = load_engine(out)
     assert engine.model.config.num_hidden_layers == 2

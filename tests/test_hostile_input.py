@@ -12,7 +12,6 @@ import unicodedata
 from pathlib import Path
 
 import pytest
-
 from badinput_fixtures import CONTEXT, KDTOOL, assert_one_line_error, run, squad
 
 from kdtool.atomic import atomic_write_json

@@ -11,7 +11,6 @@ import time
 
 import numpy as np
 import pytest
-
 from badinput_fixtures import CONTEXT, assert_one_line_error, run
 
 from kdtool.atomic import _exchange

@@ -13,8 +13,8 @@ import subprocess
 import sys
 
 import pytest
-
 from badinput_fixtures import CONTEXT, Proc, write_jsonl
+
 from kdtool.atomic import atomic_directory, remove_stale_partials
 from kdtool.export.bundle import verify_bundle
 from kdtool.export.config import ExportConfig

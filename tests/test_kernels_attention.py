@@ -8,10 +8,18 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from kernel_testing import (
+    HAS_TRITON,
+    INTERPRETED,
+    TRITON_DEVICE,
+    assert_close_to_reference,
+    compile_for_sm90,
+    needs_compiler,
+    needs_triton_device,
+    run_test_file_under_interpreter,
+)
 
 from kdtool.kernels import attention_reference, fused_attention
-from kernel_testing import (HAS_TRITON, INTERPRETED, TRITON_DEVICE, assert_close_to_reference, compile_for_sm90,
-                            needs_compiler, needs_triton_device, run_test_file_under_interpreter)
 
 TILES = {"block_m": 16, "block_n": 16}
 # name: (batch, heads, seq, head dim, key lengths per batch element)

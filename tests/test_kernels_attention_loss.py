@@ -9,10 +9,18 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from kernel_testing import (
+    HAS_TRITON,
+    INTERPRETED,
+    TRITON_DEVICE,
+    assert_close_to_reference,
+    compile_for_sm90,
+    needs_compiler,
+    needs_triton_device,
+    run_test_file_under_interpreter,
+)
 
 from kdtool.kernels import attention_prob_kl, attention_prob_loss_reference, attention_prob_mse
-from kernel_testing import (HAS_TRITON, INTERPRETED, TRITON_DEVICE, assert_close_to_reference, compile_for_sm90,
-                            needs_compiler, needs_triton_device, run_test_file_under_interpreter)
 
 LOSSES = {"mse": attention_prob_mse, "kl": attention_prob_kl}
 TILES = {"block_m": 16, "block_n": 16}  # small tiles so that tiny sequences span several, one of them ragged

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 pytest.importorskip("modelopt.torch.quantization")
 
 from kdtool.cli import main  # noqa: E402
-from kdtool.distill.qat import attention_scale_summary, calibration_batches, quantize_model  # noqa: E402
+from kdtool.distill.qat import attention_scale_summary, quantize_model  # noqa: E402
 from kdtool.export.onnx_export import run_session, torch_logits  # noqa: E402
 from kdtool.export.qat import export_qat_onnx, ort_integer_kernels, ort_session_options, qdq_summary  # noqa: E402
 from kdtool.export.samples import sample_windows  # noqa: E402

@@ -10,7 +10,6 @@ import pickle
 from pathlib import Path
 
 import pytest
-
 from badinput_fixtures import CONTEXT, assert_one_line_error, copy_model, run
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,9 +16,9 @@ import time
 
 import httpx
 import pytest
+from badinput_fixtures import Proc
 from click.testing import CliRunner
 
-from badinput_fixtures import Proc
 from kdtool.cli import main
 from kdtool.export.config import ExportConfig
 from kdtool.export.pipeline import export_model

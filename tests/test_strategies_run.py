@@ -8,10 +8,10 @@ import copy
 import json
 
 import pytest
+import tiny
 import torch
 from click.testing import CliRunner
 
-import tiny
 from kdtool.cli import main
 from kdtool.distill import DistillConfig
 from kdtool.distill.mapping import layer_map

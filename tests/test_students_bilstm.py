@@ -9,8 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from kdtool.students.bilstm import (BiLSTMConfig, BiLSTMForQuestionAnswering, BiLSTMForSequenceClassification,
-                                    init_embeddings_from_teacher, reverse_within_length)
+from kdtool.students.bilstm import (
+    BiLSTMConfig,
+    BiLSTMForQuestionAnswering,
+    BiLSTMForSequenceClassification,
+    init_embeddings_from_teacher,
+    reverse_within_length,
+)
 
 
 def _save(model_cls, out, tokenizer, **kw):

@@ -18,8 +18,8 @@ from __future__ import annotations
 import collections
 import string
 import unicodedata
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
 
 from kdtool.errors import InputError
 

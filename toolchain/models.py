@@ -8,7 +8,6 @@ the caller passes ``trust_remote_code=True`` explicitly.
 from __future__ import annotations
 
 import contextlib
-
 from pathlib import Path
 
 from kdtool.errors import InputError, require_dir

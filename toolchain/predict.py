@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 
-from kdtool.data import (FeatureConfig, PostprocessConfig, Prediction, QAFeatures, length_sorted_batches, postprocess,
-                         tokenize_examples)
+from kdtool.data import (
+    FeatureConfig,
+    PostprocessConfig,
+    Prediction,
+    QAFeatures,
+    length_sorted_batches,
+    postprocess,
+    tokenize_examples,
+)
 from kdtool.data.squad import Example
 from kdtool.engine import QAEngine
 

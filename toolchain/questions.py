@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from kdtool.data import Example, Prediction
 from kdtool.errors import InputError, require_file

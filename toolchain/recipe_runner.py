@@ -10,19 +10,43 @@ is skipped; a stage that runs first drops the records of every later stage.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from kdtool.errors import InputError, KdtoolError
-from kdtool.recipe_stages import (DEV, PLOT, PROFILE_JSON, PROFILE_MD, REPORT_JSON, REPORT_MD, PRUNED, STUDENT, TEACHER, TRAIN,
-                                  VALIDATE_JSON, StageContext, data_inputs, run_training, train_command, bundle_rel,
-                                  data_command, export_command, precisions, profile_command, run_data, run_export,
-                                  run_profile, run_report, run_validate, teacher_ref, validate_command)
 from kdtool.recipe_prune import prune_command, run_prune
+from kdtool.recipe_stages import (
+    DEV,
+    PLOT,
+    PROFILE_JSON,
+    PROFILE_MD,
+    PRUNED,
+    REPORT_JSON,
+    REPORT_MD,
+    STUDENT,
+    TEACHER,
+    TRAIN,
+    VALIDATE_JSON,
+    StageContext,
+    bundle_rel,
+    data_command,
+    data_inputs,
+    export_command,
+    precisions,
+    profile_command,
+    run_data,
+    run_export,
+    run_profile,
+    run_report,
+    run_training,
+    run_validate,
+    teacher_ref,
+    train_command,
+    validate_command,
+)
 from kdtool.recipes import Recipe
 from kdtool.run_dir import RunDir, config_hash
-
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ from its last checkpoint when its configuration is unchanged. Every stage also s
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from kdtool.errors import InputError, KdtoolError
 from kdtool.export.bundle import sha256_file

@@ -23,15 +23,16 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib
-import math
 import importlib.util
+import math
 import os
 import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from kdtool.errors import InputError, quote
 

@@ -6,7 +6,7 @@ builds tiny models around tokenizers trained on the fly.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 ROBERTA_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import importlib
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 from kdtool import __version__
 from kdtool.data import FeatureConfig, PostprocessConfig, Prediction, load_squad

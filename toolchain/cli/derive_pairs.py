@@ -22,10 +22,9 @@ def command(squad, output, negatives, all_sentences):
     """
     from kdtool.atomic import check_output_file
     from kdtool.data import load_squad
+    from kdtool.paths import guard_outputs
     from kdtool.tasks.derive import derive_pairs
     from kdtool.tasks.pairs import write_pairs_jsonl
-
-    from kdtool.paths import guard_outputs
 
     guard_outputs({"SQUAD": squad}, {"--output": output})
     check_output_file(output, "--output")

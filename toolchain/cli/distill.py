@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import click
 
-from kdtool.cli.options import FINITE
-
 from kdtool.cli.finetune import _opt, finish, training_options
+from kdtool.cli.options import FINITE
 from kdtool.distill.config import ATTENTION_LOSS_KINDS, PREDICTION_LOSS_KINDS, PROJECTIONS, SCHEDULES, STUDENT_INITS
 from kdtool.distill.students import ARCHITECTURES, PRESETS, RELATIVE_PRESETS
 from kdtool.strategies import STRATEGIES

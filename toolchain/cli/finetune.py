@@ -7,7 +7,6 @@ from __future__ import annotations
 import click
 
 from kdtool.cli.options import FINITE
-
 from kdtool.distill.config import PRECISIONS, STUDENT_INITS, TASK_NAMES
 
 

@@ -96,10 +96,9 @@ def command(ctx, models, profile_name, device, torch_variants, seq_len, batch_si
       kdtool profile teacher student --device cuda --torch-variant fp16:sdpa --torch-variant bf16:torch-triton
     """
     from kdtool.atomic import atomic_write_json, atomic_write_text
+    from kdtool.paths import guard_outputs
     from kdtool.profiles.profiler import ProfileConfig, profile_models
     from kdtool.profiles.report import format_markdown, format_table, write_plot
-
-    from kdtool.paths import guard_outputs
 
     guard_outputs({"MODELS": list(models), "--data": data},
                   {"--json": json_out, "--markdown": markdown_out, "--plot": plot_out})

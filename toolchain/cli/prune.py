@@ -12,8 +12,8 @@ import copy
 import click
 
 from kdtool.cli.distill import command as distill_command
-from kdtool.cli.options import FINITE
 from kdtool.cli.finetune import _opt
+from kdtool.cli.options import FINITE
 
 NOT_FOR_PRUNE = {"teacher", "student", "student_init", "work_dir"}
 OWN = {"model", "teacher_dir", "target_params", "target_flops", "target_latency_ms", "profile", "seq_len", "structures",

@@ -6,9 +6,8 @@ import json
 
 import click
 
-from kdtool.metrics import LANGUAGES
-
 from kdtool.errors import InputError, require_file
+from kdtool.metrics import LANGUAGES
 
 
 def load_predictions(path) -> dict[str, str]:

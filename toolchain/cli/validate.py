@@ -7,11 +7,9 @@ from pathlib import Path
 
 import click
 
-from kdtool.cli.options import FINITE, require_signature_option
-
-from kdtool.metrics import LANGUAGES
-
 from kdtool.atomic import atomic_directory, atomic_write_json, check_output_dir, check_output_file
+from kdtool.cli.options import FINITE, require_signature_option
+from kdtool.metrics import LANGUAGES
 
 
 def _safe_name(name: str, taken: set[str]) -> str:
@@ -60,9 +58,8 @@ def command(reference, candidates, data, task, lang, max_f1_drop, json_out, pred
     """
     from tqdm import tqdm
 
-    from kdtool.validate import ValidateConfig, format_table, predictions_json, validate
-
     from kdtool.paths import guard_outputs
+    from kdtool.validate import ValidateConfig, format_table, predictions_json, validate
 
     guard_outputs({"REFERENCE": reference, "CANDIDATES": list(candidates), "--data": data},
                   {"--json": json_out, "--predictions-dir": predictions_dir})

@@ -11,8 +11,8 @@ The answer is always ``context[start_char:end_char]``: an exact substring with i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

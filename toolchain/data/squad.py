@@ -10,8 +10,8 @@ and counted; a v1.1 question left with no answer is dropped. A malformed record 
 from __future__ import annotations
 
 import json
-import unicodedata
 import random
+import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -94,7 +94,7 @@ class SquadDataset:
     def __len__(self) -> int:
         return len(self.examples)
 
-    def subset(self, examples: list[Example], source: str) -> "SquadDataset":
+    def subset(self, examples: list[Example], source: str) -> SquadDataset:
         report = LoadReport(source=source, version=self.version, questions_kept=len(examples))
         report.unanswerable = sum(e.is_impossible for e in examples)
         report.answers_kept = sum(len(e.answers) for e in examples)

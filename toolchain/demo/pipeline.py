@@ -17,12 +17,11 @@ with a :class:`DemoCheckFailed` that says which and by how much.
 from __future__ import annotations
 
 import contextlib
-
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from kdtool.errors import InputError, KdtoolError
 from kdtool.recipes import Recipe, parse_recipe

@@ -11,8 +11,14 @@ checkpoints, exact resume), ``logits_cache`` (teacher logits on disk), ``runtime
 """
 
 from kdtool.distill.config import DistillConfig, TrainConfig
-from kdtool.distill.losses import (attention_prob_mse, attention_score_mse, attention_score_mse_explicit, hidden_mse,
-                                   prediction_loss, span_loss)
+from kdtool.distill.losses import (
+                                   attention_prob_mse,
+                                   attention_score_mse,
+                                   attention_score_mse_explicit,
+                                   hidden_mse,
+                                   prediction_loss,
+                                   span_loss,
+)
 from kdtool.distill.mapping import default_layer_map, head_groups, layer_map
 from kdtool.distill.students import PRESETS, StudentShape, build_student
 from kdtool.distill.trainer import distill, finetune, train

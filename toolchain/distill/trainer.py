@@ -28,17 +28,24 @@ import numpy as np
 import torch
 
 from kdtool.atomic import atomic_directory, atomic_write_json, atomic_write_text, check_output_dir
-from kdtool.paths import guard_outputs
-from kdtool.distill.checkpoint import discard_runs_without_checkpoint, forget_started_runs, open_run_dir, rng_state, save_checkpoint, set_rng_state, start_run_dir
+from kdtool.distill.checkpoint import (
+    discard_runs_without_checkpoint,
+    forget_started_runs,
+    open_run_dir,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    start_run_dir,
+)
 from kdtool.distill.config import DistillConfig, TrainConfig
 from kdtool.distill.logits_cache import build_logits_cache
 from kdtool.distill.mapping import head_groups, layer_map
-from kdtool.distill.objective import (INTERMEDIATE, Objective, check_attention_support, model_inputs, task_outputs,
-                                     teacher_targets)
+from kdtool.distill.objective import INTERMEDIATE, Objective, check_attention_support, model_inputs, task_outputs, teacher_targets
 from kdtool.distill.runtime import make_accelerator
 from kdtool.distill.students import build_student
 from kdtool.errors import InputError
 from kdtool.models import count_parameters, load_tokenizer
+from kdtool.paths import guard_outputs
 from kdtool.tasks import get_task
 from kdtool.tasks.engines import load_task_model
 

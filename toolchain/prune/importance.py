@@ -42,13 +42,13 @@ class Gates:
     def tensors(self) -> list[torch.Tensor]:
         return [*self.heads, *self.ffn, self.layer]
 
-    def requires_grad_(self, flag: bool = True) -> "Gates":
+    def requires_grad_(self, flag: bool = True) -> Gates:
         for t in self.tensors():
             t.requires_grad_(flag)
         return self
 
     def set(self, *, heads: dict[int, list[int]] | None = None, ffn: dict[int, list[int]] | None = None,
-            layers: list[int] | None = None) -> "Gates":
+            layers: list[int] | None = None) -> Gates:
         """Zero the listed units: ``heads`` and ``ffn`` map a layer to positions; ``layers`` lists layers."""
         with torch.no_grad():
             for l, hs in (heads or {}).items():

@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 from kdtool.atomic import atomic_directory, atomic_write_json, check_output_dir
-from kdtool.paths import guard_outputs
 from kdtool.errors import InputError, KdtoolError, require_dir, require_file
+from kdtool.paths import guard_outputs
 from kdtool.prune.config import PruneConfig
 from kdtool.prune.importance import score_units
 from kdtool.prune.latency import measure_dir, measure_plan

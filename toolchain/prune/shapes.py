@@ -50,7 +50,7 @@ class Shape:
         return len(self.heads)
 
     @classmethod
-    def of(cls, model) -> "Shape":
+    def of(cls, model) -> Shape:
         c = model.config
         return cls(tuple(len(kept_heads(c, i)) for i in range(c.num_hidden_layers)), c.intermediate_size,
                    c.hidden_size, head_dim(c))

@@ -20,8 +20,7 @@ def register() -> None:
         return
     from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoModelForSequenceClassification
 
-    from kdtool.students.bilstm import (MODEL_TYPE, BiLSTMConfig, BiLSTMForQuestionAnswering,
-                                        BiLSTMForSequenceClassification)
+    from kdtool.students.bilstm import MODEL_TYPE, BiLSTMConfig, BiLSTMForQuestionAnswering, BiLSTMForSequenceClassification
 
     AutoConfig.register(MODEL_TYPE, BiLSTMConfig, exist_ok=True)
     AutoModelForQuestionAnswering.register(BiLSTMConfig, BiLSTMForQuestionAnswering, exist_ok=True)

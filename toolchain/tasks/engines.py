@@ -8,8 +8,8 @@ synchronize) is the :class:`~kdtool.engine.QAEngine` contract, so the profiler r
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
