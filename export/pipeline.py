@@ -19,6 +19,7 @@ from kdtool.export import trt as T
 from kdtool.export.config import ExportConfig
 from kdtool.export.onnx_export import custom_exporter, export_onnx, parity, torch_logits
 from kdtool.export.samples import sample_windows
+from kdtool.models import max_positions
 
 MODEL_FILE = "model.onnx"
 
@@ -75,9 +76,7 @@ def _resolve(config: ExportConfig):
 
 def _max_length(config: ExportConfig, profile, model) -> int:
     wanted = config.max_seq_length or (profile.max_seq_length if profile else 384)
-    limit = getattr(model.config, "max_position_embeddings", None)
-    if limit and getattr(model.config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
-        limit -= model.config.pad_token_id + 1
+    limit = max_positions(model.config)
     if limit and wanted > limit:
         if config.max_seq_length:
             raise InputError(f"--max-seq-length {wanted} exceeds what {config.model_dir} accepts ({limit} positions)")

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from kdtool.errors import InputError
-from kdtool.models import count_parameters, dir_size_bytes, load_qa_model, load_tokenizer
+from kdtool.models import count_parameters, dir_size_bytes, load_qa_model, load_tokenizer, max_positions
 
 
 class QAEngine:
@@ -90,9 +90,7 @@ class TorchEngine(QAEngine):
         self.model.eval().to(device)
         accepted = set(self.tokenizer.model_input_names) | {"input_ids", "attention_mask"}
         self.input_names = tuple(n for n in ("input_ids", "attention_mask", "token_type_ids") if n in accepted)
-        self.max_length = getattr(self.model.config, "max_position_embeddings", None)
-        if self.max_length and getattr(self.model.config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
-            self.max_length -= self.model.config.pad_token_id + 1  # RoBERTa positions start after padding_idx
+        self.max_length = max_positions(self.model.config)
 
     def _load_model(self, *, trust_remote_code: bool, attn_implementation: str | None):
         raise NotImplementedError

@@ -104,6 +104,18 @@ def load_qa_model(path, *, trust_remote_code: bool = False, attn_implementation:
         raise InputError(f"{path}: the model could not be loaded: {str(err).strip().splitlines()[0][:200]}") from None
 
 
+# Families whose learned positions start after padding_idx: position ids run from pad_token_id + 1.
+OFFSET_POSITION_FAMILIES = ("roberta", "xlm-roberta", "camembert")
+
+
+def max_positions(config) -> int | None:
+    """How many tokens a window of this model may hold (None when the config sets no limit)."""
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit and getattr(config, "model_type", "") in OFFSET_POSITION_FAMILIES:
+        limit -= (getattr(config, "pad_token_id", None) or 0) + 1
+    return int(limit) if limit else None
+
+
 def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kdtool.errors import InputError
-from kdtool.models import load_config, load_tokenizer
+from kdtool.models import load_config, load_tokenizer, max_positions
 
 
 @dataclass(frozen=True)
@@ -54,8 +54,7 @@ def _bilstm(base_config, task):
     from kdtool.students.bilstm import BiLSTMConfig, BiLSTMForQuestionAnswering, BiLSTMForSequenceClassification
 
     cls = BiLSTMForQuestionAnswering if task.name == "qa" else BiLSTMForSequenceClassification
-    limit = base_config.max_position_embeddings - (
-        base_config.pad_token_id + 1 if base_config.model_type in ("roberta", "xlm-roberta", "camembert") else 0)
+    limit = max_positions(base_config)
     config = BiLSTMConfig(vocab_size=base_config.vocab_size, embedding_size=min(256, base_config.hidden_size),
                           hidden_size=256, num_hidden_layers=1, pad_token_id=base_config.pad_token_id or 0,
                           max_position_embeddings=limit, num_labels=getattr(base_config, "num_labels", 2),

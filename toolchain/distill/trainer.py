@@ -44,7 +44,7 @@ from kdtool.distill.objective import INTERMEDIATE, Objective, check_attention_su
 from kdtool.distill.runtime import make_accelerator
 from kdtool.distill.students import build_student
 from kdtool.errors import InputError
-from kdtool.models import count_parameters, load_tokenizer
+from kdtool.models import count_parameters, load_tokenizer, max_positions
 from kdtool.paths import guard_outputs
 from kdtool.tasks import get_task
 from kdtool.tasks.engines import load_task_model
@@ -169,8 +169,7 @@ def train(config: TrainConfig) -> dict:
             check_attention_support(student)
             check_attention_support(teacher)
             groups = head_groups(student.config.num_attention_heads, teacher.config.num_attention_heads)
-    limit = min(m.config.max_position_embeddings - (m.config.pad_token_id + 1 if m.config.model_type == "roberta" else 0)
-                for m in filter(None, (student, teacher)))
+    limit = min(max_positions(m.config) or config.max_length for m in filter(None, (student, teacher)))
     if config.max_length > limit:
         raise InputError(f"--max-length {config.max_length} exceeds the {limit} positions the model accepts")
     fcfg = impl.feature_config(config.max_length, config.doc_stride, config.max_query_length)
