@@ -58,7 +58,8 @@ def plot(points: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for method, marker in (("layer-dropped", "o"), ("pruned", "s")):
         for engine, style in (("int8", "-"), ("fp32", "--")):
-            pts = sorted((p for p in points if p["method"] == method and p.get(f"speedup_{engine}") and p["f1_retained"] is not None),
+            pts = sorted((p for p in points
+                          if p["method"] == method and p.get(f"speedup_{engine}") and p["f1_retained"] is not None),
                          key=lambda p: p[f"speedup_{engine}"])
             if pts:
                 ax.plot([p[f"speedup_{engine}"] for p in pts], [p["f1_retained"] for p in pts], style, marker=marker,
@@ -207,13 +208,15 @@ def main() -> None:
         rep = s["dir"] / "prune_report.json"
         points.append({
             "name": name, "method": s["method"], "f1": round(v[d]["f1"], 2), "exact_match": round(v[d]["exact_match"], 2),
-            "f1_int8": round(v[str(bundles[f"{name}-int8"])]["f1"], 2), "f1_retained": round(v[d]["f1"] / t_f1, 4) if t_f1 else None,
+            "f1_int8": round(v[str(bundles[f"{name}-int8"])]["f1"], 2),
+            "f1_retained": round(v[d]["f1"] / t_f1, 4) if t_f1 else None,
             "parameters": json.loads((bundles[f"{name}-fp32"] / "manifest.json").read_text())["num_parameters"],
             "layers": cfg["num_hidden_layers"], "ffn": cfg["intermediate_size"],
             "heads_per_layer": [cfg["num_attention_heads"] - len((cfg.get("pruned_heads") or {}).get(str(i), []))
                                 for i in range(cfg["num_hidden_layers"])],
             "flops_kept": json.loads(rep.read_text())["flops_kept"] if rep.is_file() else None,
-            "question_ms_fp32": f32 and f32["question_latency_ms"]["p50"], "question_ms_int8": i8 and i8["question_latency_ms"]["p50"],
+            "question_ms_fp32": f32 and f32["question_latency_ms"]["p50"],
+            "question_ms_int8": i8 and i8["question_latency_ms"]["p50"],
             "speedup_fp32": f32 and round(ref_ms / f32["question_latency_ms"]["p50"], 2),
             "speedup_int8": i8 and round(ref_ms / i8["question_latency_ms"]["p50"], 2),
             "speedup_int8_fixed_seq_vs_pytorch_teacher": (fixed.get(str(bundles[f"{name}-int8"])) or {}).get("speedup"),

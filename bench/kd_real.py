@@ -103,8 +103,9 @@ def main() -> None:
                "--student", str(student_cfg), "--student-init", "teacher-layers", "--epochs", str(args.student_epochs),
                "--lr", str(args.student_lr)] + common + ["--batch-size", str(args.student_batch_size)]
     runs = {
-        "teacher": kd + ["finetune", encoder, "--train", str(out / "train.json")] + subset(args.teacher_questions) + ["--epochs", str(args.teacher_epochs), "--lr", str(args.teacher_lr),
-                         "--batch-size", str(args.batch_size), "-o", str(out / "teacher")] + common,
+        "teacher": kd + ["finetune", encoder, "--train", str(out / "train.json")] + subset(args.teacher_questions)
+                   + ["--epochs", str(args.teacher_epochs), "--lr", str(args.teacher_lr),
+                      "--batch-size", str(args.batch_size), "-o", str(out / "teacher")] + common,
         "no_kd": kd + ["finetune", str(out / "teacher"), "-o", str(out / "student-no-kd")] + student,
         "kd": kd + ["distill", str(out / "teacher"), "-o", str(out / "student-kd"), "--schedule", "two-stage",
                     "--intermediate-epochs", "1", "--temperature", str(args.temperature)] + student,

@@ -101,13 +101,14 @@ def bench_losses(args, dtype, device):
     results = {}
     for kind in ("mse", "kl"):
         impls = {
-            "fused_triton": lambda: attention_loss._attention_prob_loss(kind, qs, ks, qt, kt, key_mask, "triton", tiles),
-            "explicit_torch": lambda: explicit_maps_loss(kind, qs, ks, qt, kt, key_mask),
-            "reference_fp32": lambda: attention_loss.attention_prob_loss_reference(kind, qs, ks, qt, kt, key_mask),
+            "fused_triton":
+                lambda kind=kind: attention_loss._attention_prob_loss(kind, qs, ks, qt, kt, key_mask, "triton", tiles),
+            "explicit_torch": lambda kind=kind: explicit_maps_loss(kind, qs, ks, qt, kt, key_mask),
+            "reference_fp32": lambda kind=kind: attention_loss.attention_prob_loss_reference(kind, qs, ks, qt, kt, key_mask),
         }
         row = {}
         for name, loss_fn in impls.items():
-            def step():
+            def step(loss_fn=loss_fn):
                 qs.grad = ks.grad = None
                 loss_fn().backward()
             ms, peak = measure(step, args.warmup, args.reps, device)
@@ -145,10 +146,11 @@ def bench_attention(args, dtype, device):
             key_mask = torch.ones(batch, seq, dtype=torch.bool, device=device)
             sdpa_mask = key_mask[:, None, None, :]
             with torch.inference_mode():
+                qkv = (q, k, v)  # bound as defaults: each lambda runs inside this iteration only
                 impls = {
-                    "fused_triton": lambda: fused_attention(q, k, v, key_mask, backend="triton", tiles=tiles),
-                    "sdpa_with_mask": lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=sdpa_mask),
-                    "sdpa_no_mask": lambda: F.scaled_dot_product_attention(q, k, v),
+                    "fused_triton": lambda qkv=qkv, m=key_mask: fused_attention(*qkv, m, backend="triton", tiles=tiles),
+                    "sdpa_with_mask": lambda qkv=qkv, m=sdpa_mask: F.scaled_dot_product_attention(*qkv, attn_mask=m),
+                    "sdpa_no_mask": lambda qkv=qkv: F.scaled_dot_product_attention(*qkv),
                 }
                 row = {name: {"ms": round(measure(fn, args.warmup, args.reps, device)[0], 4)} for name, fn in impls.items()}
                 error = (impls["fused_triton"]().float() - impls["sdpa_with_mask"]().float()).abs().max().item()
@@ -179,7 +181,8 @@ def interpreter_correctness() -> dict:
             for backend in ("triton", "reference"):
                 q, k = qs.clone().requires_grad_(True), ks.clone().requires_grad_(True)
                 if backend == "triton":
-                    loss = attention_loss._attention_prob_loss(kind, q, k, qt, kt, key_mask, "triton", {"block_m": 16, "block_n": 16})
+                    tiles = {"block_m": 16, "block_n": 16}
+                    loss = attention_loss._attention_prob_loss(kind, q, k, qt, kt, key_mask, "triton", tiles)
                 else:
                     loss = attention_prob_loss_reference(kind, q, k, qt, kt, key_mask)
                 loss.backward()
@@ -224,7 +227,8 @@ def main():
         print(json.dumps(interpreter_correctness()))
         return
     if args.device == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":  # triton reads it at import
-        sys.exit(subprocess.run([sys.executable, __file__, *sys.argv[1:]], env={**os.environ, "TRITON_INTERPRET": "1"}).returncode)
+        env = {**os.environ, "TRITON_INTERPRET": "1"}
+        sys.exit(subprocess.run([sys.executable, __file__, *sys.argv[1:]], env=env).returncode)
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA GPU is visible (torch.cuda.is_available() is False)")
     if args.device is None and not torch.cuda.is_available():

@@ -94,7 +94,8 @@ def main() -> None:
             sh(kd + ["derive-pairs", str(qa_data / f"{part}.json"), "-o", str(out / f"pairs-{part}.jsonl")], log)
     tasks = {
         "qa": {"train": qa_data / "train.json", "dev": qa_data / "dev.json", "metric": "f1",
-               "opts": ["--max-length", str(args.qa_max_length), "--doc-stride", str(args.qa_max_length * 3 // 8), "--max-query-length", "48",
+               "opts": ["--max-length", str(args.qa_max_length), "--doc-stride", str(args.qa_max_length * 3 // 8),
+                        "--max-query-length", "48",
                         "--max-train-examples", str(args.qa_train), "--max-dev-examples", str(args.qa_dev)]},
         "pair-classification": {"train": out / "pairs-train.jsonl", "dev": out / "pairs-dev.jsonl", "metric": "accuracy",
                                 "opts": ["--task", "pair-classification", "--max-length", str(args.pair_max_length),
@@ -176,7 +177,7 @@ def main() -> None:
         metric = spec["metric"]
         teacher_score = t_best[metric]
         teacher_ms = fixed[0]["latency_ms"]["p50"]
-        for i, (n, row) in enumerate(rows.items(), start=1):
+        for i, row in enumerate(rows.values(), start=1):
             row["score"] = row["best"][metric]
             row["retained"] = round(row["score"] / teacher_score, 4)
             row["int8_p50_ms"] = fixed[i]["latency_ms"]["p50"]

@@ -71,7 +71,8 @@ def triton_attention_forward(module, query, key, value, attention_mask, dropout:
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", False)
     usable, key_mask = padding_key_mask(attention_mask, query.shape[0], key.shape[2])
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
-    if (causal or not usable or needs_grad or (dropout and module.training) or key.shape != query.shape or value.shape != query.shape
+    if (causal or not usable or needs_grad or (dropout and module.training)
+            or key.shape != query.shape or value.shape != query.shape
             or kwargs.get("output_attentions") or kwargs.get("head_mask") is not None):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)

@@ -52,7 +52,8 @@ def run_test_file_under_interpreter(test_file: str, min_passed: int, timeout: in
     Fails with the subprocess's output unless they all pass and at least ``min_passed`` ran.
     """
     env = {**os.environ, "TRITON_INTERPRET": "1"}
-    result = subprocess.run([sys.executable, "-m", "pytest", test_file, "-q", "-k", "test_triton_", "-p", "no:cacheprovider", "-W",
+    result = subprocess.run([sys.executable, "-m", "pytest", test_file, "-q", "-k", "test_triton_", "-p", "no:cacheprovider",
+                             "-W",
                              "ignore::RuntimeWarning"], env=env, capture_output=True, text=True, timeout=timeout)
     summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
     assert result.returncode == 0, f"interpreter run failed ({summary}):\n{result.stdout[-6000:]}\n{result.stderr[-2000:]}"

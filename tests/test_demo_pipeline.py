@@ -19,7 +19,8 @@ def reduced(output) -> DemoConfig:
     """Tiny sizes and no quality thresholds: this checks the plumbing, not the F1."""
     return DemoConfig(output=str(output), train_paragraphs=16, dev_paragraphs=4, vocab_size=400, max_length=128,
                       doc_stride=32, teacher_layers=2, teacher_hidden=32, teacher_heads=2, teacher_epochs=1,
-                      student_layers=1, student_hidden=16, student_heads=1, student_init="random", distill_epochs=2, batch_size=16,
+                      student_layers=1, student_hidden=16, student_heads=1, student_init="random", distill_epochs=2,
+                      batch_size=16,
                       profile_runs=2, profile_questions=5, min_teacher_f1=0.0, min_student_f1=0.0,
                       max_bundle_f1_drop=100.0, min_student_speedup=0.0, progress=False)
 

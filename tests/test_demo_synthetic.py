@@ -59,7 +59,7 @@ def test_sizes_and_question_types(splits):
 
 
 def test_answers_have_the_type_the_question_asks_for(splits):
-    for context, qa in qas(splits[0]) + qas(splits[1]):
+    for _context, qa in qas(splits[0]) + qas(splits[1]):
         kind, text = TYPE_OF_ID[qa["id"].rsplit("-", 1)[1]], qa["answers"][0]["text"]
         if kind == "quién":
             assert re.fullmatch(NAME, text), text

@@ -149,7 +149,7 @@ def test_prediction_loss_kl_soft_ce_masking_and_temperature():
     assert prediction_loss(noisy, t, mask, temperature=2.0).item() == pytest.approx(kl.item(), rel=1e-6)
     # KL x T^2 against torch's kl_div on the valid positions of each row
     expected = 0.0
-    for si, ti in zip(s, t):
+    for si, ti in zip(s, t, strict=True):
         for row in range(3):
             k = int(mask[row].sum())
             expected += F.kl_div(F.log_softmax(si[row, :k] / 2, -1), F.log_softmax(ti[row, :k] / 2, -1),

@@ -41,7 +41,8 @@ def test_paper_student_preset_has_the_papers_shape_and_size(tmp_path):
                   intermediate_size=4096, max_position_embeddings=514, type_vocab_size=1).save_pretrained(tmp_path)
     model, desc = build_student("tinyroberta-es", str(tmp_path))
     c = model.config
-    assert (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.intermediate_size, c.vocab_size) == (6, 512, 16, 3072, 50262)
+    shape = (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.intermediate_size, c.vocab_size)
+    assert shape == (6, 512, 16, 3072, 50262)
     assert 50e6 < sum(p.numel() for p in model.parameters()) < 53e6  # the paper: 51.4M
     assert model.config._attn_implementation == "sdpa" and desc["kind"] == "preset"
     assert all(s.hidden % s.heads == 0 for s in PRESETS.values())

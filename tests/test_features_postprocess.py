@@ -84,7 +84,7 @@ def test_postprocess_picks_context_span_across_windows(tokenizer, squad_obj):
     starts = [np.zeros(len(x)) for x in feats.input_ids]
     ends = [np.zeros(len(x)) for x in feats.input_ids]
     # make a question token the global maximum: it must be ignored
-    for s, e in zip(starts, ends):
+    for s, e in zip(starts, ends, strict=True):
         s[1] = e[1] = 100.0
     gold_win = next(i for i, s in enumerate(feats.start_positions) if s)
     starts[gold_win][feats.start_positions[gold_win]] = 10.0

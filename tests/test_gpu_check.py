@@ -123,7 +123,8 @@ def test_a_hung_step_is_killed_with_its_children_at_its_limit(runner, tmp_path):
     child = tmp_path / "child.py"
     child.write_text(f"import time\ntime.sleep(4)\nopen({str(marker)!r}, 'w').close()\n")
     # a parent that hangs, with a child that would outlive it: the whole process group must go
-    hang = [sys.executable, "-c", f"import subprocess, sys, time; subprocess.Popen([sys.executable, {str(child)!r}]); time.sleep(60)"]
+    hang = [sys.executable, "-c",
+            f"import subprocess, sys, time; subprocess.Popen([sys.executable, {str(child)!r}]); time.sleep(60)"]
     t0 = time.monotonic()
     record = runner.step(7, "hang", [hang, [sys.executable, "-c", "print('never')"]], None, limit=1.5)
     assert time.monotonic() - t0 < 15

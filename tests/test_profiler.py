@@ -154,7 +154,7 @@ def test_data_rows_statistics_and_speedup(result):
 
 def test_progress_reports_monotonic_to_the_total(result):
     seen = result["_progress"]
-    assert seen and all(b[0] >= a[0] for a, b in zip(seen, seen[1:]))
+    assert seen and all(b[0] >= a[0] for a, b in zip(seen, seen[1:], strict=False))
     assert seen[-1][0] == seen[-1][1]
 
 

@@ -23,7 +23,7 @@ def test_required_profiles_ship_and_are_consistent():
         else:
             t = p.tensorrt
             assert isinstance(t, TrtShapes) and p.providers[0] == "TensorrtExecutionProvider"
-            assert all(a <= b <= c for a, b, c in zip(t.min_shape, t.opt_shape, t.max_shape))
+            assert all(a <= b <= c for a, b, c in zip(t.min_shape, t.opt_shape, t.max_shape, strict=True))
             assert t.max_shape[0] >= max(p.batch_sizes) and t.max_shape[1] >= max(p.seq_lengths)
             assert t.workspace_mb > 0
 

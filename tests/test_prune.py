@@ -39,8 +39,8 @@ def _batches(model_dir, squad_file, n=2):
 def test_heads_and_neurons_zeroed_by_hand_score_lowest_and_go_first(roberta_dir, squad_file):
     model = _qa(roberta_dir)
     with torch.no_grad():  # head 2 of layer 0 and head 1 of layer 1 output nothing; FFN neurons 3, 7 of every layer too
-        for l, h in ((0, 2), (1, 1)):
-            att = model.roberta.encoder.layer[l].attention
+        for i, h in ((0, 2), (1, 1)):
+            att = model.roberta.encoder.layer[i].attention
             rows = slice(h * 16, (h + 1) * 16)
             att.self.value.weight[rows] = 0
             att.self.value.bias[rows] = 0
@@ -48,8 +48,8 @@ def test_heads_and_neurons_zeroed_by_hand_score_lowest_and_go_first(roberta_dir,
             layer.intermediate.dense.weight[[3, 7]] = 0
             layer.intermediate.dense.bias[[3, 7]] = 0
     scores = score_units(model, _batches(roberta_dir, squad_file), TASKS["qa"])
-    heads = [(s, l, h) for l, row in enumerate(scores["heads"]) for h, s in enumerate(row)]
-    assert {(l, h) for _, l, h in sorted(heads)[:2]} == {(0, 2), (1, 1)}
+    heads = [(s, i, h) for i, row in enumerate(scores["heads"]) for h, s in enumerate(row)]
+    assert {(i, h) for _, i, h in sorted(heads)[:2]} == {(0, 2), (1, 1)}
     assert sorted(heads)[1][0] < 1e-6 < sorted(heads)[2][0]
     for row in scores["ffn"]:
         assert set(sorted(range(len(row)), key=row.__getitem__)[:2]) == {3, 7}

@@ -164,7 +164,8 @@ def test_paper_recipe_teacher_defaults_to_a_hub_id():
 def test_cpu_recipe_uses_the_shared_pool_and_the_packaged_minilm(tmp_path):
     r = load_recipe("minilm-squad-es-cpu")
     assert r.stages == ["data", "finetune", "distill", "export", "validate", "profile", "report"]
-    assert Path(r.section("data")["train"]) == (REPO_RECIPES.parent.parent / "shared/data/squad-es/squad-es-v1.1-pool.json").resolve()
+    pool = REPO_RECIPES.parent.parent / "shared/data/squad-es/squad-es-v1.1-pool.json"
+    assert Path(r.section("data")["train"]) == pool.resolve()
     assert "dev" not in r.section("data") and r.section("data")["dev_fraction"] == 0.2
     ctx = StageContext(r, RunDir(tmp_path / "run"), say=lambda m: None)
     f = _train_config(ctx, "finetune")

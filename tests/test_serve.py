@@ -102,7 +102,7 @@ def test_answers_equal_kdtool_answer(server, bundle, questions, tmp_path):
     got = r.json()
     assert got["model"]["precision"] == "fp32" and got["model"]["name"] == "bundle"
     assert len(got["answers"]) == len(expected) == len(questions)
-    for a, e in zip(got["answers"], expected):
+    for a, e in zip(got["answers"], expected, strict=True):
         assert (a["id"], a["answer"], a["start"], a["end"]) == (e["id"], e["answer"], e["start"], e["end"])
         assert a["score"] == pytest.approx(e["score"], abs=1e-4)
     text = httpx.get(server.url + "/metrics", headers=AUTH).text

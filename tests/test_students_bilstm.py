@@ -106,7 +106,7 @@ def test_bundle_matches_pytorch(tmp_path, wordpiece_tokenizer, squad_file, cls, 
     ref = (out.start_logits, out.end_logits) if qa else (out.logits,)
     mask = batch["attention_mask"].astype(bool)
     tol = 1e-4 if precision == "fp32" else 0.5
-    for g, r in zip(got, ref):
+    for g, r in zip(got, ref, strict=True):
         r = r.numpy()
         diff = np.abs(g - r)[mask] if qa else np.abs(g - r)
         assert diff.max() < tol, diff.max()

@@ -133,7 +133,8 @@ def test_pair_classifier_exports_validates_and_profiles(tmp_path, pair_model, sq
     assert manifest["parity"]["plain_onnx"]["max_abs_logit_diff"] < 1e-4 and manifest["fusion"]
     assert detect_task(bundle) == detect_task(pair_model) == "pair-classification"
     report = tmp_path / "v.json"
-    res = CliRunner().invoke(main, ["validate", str(pair_model), str(bundle), "--data", str(pairs), "--max-length", "64", "--doc-stride", "16",
+    res = CliRunner().invoke(main, ["validate", str(pair_model), str(bundle), "--data", str(pairs), "--max-length", "64",
+                                    "--doc-stride", "16",
                                     "--json", str(report), "--max-f1-drop", "100"])
     assert res.exit_code == 0, res.output
     assert "acc" in res.output and "(reference)" in res.output

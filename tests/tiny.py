@@ -25,7 +25,7 @@ def tiny_squad(n_articles: int = 6, per_article: int = 4, seed: int = 0) -> dict
     qid = 0
     for a in range(n_articles):
         paragraphs = []
-        for p in range(per_article):
+        for _ in range(per_article):
             who, city, thing = rng.choice(PEOPLE), rng.choice(CITIES), rng.choice(THINGS)
             year = str(rng.randint(1800, 2020))
             other = rng.choice([c for c in CITIES if c != city])

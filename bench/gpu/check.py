@@ -72,8 +72,10 @@ def step_commands(name: str, dry: bool, py: str, site: Path, work: Path) -> tupl
         return [[py, "bench/distill_step.py", *shape, "--out", str(result)]], result
     if name == "profile":
         models = work / "models"
-        shapes = (["--device", "cpu", "--threads", "1", "--batch-size", "1,2", "--seq-len", "16,32", "--runs", "2", "--warmup", "1"]
-                  if dry else ["--device", "cuda", "--batch-size", "1,32", "--seq-len", "128,384", "--runs", "30", "--warmup", "5"])
+        shapes = (["--device", "cpu", "--threads", "1", "--batch-size", "1,2", "--seq-len", "16,32",
+                   "--runs", "2", "--warmup", "1"]
+                  if dry else ["--device", "cuda", "--batch-size", "1,32", "--seq-len", "128,384",
+                               "--runs", "30", "--warmup", "5"])
         variants = [arg for v in VARIANTS for arg in ("--torch-variant", v)]
         return [[py, "bench/gpu/make_models.py", str(models), *(["--tiny"] if dry else [])],
                 [str(site / "bin" / "kdtool"), "profile", str(models / "teacher"), str(models / "student"), *shapes,
@@ -171,7 +173,8 @@ class Runner:
         (self.out / f"step{record['step']}_{record['name']}.json").write_text(json.dumps(record, indent=2) + "\n")
         self.records.append(record)
         if record["status"] not in ("ok", "skipped"):
-            self.say(f"--- step {record['step']} {record['name']}: {record['status']}: {record.get('error') or record.get('reason')}")
+            detail = record.get("error") or record.get("reason")
+            self.say(f"--- step {record['step']} {record['name']}: {record['status']}: {detail}")
         return record
 
 
@@ -287,7 +290,8 @@ def main() -> int:
                 runner.step(number, name, commands, result, min(LIMITS[name][dry], runner.left() - 5), annotate)
     finally:
         total = time.monotonic() - runner.started
-        summary = {"mode": "cpu-dry-run" if dry else "gpu", "seconds": round(total, 1), "budget_seconds": None if dry else args.budget,
+        summary = {"mode": "cpu-dry-run" if dry else "gpu", "seconds": round(total, 1),
+                   "budget_seconds": None if dry else args.budget,
                    "steps": [{k: r.get(k) for k in ("step", "name", "status", "seconds", "error", "reason", "headline")}
                              for r in runner.records]}
         (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

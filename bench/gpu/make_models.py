@@ -31,7 +31,7 @@ def save_models(out: Path, tiny: bool) -> dict[str, Path]:
 
     tokenizer = make_tokenizer()
     paths = {}
-    for name, config in zip(("teacher", "student"), build(tiny)):
+    for name, config in zip(("teacher", "student"), build(tiny), strict=True):
         config.pad_token_id, config.bos_token_id, config.eos_token_id = (tokenizer.pad_token_id, tokenizer.cls_token_id,
                                                                          tokenizer.sep_token_id)
         config.architectures = ["RobertaForQuestionAnswering"]

@@ -140,7 +140,7 @@ def tokenize_examples(
     )
     for i, offsets in enumerate(enc["offset_mapping"]):
         seq_ids = enc.sequence_ids(i)
-        feats.offsets.append([tuple(o) if s == 1 else None for o, s in zip(offsets, seq_ids)])
+        feats.offsets.append([tuple(o) if s == 1 else None for o, s in zip(offsets, seq_ids, strict=True)])
     if with_labels:
         owner = feats.example_index
         for i, offsets in enumerate(feats.offsets):

@@ -195,7 +195,8 @@ def parse_squad(obj, source: str | Path, *, version: str | None = None, strict: 
     saw_impossible = False
     for i, article in enumerate(obj["data"]):
         where = f"data[{i}]"
-        _expect(isinstance(article, dict) and isinstance(article.get("paragraphs"), list), path, where, "has no 'paragraphs' list")
+        _expect(isinstance(article, dict) and isinstance(article.get("paragraphs"), list), path, where,
+                "has no 'paragraphs' list")
         title = str(article.get("title", ""))
         titles.append(title)
         report.articles += 1
@@ -229,7 +230,8 @@ def parse_squad(obj, source: str | Path, *, version: str | None = None, strict: 
                     report.questions_dropped_no_answer += 1
                     continue
                 report.answers_kept += len(answers)
-                examples.append(Example(str(qa["id"]), qa["question"], context, tuple(answers), title, impossible, tuple(plausible)))
+                examples.append(Example(str(qa["id"]), qa["question"], context, tuple(answers), title, impossible,
+                                        tuple(plausible)))
     report.questions_kept = len(examples)
     report.version = version or ("2.0" if saw_impossible or declared.startswith("2") else "1.1")
     if not examples:
@@ -276,7 +278,7 @@ def _load_hub(name: str, split: str) -> SquadDataset:
     for row in ds:
         ans = row["answers"]
         qa = {"id": row["id"], "question": row["question"],
-              "answers": [{"text": t, "answer_start": s} for t, s in zip(ans["text"], ans["answer_start"])]}
+              "answers": [{"text": t, "answer_start": s} for t, s in zip(ans["text"], ans["answer_start"], strict=False)]}
         if not qa["answers"]:
             qa["is_impossible"] = True
         paragraphs.setdefault((row.get("title", ""), row["context"]), []).append(qa)

@@ -46,18 +46,18 @@ def pruning_path(shape: Shape, scores: dict, structures: tuple[str, ...], *, seq
     """Points from ``shape`` (removing nothing but ``dropped_layers``) down to the smallest reachable shape."""
     step = ffn_step or default_ffn_step(shape.ffn)
     n = shape.layers
-    heads_left = {l: sorted(range(shape.heads[l]), key=lambda h: scores["heads"][l][h]) for l in range(n)}
-    ffn_order = {l: sorted(range(shape.ffn), key=lambda j: scores["ffn"][l][j]) for l in range(n)}
-    ffn_removed, layers_alive = 0, [l for l in range(n) if l not in dropped_layers]
-    removed_heads: dict[int, list[int]] = {l: [] for l in range(n)}
-    lost = float(sum(scores["layers"][l] for l in dropped_layers))
+    heads_left = {i: sorted(range(shape.heads[i]), key=lambda h: scores["heads"][i][h]) for i in range(n)}
+    ffn_order = {i: sorted(range(shape.ffn), key=lambda j: scores["ffn"][i][j]) for i in range(n)}
+    ffn_removed, layers_alive = 0, [i for i in range(n) if i not in dropped_layers]
+    removed_heads: dict[int, list[int]] = {i: [] for i in range(n)}
+    lost = float(sum(scores["layers"][i] for i in dropped_layers))
 
     def current() -> Point:
-        heads = tuple(shape.heads[l] - len(removed_heads[l]) for l in layers_alive)
+        heads = tuple(shape.heads[i] - len(removed_heads[i]) for i in layers_alive)
         s = Shape(heads, shape.ffn - ffn_removed, shape.hidden, shape.head_dim)
-        plan = Plan(heads={l: list(v) for l, v in removed_heads.items() if v and l in layers_alive},
-                    ffn={l: ffn_order[l][:ffn_removed] for l in range(n)} if ffn_removed else {},
-                    layers=[l for l in range(n) if l not in layers_alive])
+        plan = Plan(heads={i: list(v) for i, v in removed_heads.items() if v and i in layers_alive},
+                    ffn={i: ffn_order[i][:ffn_removed] for i in range(n)} if ffn_removed else {},
+                    layers=[i for i in range(n) if i not in layers_alive])
         return Point(plan, s, base_params + s.encoder_params(), s.flops(seq_len), lost)
 
     def saving(kind: str, arg=None) -> float:
@@ -72,16 +72,16 @@ def pruning_path(shape: Shape, scores: dict, structures: tuple[str, ...], *, seq
     while True:
         moves = []  # (importance per cost, kind, arg, importance)
         if "heads" in structures:
-            cands = [(scores["heads"][l][heads_left[l][0]], l) for l in layers_alive if len(heads_left[l]) > 1]
+            cands = [(scores["heads"][i][heads_left[i][0]], i) for i in layers_alive if len(heads_left[i]) > 1]
             if cands:
-                imp, l = min(cands)
-                moves.append((imp / saving("heads"), "heads", l, imp))
+                imp, i = min(cands)
+                moves.append((imp / saving("heads"), "heads", i, imp))
         if "ffn" in structures and shape.ffn - ffn_removed - step >= 1:
-            imp = sum(scores["ffn"][l][j] for l in layers_alive for j in ffn_order[l][ffn_removed:ffn_removed + step])
+            imp = sum(scores["ffn"][i][j] for i in layers_alive for j in ffn_order[i][ffn_removed:ffn_removed + step])
             moves.append((imp / saving("ffn"), "ffn", None, imp))
         if "layers" in structures and len(layers_alive) > 1:
-            imp, l = min((scores["layers"][l], l) for l in layers_alive)
-            moves.append((imp / saving("layers", l), "layers", l, imp))
+            imp, i = min((scores["layers"][i], i) for i in layers_alive)
+            moves.append((imp / saving("layers", i), "layers", i, imp))
         if not moves:
             return path
         _, kind, arg, imp = min(moves, key=lambda m: m[0])

@@ -48,20 +48,20 @@ def apply_plan(model, plan: Plan):
     if plan.ffn and (len(widths) > 1 or set(plan.ffn) != set(range(n))):
         raise InputError("FFN pruning removes the same number of neurons from every layer (one intermediate_size)")
     to_prune = {}
-    for l, positions in plan.heads.items():
+    for i, positions in plan.heads.items():
         if not positions:
             continue
-        original = kept_heads(config, l)
+        original = kept_heads(config, i)
         if len(set(positions)) >= len(original):
-            raise InputError(f"a plan may not remove every head of layer {l}")
-        to_prune[l] = [original[p] for p in positions]
+            raise InputError(f"a plan may not remove every head of layer {i}")
+        to_prune[i] = [original[p] for p in positions]
     if to_prune:
         model.prune_heads(to_prune)
-    for l, positions in plan.ffn.items():
-        layer = layers[l]
+    for i, positions in plan.ffn.items():
+        layer = layers[i]
         keep = torch.tensor(sorted(set(range(layer.intermediate.dense.out_features)) - set(positions)), dtype=torch.long)
         if not len(keep):
-            raise InputError(f"a plan may not remove every FFN neuron of layer {l}")
+            raise InputError(f"a plan may not remove every FFN neuron of layer {i}")
         layer.intermediate.dense = prune_linear_layer(layer.intermediate.dense, keep, dim=0)
         layer.output.dense = prune_linear_layer(layer.output.dense, keep, dim=1)
     if plan.ffn:

@@ -149,7 +149,7 @@ class Batcher:
                 for job in jobs:
                     job.loop.call_soon_threadsafe(_resolve, job.future, None, err)
                 continue
-            for job, rows in zip(jobs, results):
+            for job, rows in zip(jobs, results, strict=True):
                 job.loop.call_soon_threadsafe(_resolve, job.future, rows, None)
 
     def _run(self, jobs: list[Job]) -> list[list[dict]]:
@@ -167,10 +167,10 @@ class Batcher:
 
         starts, ends = run_features(self.engine, merged, self.max_batch_size, on_batch=observe)
         out, at = [], 0
-        for job, feats in zip(jobs, features):
+        for job, feats in zip(jobs, features, strict=True):
             n = len(feats)
             preds = postprocess(job.examples, feats, starts[at:at + n], ends[at:at + n], self.predict.postprocess)
-            out.append([answer_row(preds[ex.id], uid) for ex, uid in zip(job.examples, job.user_ids)])
+            out.append([answer_row(preds[ex.id], uid) for ex, uid in zip(job.examples, job.user_ids, strict=True)])
             at += n
         self.metrics.questions.inc(sum(len(j.examples) for j in jobs))
         return out
