@@ -50,7 +50,9 @@ def _recovery_params() -> list[click.Parameter]:
 @_opt("--profile", default=None, help="Device profile (kdtool profiles) for --target-latency: threads, precision.")
 @_opt("--seq-len", type=int, default=None, help="Sequence length of FLOPs and latency [default: the profile's longest, else 384].")
 @_opt("--prune", "structures", default="heads,ffn,layers",
-      help="Structures to remove, comma-separated: heads (per layer), ffn (one width for all layers), layers.")
+      help="Structures to remove, comma-separated: heads (per layer), ffn (one width for all layers), layers, "
+           "hidden (the residual stream's width, in steps of one head size; not in the default because it "
+           "changes every LayerNorm's statistics, so only recovery brings the model back).")
 @_opt("--schedule", "prune_schedule", type=click.Choice(["one-shot", "iterative"]), default="one-shot",
       help="one-shot: score, prune and recover once; iterative: --steps rounds of score, prune, recover.")
 @_opt("--steps", type=int, default=1, help="Rounds of an iterative schedule (geometric steps towards the budget).")

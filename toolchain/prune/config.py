@@ -8,7 +8,7 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from kdtool.errors import InputError
-from kdtool.prune.search import STRUCTURES
+from kdtool.prune.search import DEFAULT_STRUCTURES, STRUCTURES
 
 SCHEDULES = ("one-shot", "iterative")
 LATENCY_ENGINES = ("bundle", "pytorch")
@@ -86,7 +86,7 @@ class PruneConfig:
     target_latency_ms: float | None = None
     profile: str | None = None
     seq_len: int | None = None  # FLOPs and latency at this length; default: the profile's longest, else 384
-    structures: tuple[str, ...] = STRUCTURES
+    structures: tuple[str, ...] = DEFAULT_STRUCTURES
     schedule: str = "one-shot"
     steps: int = 1
     importance_examples: int = 256

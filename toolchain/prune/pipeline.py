@@ -28,7 +28,7 @@ from kdtool.prune.config import PruneConfig
 from kdtool.prune.importance import score_units
 from kdtool.prune.latency import measure_dir, measure_plan
 from kdtool.prune.search import Point, bisect_latency, choose_within, pruning_path
-from kdtool.prune.shapes import Shape, base_params, encoder_layers
+from kdtool.prune.shapes import Shape, base_params, encoder_layers, hidden_prunable
 from kdtool.prune.slicing import Plan, apply_plan
 
 SCORING = ("first-order Taylor |dL/d gate| summed over batches at gates = 1 (Michel et al. 2019 for heads; "
@@ -110,6 +110,10 @@ class _Context:
         self.tokenizer = load_tokenizer(config.model)
         self.model = _load(config.model, self.task)
         encoder_layers(self.model)  # a one-line error for models that are not BERT-style
+        if "hidden" in config.structures and not hidden_prunable(self.model):
+            raise InputError(f"{config.model}: its embeddings are projected to the hidden width (no LayerNorm of that "
+                             "width starts the residual stream), so kdtool cannot prune hidden dimensions; "
+                             "drop 'hidden' from --prune")
         if config.recover:
             _recovery_config(config, self.task, self.teacher, config.model, self.work / "check", False)
         self.base = base_params(self.model)
@@ -124,7 +128,7 @@ class _Context:
 
     def _check_reachable(self) -> None:
         zeros = {"heads": [[0.0] * h for h in self.shape.heads], "ffn": [[0.0] * self.shape.ffn] * self.shape.layers,
-                 "layers": [0.0] * self.shape.layers}
+                 "layers": [0.0] * self.shape.layers, "hidden": [0.0] * self.shape.hidden}
         cost = "params" if self.budget.kind == "params" else "flops"
         path = pruning_path(self.shape, zeros, self.config.structures, seq_len=self.seq_len, base_params=self.base,
                             cost=cost, ffn_step=self.config.ffn_step)

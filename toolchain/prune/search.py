@@ -7,7 +7,12 @@ parameters for a parameter budget), among:
 
 - ``heads``: the least important remaining head of any layer that keeps more than one;
 - ``ffn``: the ``ffn_step`` least important remaining neurons of every layer (one width for all);
-- ``layers``: the least important remaining layer (its heads and neurons go with it).
+- ``layers``: the least important remaining layer (its heads and neurons go with it);
+- ``hidden``: the ``head_dim`` least important remaining hidden dimensions (the residual stream of every
+  layer, the embeddings and the task head). Hugging Face derives the head size from ``hidden_size //
+  num_attention_heads``, so the hidden width moves in steps of one head size and every layer keeps at most
+  ``hidden // head_dim`` heads: a layer over that loses its least important heads in the same move, and
+  their importance counts against it.
 
 Importance is in one unit across structures (first-order loss change, :mod:`kdtool.prune.importance`),
 so the comparison is meaningful; it is a first-order estimate, which is why ``--schedule iterative``
@@ -22,7 +27,10 @@ from dataclasses import dataclass
 from kdtool.prune.shapes import Shape
 from kdtool.prune.slicing import Plan
 
-STRUCTURES = ("heads", "ffn", "layers")
+STRUCTURES = ("heads", "ffn", "hidden", "layers")
+# What --prune removes unless told: the structures whose slicing is exact. Hidden dimensions move every
+# LayerNorm's statistics, so they are asked for by name.
+DEFAULT_STRUCTURES = ("heads", "ffn", "layers")
 
 
 @dataclass(frozen=True)
@@ -41,24 +49,41 @@ def default_ffn_step(ffn: int) -> int:
     return max(8, (ffn // 32) // 8 * 8) if ffn >= 64 else 1
 
 
-def pruning_path(shape: Shape, scores: dict, structures: tuple[str, ...], *, seq_len: int, base_params: int,
+def pruning_path(shape: Shape, scores: dict, structures: tuple[str, ...], *, seq_len: int, base_params,
                  cost: str = "flops", ffn_step: int | None = None, dropped_layers: tuple[int, ...] = ()) -> list[Point]:
-    """Points from ``shape`` (removing nothing but ``dropped_layers``) down to the smallest reachable shape."""
+    """Points from ``shape`` (removing nothing but ``dropped_layers``) down to the smallest reachable shape.
+
+    ``base_params``: the parameters outside the layers, an :class:`~kdtool.prune.shapes.Outside` (or an int
+    when the hidden width stays)."""
     step = ffn_step or default_ffn_step(shape.ffn)
     n = shape.layers
     heads_left = {i: sorted(range(shape.heads[i]), key=lambda h: scores["heads"][i][h]) for i in range(n)}
     ffn_order = {i: sorted(range(shape.ffn), key=lambda j: scores["ffn"][i][j]) for i in range(n)}
-    ffn_removed, layers_alive = 0, [i for i in range(n) if i not in dropped_layers]
+    hidden_order = sorted(range(shape.hidden), key=lambda d: scores["hidden"][d]) if "hidden" in structures else []
+    ffn_removed, hidden_removed, layers_alive = 0, 0, [i for i in range(n) if i not in dropped_layers]
     removed_heads: dict[int, list[int]] = {i: [] for i in range(n)}
     lost = float(sum(scores["layers"][i] for i in dropped_layers))
 
     def current() -> Point:
         heads = tuple(shape.heads[i] - len(removed_heads[i]) for i in layers_alive)
-        s = Shape(heads, shape.ffn - ffn_removed, shape.hidden, shape.head_dim)
+        s = Shape(heads, shape.ffn - ffn_removed, shape.hidden - hidden_removed, shape.head_dim)
         plan = Plan(heads={i: list(v) for i, v in removed_heads.items() if v and i in layers_alive},
                     ffn={i: ffn_order[i][:ffn_removed] for i in range(n)} if ffn_removed else {},
-                    layers=[i for i in range(n) if i not in layers_alive])
-        return Point(plan, s, base_params + s.encoder_params(), s.flops(seq_len), lost)
+                    layers=[i for i in range(n) if i not in layers_alive], hidden=hidden_order[:hidden_removed])
+        return Point(plan, s, s.params(base_params), s.flops(seq_len), lost)
+
+    def narrower_hidden() -> tuple[dict[int, int], float, float]:
+        """The hidden move: heads each layer must lose, its importance, and the cost it saves."""
+        width = shape.hidden - hidden_removed - shape.head_dim
+        forced = {i: max(0, len(heads_left[i]) - width // shape.head_dim) for i in layers_alive}
+        imp = sum(scores["hidden"][d] for d in hidden_order[hidden_removed:hidden_removed + shape.head_dim])
+        imp += sum(scores["heads"][i][h] for i, k in forced.items() for h in heads_left[i][:k])
+        now = current().shape
+        after = Shape(tuple(h - forced[i] for h, i in zip(now.heads, layers_alive, strict=True)), now.ffn, width,
+                      now.head_dim)
+        saved = (now.params(base_params) - after.params(base_params) if cost == "params"
+                 else now.flops(seq_len) - after.flops(seq_len))
+        return forced, imp, saved
 
     def saving(kind: str, arg=None) -> float:
         s = current().shape
@@ -82,6 +107,9 @@ def pruning_path(shape: Shape, scores: dict, structures: tuple[str, ...], *, seq
         if "layers" in structures and len(layers_alive) > 1:
             imp, i = min((scores["layers"][i], i) for i in layers_alive)
             moves.append((imp / saving("layers", i), "layers", i, imp))
+        if "hidden" in structures and shape.hidden - hidden_removed - shape.head_dim >= shape.head_dim:
+            forced, imp, saved = narrower_hidden()
+            moves.append((imp / saved, "hidden", forced, imp))
         if not moves:
             return path
         _, kind, arg, imp = min(moves, key=lambda m: m[0])
@@ -89,6 +117,10 @@ def pruning_path(shape: Shape, scores: dict, structures: tuple[str, ...], *, seq
             removed_heads[arg].append(heads_left[arg].pop(0))
         elif kind == "ffn":
             ffn_removed += step
+        elif kind == "hidden":
+            for i, k in arg.items():
+                removed_heads[i] += [heads_left[i].pop(0) for _ in range(k)]
+            hidden_removed += shape.head_dim
         else:
             layers_alive.remove(arg)
         lost += imp
@@ -101,7 +133,7 @@ def first_within(path: list[Point], limit: float, key: str) -> Point | None:
 
 
 def choose_within(shape: Shape, scores: dict, structures: tuple[str, ...], limit: float, *, seq_len: int,
-                  base_params: int, cost: str = "flops", ffn_step: int | None = None) -> Point | None:
+                  base_params, cost: str = "flops", ffn_step: int | None = None) -> Point | None:
     """The point of a parameter or FLOP budget: the first on the path within ``limit``.
 
     A whole layer is a big step: when the move into the budget dropped one, the budget may be
