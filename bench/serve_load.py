@@ -70,7 +70,7 @@ def percentiles(ms: list[float]) -> dict:
 def sequential(bundle: Path, questions: list[dict], threads: int, seconds: float, limit: int) -> dict:
     """The same questions through one in-process engine, one question per call."""
     from kdtool.data import Example
-    from kdtool.engine import load_engine
+    from kdtool.engines import load_engine
     from kdtool.predict import PredictConfig, answer_questions
 
     engine = load_engine(bundle, device="cpu", threads=threads)

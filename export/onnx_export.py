@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kdtool.engines.base import input_feed
 from kdtool.errors import KdtoolError
 
 log = logging.getLogger(__name__)
@@ -75,9 +76,7 @@ QA_OUTPUTS = ("start_logits", "end_logits")
 
 
 def run_session(session, batch: dict[str, np.ndarray], outputs=QA_OUTPUTS) -> tuple[np.ndarray, ...]:
-    feed = {}
-    for inp in session.get_inputs():
-        feed[inp.name] = batch[inp.name] if inp.name in batch else np.zeros_like(batch["input_ids"])
+    feed = input_feed(batch, [inp.name for inp in session.get_inputs()])
     return tuple(o.astype(np.float32) for o in session.run(list(outputs), feed))
 
 

@@ -2,7 +2,7 @@
 
 Method (what makes the numbers comparable, and what ``profiles/SCHEMA.md`` documents):
 
-- Every model is opened with :func:`kdtool.engine.load_engine` on the same device and thread
+- Every model is opened with :func:`kdtool.engines.load_engine` on the same device and thread
   count; the first one is the *reference* and every row's speed-up is ``reference p50 / p50`` at
   the same shape, measured in the same run.
 - ``torch_variants`` (``fp16:sdpa``, ``bf16:torch-triton``, ...) open each Hugging Face directory once
@@ -170,7 +170,7 @@ def load_models(paths: list, settings: dict, *, trust_remote_code: bool = False,
                 require_signature: str | None = None) -> tuple[list, list[dict]]:
     """Open every model (all paths are checked first, so a typo fails before a slow load); with
     ``torch_variants``, each Hugging Face directory once per variant, in the order given."""
-    from kdtool.engine import bundle_signature, load_engine
+    from kdtool.engines import bundle_signature, load_engine
 
     variants = parse_torch_variants(torch_variants)
     for p in paths:

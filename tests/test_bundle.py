@@ -12,13 +12,13 @@ import sys
 import pytest
 from click.testing import CliRunner
 
+from kdtool.bundle.manifest import MANIFEST, sha256_file, verify_bundle
 from kdtool.cli import main
-from kdtool.engine import load_engine
+from kdtool.engines import load_engine
+from kdtool.engines.trt import check_engine_version
 from kdtool.errors import IntegrityError
-from kdtool.export.bundle import MANIFEST, sha256_file, verify_bundle
 from kdtool.export.config import ExportConfig
 from kdtool.export.pipeline import export_model
-from kdtool.export.trt import check_engine_version
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,9 @@ import pytest
 from badinput_fixtures import CONTEXT, assert_one_line_error, run
 
 from kdtool.atomic import _exchange
-from kdtool.engine import load_engine
+from kdtool.bundle import manifest as B
+from kdtool.engines import load_engine
 from kdtool.errors import IntegrityError
-from kdtool.export import bundle as B
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import pytest
 from badinput_fixtures import CONTEXT, Proc, write_jsonl
 
 from kdtool.atomic import atomic_directory, remove_stale_partials
-from kdtool.export.bundle import verify_bundle
+from kdtool.bundle.manifest import verify_bundle
 from kdtool.export.config import ExportConfig
 from kdtool.export.pipeline import export_model
 
