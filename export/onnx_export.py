@@ -99,10 +99,10 @@ def parity(reference: list, onnx_path: Path, batches, outputs=QA_OUTPUTS, per_to
     """
     session = ort_session(onnx_path)
     worst, agree, total = 0.0, 0, 0
-    for ref, b in zip(reference, batches):
+    for ref, b in zip(reference, batches, strict=True):  # the reference was computed on these batches
         got = run_session(session, b, outputs)
         mask = b["attention_mask"].astype(bool) if per_token else None
-        for r, g in zip(ref, got):
+        for r, g in zip(ref, got, strict=True):
             m = mask if per_token else np.ones_like(r, dtype=bool)
             worst = max(worst, float(np.abs(g - r)[m].max()))
             neg = np.where(m, 0, -np.inf)

@@ -66,7 +66,8 @@ def _resolve(config: ExportConfig) -> tuple[object, Precision]:
                              "has no modelopt_state.pth; train it with kdtool distill/finetune --qat, or use "
                              "--precision int8")
         if config.reduce_range:
-            raise InputError("--reduce-range requantizes weights; an int8-qat graph keeps the scales it was trained with: drop it")
+            raise InputError("--reduce-range requantizes weights; an int8-qat graph keeps the scales it was trained with: "
+                             "drop it")
         if config.fast_gelu:
             raise InputError("--fast-gelu rewrites the fused FP32 graph; an int8-qat graph is not fused: drop --fast-gelu")
     elif config.trt and precision.trt_calibrated and config.calibration_data is None:

@@ -40,7 +40,7 @@ def _wrapper(model, names, outputs):
             self.model = model
 
         def forward(self, *args):
-            out = self.model(**dict(zip(names, args)))
+            out = self.model(**dict(zip(names, args, strict=True)))
             return tuple(getattr(out, o) for o in outputs)
 
     return Positional().eval()  # torch.onnx.export restores the wrapper's mode, recursively, when it is done

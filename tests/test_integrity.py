@@ -1,5 +1,5 @@
 """The bytes verified are the bytes loaded; signed bundles; a manifest of the wrong types and a
-tokenizer that does not fit its model are refused in one line (kdtool/export/verified.py,
+tokenizer that does not fit its model are refused in one line (kdtool/bundle/verified.py,
 signing.py, manifest_schema.py)."""
 
 from __future__ import annotations

@@ -62,10 +62,10 @@ def test_qdq_graph_matches_fake_quantized_model(kind, request, tmp_path, squad_f
 
     for int8_activations in (False, True):  # ORT's exact u8 rewrite, and s8 x s8
         session = ort.InferenceSession(str(path), ort_session_options(int8_activations), providers=["CPUExecutionProvider"])
-        for ref, batch in zip(reference, windows):
+        for ref, batch in zip(reference, windows, strict=True):
             got = run_session(session, batch)
             mask = batch["attention_mask"].astype(bool)
-            for r, g in zip(ref, got):
+            for r, g in zip(ref, got, strict=True):
                 assert np.abs(r - g)[mask].max() < TOLERANCE
 
 
@@ -137,8 +137,8 @@ def test_export_int8_qat_bundle_validates(roberta_dir, squad_file, tmp_path):
 ])
 def test_bad_qat_combinations_exit_2(roberta_dir, squad_file, tmp_path, extra, needle):
     out = tmp_path / "o"
-    result = CliRunner().invoke(main, ["distill", str(roberta_dir), "--qat", "--schedule", "prediction", "--train", str(squad_file), "-o", str(out),
-                                       *TRAIN, *extra])
+    result = CliRunner().invoke(main, ["distill", str(roberta_dir), "--qat", "--schedule", "prediction",
+                                       "--train", str(squad_file), "-o", str(out), *TRAIN, *extra])
     assert result.exit_code == 2, result.output
     assert needle in result.output and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
