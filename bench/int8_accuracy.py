@@ -9,10 +9,10 @@ PyTorch student as the reference and the Spanish (MLQA) answer rules:
     python bench/int8_accuracy.py                      # after python bench/kd_real.py
 
 Variants: ONNX FP32 (fused); INT8 dynamic with per-channel weights (the default; fused: QAttention), with
-FastGelu, unfused, with 7-bit weights (--reduce-range); INT8 dynamic per-tensor, fused and unfused; INT8 static QDQ (per-channel weights, minmax
-, percentile or entropy calibration on 128 train windows); with --qat-student, the symmetric QDQ graph of
-quantization-aware training (kdtool.models.qat: INT8 Linear inputs and QK^T/PV) untrained (max calibration
-only) and after `kdtool finetune STUDENT --qat`. The figure
+FastGelu, unfused, with 7-bit weights (--reduce-range); INT8 dynamic per-tensor, fused and unfused;
+INT8 static QDQ (per-channel weights, minmax, percentile or entropy calibration on 128 train windows); with
+--qat-student, the symmetric QDQ graph of quantization-aware training (kdtool.models.qat: INT8 Linear inputs
+and QK^T/PV) untrained (max calibration only) and after `kdtool finetune STUDENT --qat`. The figure
 that matters is each variant's F1 drop against the FP32 student (the export issue's budget: 1 point).
 """
 

@@ -273,7 +273,7 @@ def main() -> None:
         teacher, student = paper_models(work, tok)
         make = qat_variants if args.variant_set == "qat" else variants
         engines = make(work / "bundles", student, teacher, args.calibration_data, args.threads)
-        for name, (engine, _) in engines.items():
+        for engine, _ in engines.values():
             engine._threads = args.threads
         rng = np.random.default_rng(0)
         batch = {"input_ids": rng.integers(5, 50000, (1, args.seq)).astype(np.int64),
@@ -284,7 +284,8 @@ def main() -> None:
         teacher_ms = float(np.median(times["teacher_pytorch_fp32"]))
         teacher_cpu = float(np.median(cpu["teacher_pytorch_fp32"]))
         result = {
-            "benchmark": "latency", "set": args.variant_set, "batch": 1, "seq": args.seq, "threads": args.threads, "rounds": args.rounds,
+            "benchmark": "latency", "set": args.variant_set, "batch": 1, "seq": args.seq, "threads": args.threads,
+            "rounds": args.rounds,
             "interleaved": True, "seconds": round(time.time() - t0, 1),
             "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                         "loadavg_after": os.getloadavg()},

@@ -108,7 +108,8 @@ def main() -> None:
         result = {
             "benchmark": "prune_latency", "batch": 1, "seq": args.seq, "threads": args.threads, "rounds": args.rounds,
             "interleaved": True, "seconds": round(time.time() - t0, 1), "structures": args.prune,
-            "machine": {"cpu": next((ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines() if ln.startswith("model name")), ""),
+            "machine": {"cpu": next((ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines()
+                                     if ln.startswith("model name")), ""),
                         "avx512_vnni": "avx512_vnni" in cpuinfo, "avx512_bf16": "avx512_bf16" in cpuinfo,
                         "cores": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
             "pruned": reports,

@@ -40,7 +40,8 @@ def main() -> None:
     from kdtool.models.qat import calibration_batches, quantize_model
 
     tok = load_tokenizer(args.student)
-    feats = tokenize_examples(load_squad(Path(args.data)).examples[:400], tok, FeatureConfig(args.seq, args.seq // 3, min(48, args.seq // 4)))
+    feats = tokenize_examples(load_squad(Path(args.data)).examples[:400], tok,
+                              FeatureConfig(args.seq, args.seq // 3, min(48, args.seq // 4)))
     batches = []
     for i in range(args.steps + 1):
         idx = list(range(i * args.batch, (i + 1) * args.batch))
