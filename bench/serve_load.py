@@ -157,7 +157,8 @@ def start_server(bundle: Path, args, log: Path) -> tuple[subprocess.Popen, str]:
         port = s.getsockname()[1]
     cmd = [sys.executable, "-c", "import sys; from kdtool.cli import main; sys.exit(main())", "serve", str(bundle),
            "--port", str(port), "--device", "cpu", "--threads", str(args.threads), "--max-wait-ms", str(args.max_wait_ms),
-           "--max-queue", str(args.max_queue), "--no-access-log"] + (["--max-batch-size", str(args.max_batch_size)] if args.max_batch_size else [])
+           "--max-queue", str(args.max_queue), "--no-access-log"]
+    cmd += ["--max-batch-size", str(args.max_batch_size)] if args.max_batch_size else []
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(log, "w"),
                             env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
     url = f"http://127.0.0.1:{port}"
