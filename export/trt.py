@@ -27,23 +27,23 @@ DEFAULT_SHAPES = TrtShapes(min_shape=(1, 16), opt_shape=(1, 384), max_shape=(8, 
 def make_trt_onnx(plain_onnx: Path, dst: Path, precision: Precision, *, calibration=None, method: str = "minmax") -> dict:
     """Write the TRT-ready graph for ``precision`` (a row of :mod:`kdtool.bundle.precision`); ``calibration``
     batches are needed where ``precision.trt_calibrated``."""
-    trt_precision = precision.trt_precision
-    if trt_precision == "fp32":
+    made = {"precision": precision.trt_precision}
+    if precision.trt_graph == "plain":
         shutil.copyfile(plain_onnx, dst)
-        return {"precision": "fp32", "form": "plain ONNX"}
-    if trt_precision == "fp16":
+        return {**made, "form": "plain ONNX"}
+    if precision.trt_graph == "fp16":
         from kdtool.export.fp16 import convert_fp16
 
         info = convert_fp16(plain_onnx, dst)
-        return {"precision": "fp16", "form": "FP16 with Cast nodes", **info}
-    if precision.quantizer == "qat":  # already explicit, symmetric Q/DQ with the QAT model's scales (kdtool.export.qat)
+        return {**made, "form": "FP16 with Cast nodes", **info}
+    if precision.trt_graph == "qdq-qat":  # already explicit, symmetric Q/DQ with the QAT model's scales (kdtool.export.qat)
         shutil.copyfile(plain_onnx, dst)
-        return {"precision": "int8", "form": "symmetric INT8 Q/DQ from quantization-aware training (its own scales)"}
+        return {**made, "form": "symmetric INT8 Q/DQ from quantization-aware training (its own scales)"}
     from kdtool.export.quantize import quantize_int8_static
 
     info = quantize_int8_static(plain_onnx, dst, calibration, method=method, per_channel=True, symmetric=True,
                                 op_types=["MatMul", "Gemm"])
-    return {"precision": "int8", "form": "symmetric INT8 Q/DQ (explicit quantization)", **info}
+    return {**made, "form": "symmetric INT8 Q/DQ (explicit quantization)", **info}
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from kdtool.bundle.precision import (
     PRECISIONS,
     QUANTIZERS,
     TRT_BUILDER_FLAGS,
+    TRT_GRAPHS,
     TRT_PRECISIONS,
     get_precision,
     manifest_precision,
@@ -39,7 +40,8 @@ def test_the_cli_offers_exactly_the_rows_of_the_table():
 
 @pytest.mark.parametrize("row", list(PRECISIONS.values()), ids=list(PRECISIONS))
 def test_each_row_is_consistent(row):
-    assert row.quantizer in QUANTIZERS and row.trt_precision in TRT_PRECISIONS
+    assert row.quantizer in QUANTIZERS and row.trt_precision in TRT_PRECISIONS and row.trt_graph in TRT_GRAPHS
+    assert (row.trt_graph == "qdq-qat") == (row.quantizer == "qat")  # only a QAT model carries its own scales
     assert row.trt_precision in TRT_BUILDER_FLAGS
     assert row.int8 == (row.trt_precision == "int8")
     assert (CUDA in row.providers) == (not row.int8)  # ORT's CUDA provider does not run INT8 graphs

@@ -15,6 +15,9 @@ from kdtool.errors import InputError
 CPU, CUDA, TRT_EP = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
 QUANTIZERS = ("none", "fp16", "dynamic", "static", "qat")
 TRT_PRECISIONS = ("fp32", "fp16", "int8")
+# how the TRT-ready graph is made from the plain FP32 one: as it is, FP16 through Cast nodes, symmetric Q/DQ
+# with scales calibrated on real windows, or the Q/DQ graph of quantization-aware training (its own scales)
+TRT_GRAPHS = ("plain", "fp16", "qdq-calibrated", "qdq-qat")
 
 
 @dataclass(frozen=True)
@@ -23,9 +26,14 @@ class Precision:
     quantizer: str  # how the bundled graph is made from the FP32 one: one of QUANTIZERS
     calibrated: bool  # the bundled graph needs calibration windows (--calibration-data)
     trt_precision: str  # the TRT-ready graph's and the TensorRT builder's precision (manifest tensorrt.precision)
-    trt_calibrated: bool  # the TRT-ready graph needs calibration windows (static Q/DQ scales)
+    trt_graph: str  # how the TRT-ready graph is made: one of TRT_GRAPHS
     providers: tuple[str, ...]  # ONNX Runtime execution providers that can run the bundled graph
     about: str = ""
+
+    @property
+    def trt_calibrated(self) -> bool:
+        """The TRT-ready graph needs calibration windows (--trt at this precision needs --calibration-data)."""
+        return self.trt_graph == "qdq-calibrated"
 
     @property
     def int8(self) -> bool:
@@ -40,11 +48,12 @@ class Precision:
 
 # ORT's CUDA provider does not run INT8 graphs: INT8 rows list TensorRT and the CPU only
 PRECISIONS: dict[str, Precision] = {p.name: p for p in (
-    Precision("fp32", "none", False, "fp32", False, (TRT_EP, CUDA, CPU), "the fused FP32 graph"),
-    Precision("fp16", "fp16", False, "fp16", False, (TRT_EP, CUDA, CPU), "FP16 weights and activations"),
-    Precision("int8", "dynamic", False, "int8", True, (TRT_EP, CPU), "INT8 weights, activations quantized at run time"),
-    Precision("int8-static", "static", True, "int8", True, (TRT_EP, CPU), "INT8 with calibrated activation scales"),
-    Precision("int8-qat", "qat", False, "int8", False, (TRT_EP, CPU),
+    Precision("fp32", "none", False, "fp32", "plain", (TRT_EP, CUDA, CPU), "the fused FP32 graph"),
+    Precision("fp16", "fp16", False, "fp16", "fp16", (TRT_EP, CUDA, CPU), "FP16 weights and activations"),
+    Precision("int8", "dynamic", False, "int8", "qdq-calibrated", (TRT_EP, CPU),
+              "INT8 weights, activations quantized at run time"),
+    Precision("int8-static", "static", True, "int8", "qdq-calibrated", (TRT_EP, CPU), "INT8 with calibrated activation scales"),
+    Precision("int8-qat", "qat", False, "int8", "qdq-qat", (TRT_EP, CPU),
               "INT8 Q/DQ with the scales of quantization-aware training"),
 )}
 
