@@ -9,10 +9,10 @@ PyTorch student as the reference and the Spanish (MLQA) answer rules:
     python bench/int8_accuracy.py                      # after python bench/kd_real.py
 
 Variants: ONNX FP32 (fused); INT8 dynamic with per-channel weights (the default; fused: QAttention), with
-FastGelu, unfused, with 7-bit weights (--reduce-range); INT8 dynamic per-tensor, fused and unfused; INT8 static QDQ
-(per-channel weights, minmax, percentile or entropy calibration on 128 train windows); with --qat-student, the
-symmetric QDQ graph of quantization-aware training (kdtool.distill.qat: INT8 Linear inputs and QK^T/PV) untrained (max calibration
-only) and after `kdtool finetune STUDENT --qat`. The figure
+FastGelu, unfused, with 7-bit weights (--reduce-range); INT8 dynamic per-tensor, fused and unfused;
+INT8 static QDQ (per-channel weights, minmax, percentile or entropy calibration on 128 train windows); with
+--qat-student, the symmetric QDQ graph of quantization-aware training (kdtool.models.qat: INT8 Linear inputs
+and QK^T/PV) untrained (max calibration only) and after `kdtool finetune STUDENT --qat`. The figure
 that matters is each variant's F1 drop against the FP32 student (the export issue's budget: 1 point).
 """
 
@@ -39,7 +39,7 @@ VARIANTS = {
     "int8-static-entropy": ["--precision", "int8-static", "--calibration-method", "entropy",
                             "--calibration-samples", "128"],
 }
-# made from a fake-quantized copy of the student (kdtool.distill.qat), exported with --precision int8-qat:
+# made from a fake-quantized copy of the student (kdtool.models.qat), exported with --precision int8-qat:
 # the same symmetric QDQ graph (INT8 Linear inputs and QK^T/PV) with max-calibrated scales and no training
 # (int8-qat-untrained: static PTQ in TensorRT's form), and after `kdtool finetune STUDENT --qat` (int8-qat)
 QAT_VARIANTS = {"int8-qat-untrained": ["--precision", "int8-qat"], "int8-qat": ["--precision", "int8-qat"]}
@@ -48,8 +48,8 @@ QAT_VARIANTS = {"int8-qat-untrained": ["--precision", "int8-qat"], "int8-qat": [
 def calibrated_copy(student: Path, train: Path, out: Path, windows: int, max_length: int, doc_stride: int) -> Path:
     """The student fake-quantized and max-calibrated on its first ``windows`` training windows, untrained."""
     from kdtool.data import FeatureConfig, load_squad, tokenize_examples
-    from kdtool.distill.qat import calibration_batches, quantize_model
     from kdtool.models import load_qa_model, load_tokenizer
+    from kdtool.models.qat import calibration_batches, quantize_model
 
     if (out / "modelopt_state.pth").is_file():
         return out

@@ -162,7 +162,8 @@ def main() -> None:
 
     import torch
 
-    from kdtool.engine import TorchQAEngine, load_engine
+    from kdtool.engines import load_engine
+    from kdtool.engines.pytorch import TorchQAEngine
 
     torch.set_num_threads(args.threads)
     shape = SHAPES["student"]

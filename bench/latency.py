@@ -121,7 +121,8 @@ def qoperator_model(fp32_bundle: Path, dst: Path, seq: int) -> Path:
 
 def variants(work: Path, student: Path, teacher: Path, calib: Path | None, threads: int) -> dict:
     """name -> (engine, how it was made)."""
-    from kdtool.engine import TorchQAEngine, load_engine
+    from kdtool.engines import load_engine
+    from kdtool.engines.pytorch import TorchQAEngine
     from kdtool.export.config import ExportConfig
     from kdtool.export.pipeline import export_model
 
@@ -166,20 +167,21 @@ def variants(work: Path, student: Path, teacher: Path, calib: Path | None, threa
 def qat_variants(work: Path, student: Path, teacher: Path, calib: Path | None, threads: int) -> dict:
     """``--set qat``: the QAT-INT8 graph (int8 attention core) against dynamic INT8 and the teacher.
 
-    The student is fake-quantized (kdtool.distill.qat) and max-calibrated on real windows (random-token
+    The student is fake-quantized (kdtool.models.qat) and max-calibrated on real windows (random-token
     windows without --calibration-data); QAT's training changes the scales' values, not the graph or its
     speed. ``student_int8_qat`` runs as kdtool's engine does (ORT rewrites the s8 activations to u8 on
     x86, exactly); ``ablation_int8_qat_s8`` keeps s8 x s8 (``session.qdqisint8allowed=1``).
     """
     import torch
 
-    from kdtool.distill.qat import quantize_model
-    from kdtool.engine import TorchQAEngine, load_engine
+    from kdtool.engines import load_engine
+    from kdtool.engines.pytorch import TorchQAEngine
     from kdtool.export.config import ExportConfig
     from kdtool.export.pipeline import export_model
     from kdtool.export.qat import INT8_ALLOWED_KEY
     from kdtool.export.samples import sample_windows
     from kdtool.models import load_qa_model, load_tokenizer
+    from kdtool.models.qat import quantize_model
 
     def bundle(name, model, **options):
         if not (work / name / "manifest.json").is_file():

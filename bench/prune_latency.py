@@ -60,7 +60,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
-    from kdtool.engine import TorchQAEngine, load_engine
+    from kdtool.engines import load_engine
+    from kdtool.engines.pytorch import TorchQAEngine
     from kdtool.export.config import ExportConfig
     from kdtool.export.pipeline import export_model
     from kdtool.prune import PruneConfig, prune

@@ -2,7 +2,7 @@
 """Training-step cost of quantization-aware training against plain distillation, interleaved. Prints JSON.
 
 Two copies of one student take the same prediction-stage step (KL to cached teacher logits + hard loss,
-backward, AdamW) on the same real windows: one plain FP32, one fake-quantized by kdtool.distill.qat
+backward, AdamW) on the same real windows: one plain FP32, one fake-quantized by kdtool.models.qat
 (INT8 Linear inputs and weights, QK^T/PV inputs). Steps alternate between the two so machine noise
 hits both alike; medians reported.
 
@@ -36,7 +36,7 @@ def main() -> None:
 
     from kdtool.data import FeatureConfig, load_squad, tokenize_examples
     from kdtool.distill.losses import prediction_loss
-    from kdtool.distill.qat import calibration_batches, quantize_model
+    from kdtool.models.qat import calibration_batches, quantize_model
     from kdtool.models import load_qa_model, load_tokenizer
 
     tok = load_tokenizer(args.student)

@@ -70,7 +70,7 @@ def percentiles(ms: list[float]) -> dict:
 def sequential(bundle: Path, questions: list[dict], threads: int, seconds: float, limit: int) -> dict:
     """The same questions through one in-process engine, one question per call."""
     from kdtool.data import Example
-    from kdtool.engine import load_engine
+    from kdtool.engines import load_engine
     from kdtool.predict import PredictConfig, answer_questions
 
     engine = load_engine(bundle, device="cpu", threads=threads)
@@ -155,10 +155,10 @@ def start_server(bundle: Path, args, log: Path) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-c", "import sys; from kdtool.cli import main; sys.exit(main())", "serve", str(bundle), "--port",
-           str(port), "--device", "cpu",
-           "--threads", str(args.threads), "--max-wait-ms", str(args.max_wait_ms), "--max-queue", str(args.max_queue),
-           "--no-access-log"] + (["--max-batch-size", str(args.max_batch_size)] if args.max_batch_size else [])
+    cmd = [sys.executable, "-c", "import sys; from kdtool.cli import main; sys.exit(main())", "serve", str(bundle),
+           "--port", str(port), "--device", "cpu", "--threads", str(args.threads), "--max-wait-ms", str(args.max_wait_ms),
+           "--max-queue", str(args.max_queue), "--no-access-log"]
+    cmd += ["--max-batch-size", str(args.max_batch_size)] if args.max_batch_size else []
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(log, "w"),
                             env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
     url = f"http://127.0.0.1:{port}"

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from kdtool.bundle.precision import PRECISIONS as PRECISION_TABLE
 from kdtool.errors import InputError
 
-PRECISIONS = ("fp32", "fp16", "int8", "int8-static", "int8-qat")
+PRECISIONS = tuple(PRECISION_TABLE)  # --precision choices: the rows of the precision table
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 
 

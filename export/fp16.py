@@ -28,7 +28,8 @@ def convert_fp16(src: Path, dst: Path) -> dict:
         raise KdtoolError(f"FP16 conversion failed: {type(err).__name__}: {str(err).splitlines()[0][:160]}") from None
     _drop_duplicate_casts(model.model)
     model.save_model_to_file(str(dst), use_external_data_format=model.model.ByteSize() > (1 << 31) - (1 << 26))
-    return {"mode": "fp16", "kept_fp32_ops": FP32_OPS, "io_types": "kept (float32 logits)", "converter": "onnxruntime.transformers OnnxModel.convert_float_to_float16"}
+    return {"mode": "fp16", "kept_fp32_ops": FP32_OPS, "io_types": "kept (float32 logits)",
+            "converter": "onnxruntime.transformers OnnxModel.convert_float_to_float16"}
 
 
 def _drop_duplicate_casts(model) -> int:

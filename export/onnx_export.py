@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kdtool.engines.base import input_feed
 from kdtool.errors import KdtoolError
 
 log = logging.getLogger(__name__)
@@ -75,9 +76,7 @@ QA_OUTPUTS = ("start_logits", "end_logits")
 
 
 def run_session(session, batch: dict[str, np.ndarray], outputs=QA_OUTPUTS) -> tuple[np.ndarray, ...]:
-    feed = {}
-    for inp in session.get_inputs():
-        feed[inp.name] = batch[inp.name] if inp.name in batch else np.zeros_like(batch["input_ids"])
+    feed = input_feed(batch, [inp.name for inp in session.get_inputs()])
     return tuple(o.astype(np.float32) for o in session.run(list(outputs), feed))
 
 
@@ -100,10 +99,10 @@ def parity(reference: list, onnx_path: Path, batches, outputs=QA_OUTPUTS, per_to
     """
     session = ort_session(onnx_path)
     worst, agree, total = 0.0, 0, 0
-    for ref, b in zip(reference, batches):
+    for ref, b in zip(reference, batches, strict=True):  # the reference was computed on these batches
         got = run_session(session, b, outputs)
         mask = b["attention_mask"].astype(bool) if per_token else None
-        for r, g in zip(ref, got):
+        for r, g in zip(ref, got, strict=True):
             m = mask if per_token else np.ones_like(r, dtype=bool)
             worst = max(worst, float(np.abs(g - r)[m].max()))
             neg = np.where(m, 0, -np.inf)

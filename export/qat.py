@@ -1,4 +1,4 @@
-"""``int8-qat``: a quantization-aware-trained model (kdtool.distill.qat) to an explicit-precision QDQ graph.
+"""``int8-qat``: a quantization-aware-trained model (kdtool.models.qat) to an explicit-precision QDQ graph.
 
 The fake-quantized PyTorch model is exported as it is: Model Optimizer's quantizers export
 themselves as ``QuantizeLinear``/``DequantizeLinear`` pairs with the QAT model's scales (zero point 0,
@@ -40,7 +40,7 @@ def _wrapper(model, names, outputs):
             self.model = model
 
         def forward(self, *args):
-            out = self.model(**dict(zip(names, args)))
+            out = self.model(**dict(zip(names, args, strict=True)))
             return tuple(getattr(out, o) for o in outputs)
 
     return Positional().eval()  # torch.onnx.export restores the wrapper's mode, recursively, when it is done

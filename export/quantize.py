@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kdtool.engines.base import input_feed
 from kdtool.errors import KdtoolError
 
 FUSED_EXTRA = {"DefaultTensorType": 1}  # onnx.TensorProto.FLOAT: types of contrib-op outputs the quantizer cannot infer
@@ -34,7 +35,7 @@ class WindowReader:
 
     def _feeds(self):
         for b in self.batches:
-            yield {n: b[n] if n in b else np.zeros_like(b["input_ids"]) for n in self.input_names}
+            yield input_feed(b, self.input_names)
 
     def get_next(self):
         return next(self._it, None)

@@ -14,96 +14,36 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from kdtool.errors import EnvironmentUnsupported, IntegrityError, KdtoolError
+from kdtool.bundle.precision import TRT_BUILDER_FLAGS, Precision
+from kdtool.engines.trt import build_unavailable_reason, gpu_identity
+from kdtool.errors import EnvironmentUnsupported, KdtoolError
 from kdtool.profiles import TrtShapes
 
-ENGINE_FILE = "model.engine"
 TIMING_CACHE_FILE = "timing.cache"
 TRT_ONNX_FILE = "model.trt.onnx"
 DEFAULT_SHAPES = TrtShapes(min_shape=(1, 16), opt_shape=(1, 384), max_shape=(8, 384))
 
 
-def tensorrt_version() -> str | None:
-    """The installed TensorRT version, or None when the package is not importable."""
-    try:
-        import tensorrt as trt
-    except Exception:
-        return None
-    return str(trt.__version__)
-
-
-def cuda_available() -> bool:
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except Exception:
-        return False
-
-
-def build_unavailable_reason() -> str | None:
-    """Why an engine cannot be built here (None when it can)."""
-    if tensorrt_version() is None:
-        return "TensorRT is not installed"
-    if not cuda_available():
-        return "no CUDA GPU is visible"
-    return None
-
-
-def make_trt_onnx(plain_onnx: Path, dst: Path, precision: str, *, calibration=None, method: str = "minmax") -> dict:
-    """Write the TRT-ready graph for ``precision``; ``calibration`` batches are needed for INT8."""
-    if precision == "fp32":
+def make_trt_onnx(plain_onnx: Path, dst: Path, precision: Precision, *, calibration=None, method: str = "minmax") -> dict:
+    """Write the TRT-ready graph for ``precision`` (a row of :mod:`kdtool.bundle.precision`); ``calibration``
+    batches are needed where ``precision.trt_calibrated``."""
+    made = {"precision": precision.trt_precision}
+    if precision.trt_graph == "plain":
         shutil.copyfile(plain_onnx, dst)
-        return {"precision": "fp32", "form": "plain ONNX"}
-    if precision == "fp16":
+        return {**made, "form": "plain ONNX"}
+    if precision.trt_graph == "fp16":
         from kdtool.export.fp16 import convert_fp16
 
         info = convert_fp16(plain_onnx, dst)
-        return {"precision": "fp16", "form": "FP16 with Cast nodes", **info}
-    if precision == "int8-qat":  # already explicit, symmetric Q/DQ with the QAT model's scales (kdtool.export.qat)
+        return {**made, "form": "FP16 with Cast nodes", **info}
+    if precision.trt_graph == "qdq-qat":  # already explicit, symmetric Q/DQ with the QAT model's scales (kdtool.export.qat)
         shutil.copyfile(plain_onnx, dst)
-        return {"precision": "int8", "form": "symmetric INT8 Q/DQ from quantization-aware training (its own scales)"}
+        return {**made, "form": "symmetric INT8 Q/DQ from quantization-aware training (its own scales)"}
     from kdtool.export.quantize import quantize_int8_static
 
     info = quantize_int8_static(plain_onnx, dst, calibration, method=method, per_channel=True, symmetric=True,
                                 op_types=["MatMul", "Gemm"])
-    return {"precision": "int8", "form": "symmetric INT8 Q/DQ (explicit quantization)", **info}
-
-
-def check_engine_version(built_with: str | None, installed: str | None, bundle: Path) -> None:
-    """Refuse an engine built by another TensorRT version (engines are not portable across versions)."""
-    if built_with and installed and built_with != installed:
-        raise IntegrityError(f"bundle {bundle}: {ENGINE_FILE} was built by TensorRT {built_with} but this machine has "
-                             f"TensorRT {installed}; rebuild it here with: kdtool build-engine {bundle}")
-
-
-def gpu_identity() -> dict | None:
-    """The visible GPU an engine is built for or run on: name and compute capability (None without one)."""
-    if not cuda_available():
-        return None
-    import torch
-
-    major, minor = torch.cuda.get_device_capability()
-    return {"name": torch.cuda.get_device_name(), "compute_capability": f"{major}.{minor}"}
-
-
-def check_engine_gpu(built_on: dict | None, running_on: dict | None, level: str, bundle: Path) -> None:
-    """Refuse an engine built for another GPU than this one, as its hardware compatibility level rules.
-
-    ``none`` and ``same_compute_capability`` engines run only on the compute capability they were built
-    for; ``ampere_plus`` engines on any compute capability 8.0 or later.
-    """
-    if not built_on or not running_on:
-        return  # an engine from before GPUs were recorded: TensorRT itself is the last check
-    built, here = built_on.get("compute_capability"), running_on.get("compute_capability")
-    if level == "ampere_plus":
-        ok = here is not None and float(here) >= 8.0
-    else:
-        ok = built == here
-    if not ok:
-        raise IntegrityError(f"bundle {bundle}: {ENGINE_FILE} was built for {built_on.get('name')} (compute capability "
-                             f"{built}, hardware compatibility {level}) but this GPU is {running_on.get('name')} "
-                             f"(compute capability {here}); rebuild it here with: kdtool build-engine {bundle}")
+    return {**made, "form": "symmetric INT8 Q/DQ (explicit quantization)", **info}
 
 
 @dataclass(frozen=True)
@@ -139,12 +79,9 @@ def build_engine(onnx_path: Path, engine_path: Path, cache_path: Path, precision
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, shapes.workspace_mb << 20)
     config.builder_optimization_level = shapes.builder_optimization_level
-    if not strongly_typed:
-        if precision == "fp16":
-            config.set_flag(trt.BuilderFlag.FP16)
-        elif precision == "int8":  # explicit Q/DQ in the graph; the flag lets TRT 10 use INT8 kernels
-            config.set_flag(trt.BuilderFlag.INT8)
-            config.set_flag(trt.BuilderFlag.FP16)
+    if not strongly_typed:  # INT8: explicit Q/DQ in the graph; the flag lets TRT 10 use INT8 kernels
+        for flag in TRT_BUILDER_FLAGS.get(precision, ()):
+            config.set_flag(getattr(trt.BuilderFlag, flag))
     level = shapes.hardware_compatibility_level
     if level != "none":
         config.hardware_compatibility_level = getattr(trt.HardwareCompatibilityLevel, level.upper())

@@ -59,9 +59,9 @@ def test_bad_input_is_one_line(fp32_bundle, tmp_path):
 
 
 def test_engine_loader_opens_bundles_for_validate(fp32_bundle, squad_file):
-    """kdtool validate opens every model through kdtool.engine.load_engine; bundles answer there too."""
+    """kdtool validate opens every model through kdtool.engines.load_engine; bundles answer there too."""
     from kdtool.data import load_squad
-    from kdtool.engine import load_engine
+    from kdtool.engines import load_engine
     from kdtool.metrics import squad_evaluate
     from kdtool.predict import predict
 

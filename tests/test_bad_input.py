@@ -11,11 +11,11 @@ import pytest
 import tiny
 from badinput_fixtures import CONTEXT, assert_one_line_error, copy_model, run, squad, write_jsonl
 
+from kdtool.bundle.manifest import MANIFEST, file_table, verify_bundle
+from kdtool.engines.trt import check_engine_gpu
 from kdtool.errors import IntegrityError
-from kdtool.export.bundle import MANIFEST, file_table, verify_bundle
 from kdtool.export.config import ExportConfig
 from kdtool.export.pipeline import export_model
-from kdtool.export.trt import check_engine_gpu
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,13 @@ import sys
 import pytest
 from click.testing import CliRunner
 
+from kdtool.bundle.manifest import MANIFEST, sha256_file, verify_bundle
 from kdtool.cli import main
-from kdtool.engine import load_engine
+from kdtool.engines import load_engine
+from kdtool.engines.trt import check_engine_version
 from kdtool.errors import IntegrityError
-from kdtool.export.bundle import MANIFEST, sha256_file, verify_bundle
 from kdtool.export.config import ExportConfig
 from kdtool.export.pipeline import export_model
-from kdtool.export.trt import check_engine_version
 
 
 @pytest.fixture(scope="module")
@@ -110,9 +110,8 @@ def test_cli_reports_tampering_in_one_line(bundle):
 def test_killed_export_leaves_no_bundle(tmp_path, roberta_dir):
     target = tmp_path / "bundle"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-c", "from kdtool.cli import main; main()", "export", str(roberta_dir), "-o",
-                             str(target),
-                             "--precision", "fp16"], env=env, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", "from kdtool.cli import main; main()", "export", str(roberta_dir),
+                             "-o", str(target), "--precision", "fp16"], env=env, stderr=subprocess.PIPE, text=True)
     try:  # wait until the export is writing into its temporary directory, then kill it hard
         seen = []
         for line in proc.stderr:

@@ -80,7 +80,7 @@ def test_two_stage_distillation_end_to_end(tmp_path, teacher_dir, student_json, 
     assert len(calls) == steps + -(-windows // 16)
     assert not Path(f"{out}.work").exists()
     from kdtool.data import load_squad
-    from kdtool.engine import load_engine
+    from kdtool.engines import load_engine
     from kdtool.predict import predict
 
     engine = load_engine(out)
@@ -91,7 +91,7 @@ def test_two_stage_distillation_end_to_end(tmp_path, teacher_dir, student_json, 
 def test_logits_cache_holds_the_teachers_logits(tmp_path, teacher_dir, squad_file):
     from kdtool.data import FeatureConfig, load_squad, tokenize_examples
     from kdtool.distill.logits_cache import build_logits_cache
-    from kdtool.engine import load_engine
+    from kdtool.engines import load_engine
 
     engine = load_engine(teacher_dir)
     feats = tokenize_examples(load_squad(squad_file).examples[:10], engine.tokenizer, FeatureConfig(64, 16, 16))

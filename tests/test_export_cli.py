@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from kdtool.cli import main
-from kdtool.export.trt import build_unavailable_reason
+from kdtool.engines.trt import build_unavailable_reason
 
 NO_TRT = build_unavailable_reason()
 

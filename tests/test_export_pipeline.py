@@ -13,11 +13,12 @@ import onnx
 import pytest
 
 from kdtool.data import FeatureConfig, load_squad, tokenize_examples
-from kdtool.engine import TorchQAEngine, load_engine
+from kdtool.engines import load_engine
+from kdtool.engines.ort import OrtEngine
+from kdtool.engines.pytorch import TorchQAEngine
 from kdtool.export.config import ExportConfig
 from kdtool.export.fp16 import fp32_ops_in
 from kdtool.export.pipeline import export_model
-from kdtool.export.runtime import OrtQAEngine
 from kdtool.predict import PredictConfig, predict
 
 KINDS = ["roberta", "bert"]
@@ -63,7 +64,7 @@ def _features(engine, squad_file):
 def test_fp32_bundle_logits_match_pytorch(bundles, kind, roberta_dir, bert_dir, squad_file):
     bundle = bundles(kind, "fp32")
     engine = load_engine(bundle, device="cpu")
-    assert isinstance(engine, OrtQAEngine) and engine.kind == "onnxruntime"
+    assert isinstance(engine, OrtEngine) and engine.kind == "onnxruntime"
     torch_engine = TorchQAEngine({"roberta": roberta_dir, "bert": bert_dir}[kind], device="cpu")
     batch = _features(engine, squad_file)
     s1, e1 = engine.run({k: batch[k] for k in engine.input_names if k in batch})

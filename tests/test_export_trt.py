@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from kdtool.export.trt import build_unavailable_reason
+from kdtool.engines.trt import build_unavailable_reason
 
 REASON = build_unavailable_reason()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=f"TensorRT engine build needs tensorrt and a GPU: {REASON}")
@@ -18,7 +18,7 @@ def test_engine_is_built_versioned_and_answers_like_onnxruntime(tmp_path, robert
     import tensorrt as trt
 
     from kdtool.data import load_squad
-    from kdtool.engine import load_engine
+    from kdtool.engines import load_engine
     from kdtool.export.config import ExportConfig
     from kdtool.export.pipeline import export_model
     from kdtool.predict import predict

@@ -1,5 +1,5 @@
 """The bytes verified are the bytes loaded; signed bundles; a manifest of the wrong types and a
-tokenizer that does not fit its model are refused in one line (kdtool/export/verified.py,
+tokenizer that does not fit its model are refused in one line (kdtool/bundle/verified.py,
 signing.py, manifest_schema.py)."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import pytest
 from badinput_fixtures import CONTEXT, assert_one_line_error, run
 
 from kdtool.atomic import _exchange
-from kdtool.engine import load_engine
+from kdtool.bundle import manifest as B
+from kdtool.engines import load_engine
 from kdtool.errors import IntegrityError
-from kdtool.export import bundle as B
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import pytest
 from badinput_fixtures import CONTEXT, Proc, write_jsonl
 
 from kdtool.atomic import atomic_directory, remove_stale_partials
-from kdtool.export.bundle import verify_bundle
+from kdtool.bundle.manifest import verify_bundle
 from kdtool.export.config import ExportConfig
 from kdtool.export.pipeline import export_model
 
@@ -31,8 +31,8 @@ def test_ctrl_c_during_validate_prints_the_models_scored_and_exits_130(tmp_path,
     # 100 real SQuAD-es questions take each tiny model a few seconds: Ctrl-C lands while the candidate runs
     proc = Proc(["validate", roberta_dir, bert_dir, "--data", squad_es_v11, "--limit", 100, "--device", "cpu",
                  "--threads", 1, "--batch-size", 2, "--json", js, "--predictions-dir", preds], cwd=tmp_path)
-    try:  # the candidate's progress bar has started ("bert" alone, not inside "roberta")
-        proc.wait_for(lambda: re.search(r"(^|\r)bert\s", proc.stderr), timeout=240)
+    try:  # the candidate's windows are being counted ("score bert:" lines under a non-TTY, kdtool.progress.console)
+        proc.wait_for(lambda: re.search(r"(^|[\r\n])score bert: ", proc.stderr), timeout=240)
         proc.p.send_signal(signal.SIGINT)
         rc = proc.finish(timeout=120)
     finally:

@@ -95,7 +95,7 @@ def test_interface_function_matches_sdpa_and_falls_back_for_causal():
 
 
 def test_engine_runs_with_torch_triton(bert_dir):
-    from kdtool.engine import TorchQAEngine
+    from kdtool.engines.pytorch import TorchQAEngine
 
     batch = {"input_ids": np.array([[2, 10, 11, 12, 3, 0]]), "attention_mask": np.array([[1, 1, 1, 1, 1, 0]]),
              "token_type_ids": np.zeros((1, 6), dtype=np.int64)}

@@ -88,7 +88,7 @@ COMMON = ["--max-length", "96", "--doc-stride", "32", "--batch-size", "8", "--im
 
 
 def test_prune_one_shot_to_flops_exports_with_parity_and_runs_int8(roberta_dir, squad_file, tmp_path):
-    from kdtool.engine import load_engine
+    from kdtool.engines import load_engine
     from kdtool.export import ExportConfig, export_model
 
     out = tmp_path / "pruned"

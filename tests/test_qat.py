@@ -1,4 +1,4 @@
-"""Quantization-aware training (kdtool.distill.qat) and its int8-qat export (kdtool.export.qat).
+"""Quantization-aware training (kdtool.models.qat) and its int8-qat export (kdtool.export.qat).
 
 Tiny real models, real Model Optimizer quantizers, real ONNX Runtime sessions. Stated tolerance of the
 QDQ graph on ORT's integer kernels against the fake-quantized PyTorch model: 1e-2 in logits (measured here:
@@ -18,11 +18,11 @@ from click.testing import CliRunner
 pytest.importorskip("modelopt.torch.quantization")
 
 from kdtool.cli import main  # noqa: E402
-from kdtool.distill.qat import attention_scale_summary, quantize_model  # noqa: E402
 from kdtool.export.onnx_export import run_session, torch_logits  # noqa: E402
 from kdtool.export.qat import export_qat_onnx, ort_integer_kernels, ort_session_options, qdq_summary  # noqa: E402
 from kdtool.export.samples import sample_windows  # noqa: E402
 from kdtool.models import load_qa_model, load_tokenizer  # noqa: E402
+from kdtool.models.qat import attention_scale_summary, quantize_model  # noqa: E402
 
 TOLERANCE = 1e-2
 TRAIN = ["--epochs", "1", "--batch-size", "8", "--max-length", "96", "--doc-stride", "32", "--max-query-length", "24",
@@ -137,9 +137,8 @@ def test_export_int8_qat_bundle_validates(roberta_dir, squad_file, tmp_path):
 ])
 def test_bad_qat_combinations_exit_2(roberta_dir, squad_file, tmp_path, extra, needle):
     out = tmp_path / "o"
-    result = CliRunner().invoke(main, ["distill", str(roberta_dir), "--qat", "--schedule", "prediction", "--train",
-                                       str(squad_file), "-o", str(out),
-                                       *TRAIN, *extra])
+    result = CliRunner().invoke(main, ["distill", str(roberta_dir), "--qat", "--schedule", "prediction",
+                                       "--train", str(squad_file), "-o", str(out), *TRAIN, *extra])
     assert result.exit_code == 2, result.output
     assert needle in result.output and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1

@@ -264,7 +264,7 @@ def test_a_request_not_answered_in_time_gets_504(bundle, questions):
     """The real app and batcher in-process, with the batcher's worker never started (as if the engine hung)."""
     import asyncio
 
-    from kdtool.engine import load_engine
+    from kdtool.engines import load_engine
     from kdtool.serve.app import create_app
     from kdtool.serve.batcher import Batcher
     from kdtool.serve.config import ServeConfig

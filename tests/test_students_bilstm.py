@@ -83,7 +83,7 @@ def test_embedding_init_projects_the_teachers_token_embeddings(bert_dir):
                                            (BiLSTMForSequenceClassification, "fp32")])
 def test_bundle_matches_pytorch(tmp_path, wordpiece_tokenizer, squad_file, cls, precision):
     from kdtool.data import FeatureConfig, load_squad, tokenize_examples
-    from kdtool.engine import load_engine
+    from kdtool.engines import load_engine
     from kdtool.export import ExportConfig, export_model
 
     model = _save(cls, tmp_path / "m", wordpiece_tokenizer)

@@ -4,11 +4,13 @@ The package is split by stage; each CLI command is a thin layer over one library
 
     kdtool.data       SQuAD loading, features, post-processing
     kdtool.metrics    official SQuAD F1/EM (English and Spanish rules)
-    kdtool.engine     one QA engine interface over HF model dirs and exported bundles
+    kdtool.models     loading model directories (heads, QAT checkpoints)
+    kdtool.bundle     the bundle format: manifest, checksums, signatures, the precision table
+    kdtool.engines    one engine interface over HF model dirs and bundles, one registry of kinds
     kdtool.validate   F1/EM of several engines on one file, with drift against a reference
     kdtool.distill    TinyBERT-style distillation and plain fine-tuning
     kdtool.kernels    fused attention kernels (Triton) with PyTorch references
-    kdtool.export     ONNX export, fusion, quantization, TensorRT, bundles, runtimes
+    kdtool.export     building bundles: ONNX export, fusion, quantization, TensorRT
     kdtool.profiles   device profiles and the latency profiler
 """
 

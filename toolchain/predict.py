@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,7 +17,8 @@ from kdtool.data import (
     tokenize_examples,
 )
 from kdtool.data.squad import Example
-from kdtool.engine import QAEngine
+from kdtool.engines import QAEngine
+from kdtool.progress import Progress, counter
 
 
 @dataclass(frozen=True)
@@ -35,19 +36,20 @@ def feature_config_for(engine: QAEngine, config: FeatureConfig) -> FeatureConfig
     return config
 
 
-def run_features(engine: QAEngine, features: QAFeatures, batch_size: int,
-                 on_batch: Callable[[int], None] | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Start/end logits for every window, batched by length with dynamic padding."""
+def run_features(engine: QAEngine, features: QAFeatures, batch_size: int, *, progress: Progress | None = None,
+                 task: str = "predict") -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Start/end logits for every window, batched by length with dynamic padding; the windows done are
+    counted to ``progress`` as ``task`` (unit "win") after each batch."""
     starts: list = [None] * len(features)
     ends: list = [None] * len(features)
+    done = counter(progress, task, len(features), "win")
     for idx in length_sorted_batches(features, batch_size):
         batch = features.batch(idx)
         s, e = engine.run({k: batch[k] for k in engine.input_names if k in batch})
         for row, i in enumerate(idx):
             n = len(features.input_ids[i])
             starts[i], ends[i] = s[row, :n], e[row, :n]
-        if on_batch:
-            on_batch(len(idx))
+        done(len(idx))
     return starts, ends
 
 
@@ -57,11 +59,11 @@ def features_for(engine: QAEngine, examples: Sequence[Example], config: PredictC
     return tokenize_examples(examples, engine.tokenizer, feature_config_for(engine, config.features))
 
 
-def predict(engine: QAEngine, examples: Sequence[Example], config: PredictConfig = PredictConfig(),
-            on_batch: Callable[[int], None] | None = None) -> dict[str, Prediction]:
-    """Predictions of ``engine`` for ``examples`` keyed by question id."""
+def predict(engine: QAEngine, examples: Sequence[Example], config: PredictConfig = PredictConfig(), *,
+            progress: Progress | None = None, task: str = "predict") -> dict[str, Prediction]:
+    """Predictions of ``engine`` for ``examples`` keyed by question id (windows counted as in :func:`run_features`)."""
     features = features_for(engine, examples, config)
-    starts, ends = run_features(engine, features, config.batch_size, on_batch)
+    starts, ends = run_features(engine, features, config.batch_size, progress=progress, task=task)
     return postprocess(examples, features, starts, ends, config.postprocess)
 
 

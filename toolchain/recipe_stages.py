@@ -20,8 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kdtool.bundle.manifest import sha256_file
 from kdtool.errors import InputError, KdtoolError
-from kdtool.export.bundle import sha256_file
 from kdtool.recipes import Recipe
 from kdtool.run_dir import RunDir
 
@@ -323,10 +323,11 @@ def run_validate(ctx: StageContext) -> dict:
     from kdtool.atomic import atomic_write_json
     from kdtool.validate import format_table, validate
 
-    def on_model(name, n):
-        ctx.say(f"    scoring {name} on {n} questions")
+    def progress(event):  # the per-model lines, indented under the stage; window counts are not shown
+        if event.message:
+            ctx.say(f"    {event.message}")
 
-    result = validate(_validate_config(ctx), on_model)
+    result = validate(_validate_config(ctx), progress=progress)
     if result.interrupted:
         raise KeyboardInterrupt
     atomic_write_json(ctx.run.path(VALIDATE_JSON), result.to_dict())

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import importlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from kdtool import __version__
+from kdtool.bundle.verified import verify_signed_bundle
 from kdtool.data import FeatureConfig, PostprocessConfig, Prediction, load_squad
-from kdtool.engine import bundle_signature, load_engine
+from kdtool.engines import bundle_signature, load_engine
 from kdtool.errors import InputError
 from kdtool.metrics import get_language, squad_evaluate
 from kdtool.predict import PredictConfig, feature_config_for, predict
+from kdtool.progress import Progress, say
+from kdtool.tasks import resolve_task
 
 
 @dataclass(frozen=True)
@@ -83,21 +86,18 @@ def agreement(a: dict[str, Prediction], b: dict[str, Prediction]) -> float:
     return 100.0 * sum(a[i].text == b[i].text for i in ids) / len(ids) if ids else 0.0
 
 
-def validate(config: ValidateConfig, on_model: Callable[[str, int], Callable[[int], None]] | None = None) -> ValidationResult:
+def validate(config: ValidateConfig, *, progress: Progress | None = None) -> ValidationResult:
     """Score every model of ``config`` and compare the candidates with the reference.
 
-    ``on_model(name, n_windows)`` may return a per-batch callback (``n`` windows done), which the
-    CLI uses for its progress bar. A KeyboardInterrupt returns what was scored so far, with
-    ``interrupted`` set.
+    ``progress`` gets a line as each model starts and the windows scored as task ``"score NAME"``
+    (unit "win"). A KeyboardInterrupt returns what was scored so far, with ``interrupted`` set.
     """
     if not config.models:
         raise InputError("validate needs at least one model: the reference")
-    from kdtool.tasks import resolve_task
-
     other = TASK_VALIDATORS.get(resolve_task(config.task, config.models[0]).name)
     if other is not None:
         module, attr = other.split(":")
-        return getattr(importlib.import_module(module), attr)(config, on_model)
+        return getattr(importlib.import_module(module), attr)(config, progress=progress)
     if config.limit is not None and config.limit < 1:
         raise InputError(f"limit must be at least 1 question, got {config.limit}")
     for name in ("batch_size", "n_best", "max_answer_length"):
@@ -112,8 +112,6 @@ def validate(config: ValidateConfig, on_model: Callable[[str, int], Callable[[in
         if not Path(path).exists():
             raise InputError(f"model not found: {path}")
         if bundle_signature(path, config.require_signature):
-            from kdtool.export.verified import verify_signed_bundle
-
             verify_signed_bundle(path, config.require_signature)  # the loader checks again on the bytes it loads
     try:
         for path in config.models:
@@ -122,9 +120,9 @@ def validate(config: ValidateConfig, on_model: Callable[[str, int], Callable[[in
                                  require_signature=bundle_signature(path, config.require_signature))
             try:
                 pcfg = PredictConfig(feature_config_for(engine, config.features), post, config.batch_size)
-                callback = on_model(engine.name, len(examples)) if on_model else None
+                say(progress, f"scoring {engine.name} on {len(examples)} questions")
                 t0 = time.perf_counter()
-                preds = predict(engine, examples, pcfg, callback)
+                preds = predict(engine, examples, pcfg, progress=progress, task=f"score {engine.name}")
                 seconds = time.perf_counter() - t0
                 metrics = squad_evaluate(examples, {k: p.text for k, p in preds.items()}, config.lang)
                 result.predictions[path] = preds

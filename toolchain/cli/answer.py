@@ -40,7 +40,7 @@ def command(model, question, context, input_file, output, device, threads, batch
     """Answer with MODEL (a Hugging Face QA directory or a kdtool bundle); JSON lines with score and offsets."""
     from kdtool.atomic import check_output_file
     from kdtool.data import Example, PostprocessConfig
-    from kdtool.engine import load_engine
+    from kdtool.engines import load_engine
     from kdtool.paths import guard_outputs
     from kdtool.predict import PredictConfig, answer_questions
     from kdtool.questions import AnswerSink, check_jsonl, jsonl_chunks

@@ -19,15 +19,16 @@ from kdtool.cli.options import require_signature_option
 def command(bundle, profile, require_signature, sign_key):
     """Build BUNDLE's TensorRT engine from its TRT-ready ONNX and update the manifest atomically."""
     from kdtool.export.pipeline import build_bundle_engine
+    from kdtool.progress import console
 
     key = None
     if sign_key:
-        from kdtool.export.signing import load_private_key
-        from kdtool.export.verified import sign_bundle
+        from kdtool.bundle.signing import load_private_key
+        from kdtool.bundle.verified import sign_bundle
 
         key = load_private_key(sign_key)
-    build_bundle_engine(bundle, profile=profile, progress=lambda message: click.echo(message, err=True),
-                        require_signature=require_signature)
+    with console() as progress:
+        build_bundle_engine(bundle, profile=profile, progress=progress, require_signature=require_signature)
     if key is not None:
         sign_bundle(bundle, key)
     click.echo(f"engine built into {bundle}{', signed' if key else ''}")

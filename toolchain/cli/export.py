@@ -43,13 +43,14 @@ def command(model_dir, output, precision, calibration_data, calibration_method, 
     from kdtool.export.config import ExportConfig
     from kdtool.export.pipeline import export_model
     from kdtool.paths import guard_outputs
+    from kdtool.progress import console
 
     guard_outputs({"MODEL_DIR": model_dir, "--calibration-data": calibration_data, "--sign-key": sign_key},
                   {"-o": output})
     key = None
     if sign_key:
-        from kdtool.export.signing import load_private_key
-        from kdtool.export.verified import sign_bundle
+        from kdtool.bundle.signing import load_private_key
+        from kdtool.bundle.verified import sign_bundle
 
         key = load_private_key(sign_key)  # a bad key is found now, not after the export
 
@@ -58,7 +59,8 @@ def command(model_dir, output, precision, calibration_data, calibration_method, 
                           fuse=not no_fuse, opset=opset, max_seq_length=max_seq_length, profile=profile, trt=trt,
                           per_channel=per_channel, reduce_range=reduce_range, fast_gelu=fast_gelu, overwrite=overwrite,
                           trust_remote_code=trust_remote_code)
-    bundle = export_model(config, progress=lambda message: click.echo(message, err=True))
+    with console() as progress:
+        bundle = export_model(config, progress=progress)
     if key is not None:
         sign_bundle(bundle, key)  # under the output lock guard_outputs took
     manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))

@@ -17,7 +17,7 @@ def command(private_key, public_key):
     Keep the private key on the machine that exports; give the .pub file to every device that
     checks bundles (--require-signature). Existing files are never replaced.
     """
-    from kdtool.export.signing import generate_keypair
+    from kdtool.bundle.signing import generate_keypair
 
     public_key = public_key or private_key.with_suffix(".pub")
     generate_keypair(private_key, public_key)

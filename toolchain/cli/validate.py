@@ -56,9 +56,8 @@ def command(reference, candidates, data, task, lang, max_f1_drop, json_out, pred
     Prints F1, EM, the drop against the reference and the share of questions with the same
     answer. With --max-f1-drop the exit code is 1 when any candidate drops more.
     """
-    from tqdm import tqdm
-
     from kdtool.paths import guard_outputs
+    from kdtool.progress import console
     from kdtool.validate import ValidateConfig, format_table, predictions_json, validate
 
     guard_outputs({"REFERENCE": reference, "CANDIDATES": list(candidates), "--data": data},
@@ -75,18 +74,8 @@ def command(reference, candidates, data, task, lang, max_f1_drop, json_out, pred
                             n_best=n_best, max_answer_length=max_answer_length,
                             null_score_diff_threshold=null_threshold, device=device, threads=threads,
                             trust_remote_code=trust_remote_code, task=task, require_signature=require_signature)
-    bars = []
-
-    def on_model(name, n_questions):
-        bar = tqdm(desc=f"{name[:24]:<24}", unit="win", leave=False, dynamic_ncols=True)
-        bars.append(bar)
-        return bar.update
-
-    try:
-        result = validate(config, on_model)
-    finally:
-        for bar in bars:
-            bar.close()
+    with console() as progress:
+        result = validate(config, progress=progress)
     click.echo(f"{result.data_report['source']}: {result.data_report['questions_scored']} questions, lang={lang}")
     click.echo(format_table(result))
     if json_out:

@@ -14,7 +14,7 @@ def command(bundle, public_key):
 
     Exit 0 and one line when everything holds; one error line and exit 2 otherwise.
     """
-    from kdtool.export.verified import open_verified_bundle
+    from kdtool.bundle.verified import open_verified_bundle
 
     verified = open_verified_bundle(bundle, public_key=public_key)
     signed = f", signed by {public_key}" if public_key else ""

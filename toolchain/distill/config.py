@@ -67,7 +67,7 @@ class TrainConfig:
     overwrite: bool = False
     stop_after: int | None = None  # stop (as if killed) after this many optimizer steps
     progress: bool = True
-    qat: bool = False  # quantization-aware training: the student fake-quantized to INT8 (kdtool.distill.qat)
+    qat: bool = False  # quantization-aware training: the student fake-quantized to INT8 (kdtool.models.qat)
     qat_calibration_windows: int = 128  # training windows of the calibration pass that initialises the scales
 
     def __post_init__(self):

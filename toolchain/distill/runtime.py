@@ -1,16 +1,14 @@
 """Where training runs: Hugging Face Accelerate (one process, DDP over processes or nodes, mixed
-precision) or, without the package, a single-process stand-in with the same few methods; and
-evaluation of the in-memory student through the project's predict/metric path.
+precision) or, without the package, a single-process stand-in with the same few methods. (Evaluation
+of the in-memory student is the task's ``evaluate``, :mod:`kdtool.tasks`.)
 """
 
 from __future__ import annotations
 
 import contextlib
 
-import numpy as np
 import torch
 
-from kdtool.engine import QAEngine
 from kdtool.errors import EnvironmentUnsupported, InputError
 
 
@@ -100,36 +98,3 @@ def accelerator_for(mixed: str, *, find_unused_parameters: bool = False):
         AcceleratorState._reset_state(reset_partial_state=False)
     return Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available(),
                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)])
-
-
-class ModelEngine(QAEngine):
-    """A QA engine over an in-memory model, so evaluation needs no saved directory."""
-
-    kind = "pytorch"
-
-    def __init__(self, model, tokenizer, *, device, max_length: int | None = None, name: str = "student"):
-        self.model, self.tokenizer, self.device, self.name = model, tokenizer, str(device), name
-        self.max_length = max_length
-        accepted = set(tokenizer.model_input_names) | {"input_ids", "attention_mask"}
-        self.input_names = tuple(n for n in ("input_ids", "attention_mask", "token_type_ids") if n in accepted)
-
-    def run(self, batch):
-        with torch.inference_mode():
-            out = self.model(**{k: torch.from_numpy(np.ascontiguousarray(batch[k])).to(self.device)
-                                for k in self.input_names if k in batch})
-            return out.start_logits.float().cpu().numpy(), out.end_logits.float().cpu().numpy()
-
-
-def evaluate(model, tokenizer, examples, features_config, *, batch_size: int, lang: str, device) -> dict:
-    """SQuAD F1/EM of ``model`` on ``examples`` (the project's predict + metric path)."""
-    from kdtool.metrics import squad_evaluate
-    from kdtool.predict import PredictConfig, predict
-
-    was_training = model.training
-    model.eval()
-    try:
-        engine = ModelEngine(model, tokenizer, device=device)
-        preds = predict(engine, examples, PredictConfig(features=features_config, batch_size=batch_size))
-    finally:
-        model.train(was_training)
-    return squad_evaluate(examples, {k: p.text for k, p in preds.items()}, lang)

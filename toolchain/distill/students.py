@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kdtool.errors import InputError
-from kdtool.models import load_config, load_tokenizer, max_positions
+from kdtool.models import load_config, load_task_model, load_tokenizer, max_positions
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,6 @@ def build_student(spec: str | None, base_dir: str, *, init: str = "random", laye
     ``task`` (kdtool.tasks, default QA) picks the head.
     """
     from kdtool.tasks import TASKS
-    from kdtool.tasks.engines import load_task_model
 
     task = task or TASKS["qa"]
     kind = student_kind(spec)

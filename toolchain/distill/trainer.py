@@ -44,10 +44,9 @@ from kdtool.distill.objective import INTERMEDIATE, Objective, check_attention_su
 from kdtool.distill.runtime import make_accelerator
 from kdtool.distill.students import build_student
 from kdtool.errors import InputError
-from kdtool.models import count_parameters, load_tokenizer, max_positions
+from kdtool.models import count_parameters, load_task_model, load_tokenizer, max_positions
 from kdtool.paths import guard_outputs
 from kdtool.tasks import get_task
-from kdtool.tasks.engines import load_task_model
 
 
 def finetune(config: TrainConfig) -> dict:
@@ -180,7 +179,7 @@ def train(config: TrainConfig) -> dict:
                          f"{config.batch_size}; use a smaller --batch-size or more data")
     qat = None
     if config.qat:  # fake-quantize the student before the objective and optimizer see its parameters
-        from kdtool.distill.qat import calibration_batches, quantize_model
+        from kdtool.models.qat import calibration_batches, quantize_model
 
         qat = quantize_model(student, calibration_batches(features, config.qat_calibration_windows,
                                                           config.eval_batch_size), device=acc.device)

@@ -38,7 +38,7 @@ RECOVERY_DEFAULTS = {"schedule": "joint", "attention_loss": "none"}  # per-layer
 
 
 def _load(path, task):
-    from kdtool.tasks.engines import load_task_model
+    from kdtool.models import load_task_model
 
     return load_task_model(path, task, attn_implementation="sdpa").eval()
 

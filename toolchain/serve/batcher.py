@@ -25,7 +25,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from kdtool.data import Example, QAFeatures, postprocess
-from kdtool.engine import QAEngine
+from kdtool.engines import QAEngine
 from kdtool.predict import PredictConfig, features_for, run_features
 from kdtool.questions import answer_row
 from kdtool.serve.metrics import ServeMetrics
@@ -157,15 +157,15 @@ class Batcher:
         for f in features:
             self.metrics.request_windows.observe(len(f))
         merged = merge_features(features)
-        t0 = time.perf_counter()
+        t0, done = time.perf_counter(), 0
 
-        def observe(n: int) -> None:
-            nonlocal t0
-            self.metrics.batch_windows.observe(n)
+        def observe(event) -> None:  # a count event per batch: windows done so far
+            nonlocal t0, done
+            self.metrics.batch_windows.observe(event.done - done)
             self.metrics.batch_seconds.observe(time.perf_counter() - t0)
-            t0 = time.perf_counter()
+            t0, done = time.perf_counter(), event.done
 
-        starts, ends = run_features(self.engine, merged, self.max_batch_size, on_batch=observe)
+        starts, ends = run_features(self.engine, merged, self.max_batch_size, progress=observe)
         out, at = [], 0
         for job, feats in zip(jobs, features, strict=True):
             n = len(feats)

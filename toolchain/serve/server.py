@@ -1,6 +1,6 @@
 """Run ``kdtool serve``: open and warm the engine, then serve the app on uvicorn until stopped.
 
-The engine is opened with :func:`kdtool.engine.load_engine`, the loader ``answer`` and ``validate``
+The engine is opened with :func:`kdtool.engines.load_engine`, the loader ``answer`` and ``validate``
 use, so a bundle is verified (every checksum, the engine's TensorRT version) before anything in it
 is deserialized; a bad bundle stops the command with the usual one line before a port is bound.
 
@@ -36,7 +36,7 @@ def _raise_stop(signum, frame):
 
 def open_engine(config: ServeConfig):
     """The engine for ``config.model`` through the shared loader, with the profile's defaults."""
-    from kdtool.engine import load_engine
+    from kdtool.engines import load_engine
 
     device, threads, providers = config.device, config.threads, None
     if config.profile:
@@ -58,7 +58,7 @@ def model_info(engine, config: ServeConfig) -> dict:
     manifest = getattr(engine, "manifest", None)
     described = engine.describe()
     if manifest is not None:
-        from kdtool.export.bundle import MANIFEST, sha256_file
+        from kdtool.bundle.manifest import MANIFEST, sha256_file
 
         identity = {"name": engine.name, "kind": engine.kind, "precision": manifest.get("precision"),
                     "source_sha256": (manifest.get("source") or {}).get("sha256"),
@@ -67,7 +67,7 @@ def model_info(engine, config: ServeConfig) -> dict:
         shown = {k: v for k, v in manifest.items() if k != "files"}
         shown["file_count"] = len(manifest.get("files") or {})
     else:
-        from kdtool.export.bundle import source_digest
+        from kdtool.bundle.manifest import source_digest
 
         identity = {"name": engine.name, "kind": engine.kind, "precision": described.get("precision"),
                     "source_sha256": source_digest(engine.path)}

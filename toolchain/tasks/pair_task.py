@@ -38,28 +38,16 @@ def hard_loss(outputs: tuple, batch: dict):
 
 
 def evaluate(model, tokenizer, examples, features_config, *, batch_size: int, lang: str, device) -> dict:
-    import numpy as np
-    import torch
-
-    from kdtool.engine import QAEngine
-    from kdtool.tasks.engines import predict_pairs
-    from kdtool.tasks.pairs import pair_metrics
-
-    class _Engine(QAEngine):
-        def __init__(self):
-            self.tokenizer, self.max_length = tokenizer, None
-            accepted = set(tokenizer.model_input_names) | {"input_ids", "attention_mask"}
-            self.input_names = tuple(n for n in ("input_ids", "attention_mask", "token_type_ids") if n in accepted)
-
-        def run(self, batch):
-            with torch.inference_mode():
-                out = model(**{k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in batch.items()})
-            return (out.logits.float().cpu().numpy(),)
+    """Accuracy/F1 of the in-memory ``model`` on pair ``examples`` (the project's predict + metric path)."""
+    from kdtool.engines.pytorch import ModelEngine
+    from kdtool.models.heads import HEADS
+    from kdtool.tasks.pairs import pair_metrics, predict_pairs
 
     was_training = model.training
     model.eval()
     try:
-        preds = predict_pairs(_Engine(), examples, max_length=features_config.max_length, batch_size=batch_size)
+        engine = ModelEngine(model, tokenizer, device=device, head=HEADS["pair-classification"])
+        preds = predict_pairs(engine, examples, max_length=features_config.max_length, batch_size=batch_size)
     finally:
         model.train(was_training)
     return pair_metrics(examples, preds, getattr(model.config, "num_labels", 2))

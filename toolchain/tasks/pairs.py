@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from kdtool.data.features import pad_windows
+from kdtool.data.features import length_sorted_batches, pad_windows
 from kdtool.errors import InputError, require_file
+from kdtool.progress import Progress, counter
 
 TEXT_COLUMNS = (("question", "sentence"), ("sentence1", "sentence2"), ("question1", "question2"),
                 ("premise", "hypothesis"), ("text_a", "text_b"))
@@ -200,3 +201,22 @@ def pair_metrics(examples: Sequence[PairExample], predictions: dict[str, PairPre
     return {"accuracy": 100.0 * float((pred == gold).mean()) if len(gold) else 0.0, "f1": 100.0 * f1,
             "total": len(gold), "missing": int(sum(e.id not in predictions for e in examples)),
             "f1_kind": "positive class" if k == 2 else "macro"}
+
+
+def predict_pairs(engine, examples: Sequence[PairExample], *, max_length: int = 128, batch_size: int = 32,
+                  progress: Progress | None = None, task: str = "predict") -> dict:
+    """``{id: PairPrediction}`` of ``engine`` (a :class:`kdtool.engines.QAEngine` whose ``run`` gives ``(logits,)``)
+    on pair examples (length-sorted batches, dynamic padding); pairs done are counted to ``progress`` as ``task``."""
+    if engine.max_length:
+        max_length = min(max_length, engine.max_length)
+    feats = tokenize_pairs(examples, engine.tokenizer, max_length)
+    done = counter(progress, task, len(feats), "win")
+    preds = {}
+    for idx in length_sorted_batches(feats, batch_size):
+        batch = feats.batch(idx)
+        (logits,) = engine.run({k: batch[k] for k in engine.input_names if k in batch})
+        for row, i in enumerate(idx):
+            e = examples[i]
+            preds[e.id] = PairPrediction(e.id, int(logits[row].argmax()), tuple(float(x) for x in logits[row]))
+        done(len(idx))
+    return preds

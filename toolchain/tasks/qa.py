@@ -40,6 +40,16 @@ def hard_loss(outputs: tuple, batch: dict):
 
 
 def evaluate(model, tokenizer, examples, features_config, *, batch_size: int, lang: str, device) -> dict:
-    from kdtool.distill.runtime import evaluate as squad_eval
+    """SQuAD F1/EM of the in-memory ``model`` on ``examples`` (the project's predict + metric path)."""
+    from kdtool.engines.pytorch import ModelEngine
+    from kdtool.metrics import squad_evaluate
+    from kdtool.predict import PredictConfig, predict
 
-    return squad_eval(model, tokenizer, examples, features_config, batch_size=batch_size, lang=lang, device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        engine = ModelEngine(model, tokenizer, device=device)
+        preds = predict(engine, examples, PredictConfig(features=features_config, batch_size=batch_size))
+    finally:
+        model.train(was_training)
+    return squad_evaluate(examples, {k: p.text for k, p in preds.items()}, lang)

@@ -13,8 +13,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from kdtool import __version__
-from kdtool.engine import bundle_signature, load_engine
+from kdtool.engines import bundle_signature, load_engine
 from kdtool.errors import InputError
+from kdtool.progress import Progress, say
+from kdtool.tasks.pairs import load_pairs, pair_metrics, predict_pairs
 
 
 @dataclass
@@ -63,11 +65,9 @@ class PairValidationResult:
         return "\n".join(lines)
 
 
-def validate_pairs(config, on_model=None) -> PairValidationResult:
-    """Score every model of ``config`` (a :class:`kdtool.validate.ValidateConfig`) on its pairs file."""
-    from kdtool.tasks.engines import predict_pairs
-    from kdtool.tasks.pairs import load_pairs, pair_metrics
-
+def validate_pairs(config, *, progress: Progress | None = None) -> PairValidationResult:
+    """Score every model of ``config`` (a :class:`kdtool.validate.ValidateConfig`) on its pairs file; ``progress``
+    as :func:`kdtool.validate.validate` reports it (a line per model, task ``"score NAME"``, unit "win")."""
     if config.batch_size < 1:
         raise InputError(f"batch size must be at least 1, got {config.batch_size}")
     ds = load_pairs(config.data, limit=config.limit)
@@ -81,10 +81,10 @@ def validate_pairs(config, on_model=None) -> PairValidationResult:
                                  trust_remote_code=config.trust_remote_code,
                                  require_signature=bundle_signature(path, config.require_signature))
             try:
-                callback = on_model(engine.name, len(ds)) if on_model else None
+                say(progress, f"scoring {engine.name} on {len(ds)} pairs")
                 t0 = time.perf_counter()
                 preds = predict_pairs(engine, ds.examples, max_length=config.features.max_length,
-                                      batch_size=config.batch_size, on_batch=callback)
+                                      batch_size=config.batch_size, progress=progress, task=f"score {engine.name}")
                 seconds = time.perf_counter() - t0
                 m = pair_metrics(ds.examples, preds, ds.num_labels)
                 result.predictions[path] = preds

@@ -4,7 +4,7 @@ The manifest's sha256 table protects against accidents; someone who can rewrite 
 rewrite the table too. A signature by a key the user holds closes that: ``kdtool export
 --sign-key KEY`` writes ``manifest.sig`` (the 64 raw signature bytes) next to the manifest, and
 ``--require-signature PUB`` refuses a bundle whose manifest does not carry a valid signature by
-PUB. Since the manifest lists the sha256 of every member and :mod:`kdtool.export.verified` loads
+PUB. Since the manifest lists the sha256 of every member and :mod:`kdtool.bundle.verified` loads
 only bytes that match it, the signature covers the whole bundle.
 
 Keys are PEM files, the formats OpenSSL writes (``openssl genpkey -algorithm ed25519 -out key.pem``;
@@ -88,7 +88,7 @@ def generate_keypair(private_path, public_path) -> None:
 
 def check_signature(bundle_dir, manifest_bytes: bytes, signature: bytes | None, public_key_path) -> None:
     """IntegrityError unless ``signature`` (``manifest.sig``'s bytes, None when absent) is a valid signature
-    of ``manifest_bytes`` by ``public_key_path``. Reading the bundle is :mod:`kdtool.export.verified`'s job."""
+    of ``manifest_bytes`` by ``public_key_path``. Reading the bundle is :mod:`kdtool.bundle.verified`'s job."""
     from cryptography.exceptions import InvalidSignature
 
     key = load_public_key(public_key_path)

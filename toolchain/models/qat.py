@@ -150,11 +150,11 @@ def quantize_model(model, batches, *, device="cpu") -> dict:
 
 def calibration_batches(features, n: int, batch_size: int) -> list[dict[str, torch.Tensor]]:
     """The first ``n`` training windows as model-input batches (deterministic, so resume recalibrates alike)."""
-    from kdtool.distill.objective import model_inputs
+    from kdtool.models import MODEL_INPUTS
 
     idx = list(range(min(n, len(features))))
-    return [{k: torch.from_numpy(v) for k, v in model_inputs(features.batch(idx[i:i + batch_size])).items()}
-            for i in range(0, len(idx), batch_size)]
+    batches = (features.batch(idx[i:i + batch_size]) for i in range(0, len(idx), batch_size))
+    return [{k: torch.from_numpy(b[k]) for k in MODEL_INPUTS if k in b} for b in batches]
 
 
 def is_qat_dir(path) -> bool:

@@ -26,7 +26,7 @@ from kdtool.errors import InputError, IntegrityError
 
 MANIFEST = "manifest.json"
 SCHEMA_VERSION = 1
-UNLISTED_OK = {MANIFEST, MARKER, "manifest.sig"}  # manifest.sig: kdtool.export.signing
+UNLISTED_OK = {MANIFEST, MARKER, "manifest.sig"}  # manifest.sig: kdtool.bundle.signing
 WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json", "pytorch_model.bin.index.json")
 
 
@@ -119,7 +119,7 @@ def resolve_member(root: Path, rel: str) -> Path:
 
 def check_listing(root: Path, manifest: dict) -> None:
     """No file in the bundle that the manifest does not list, and every file it names is listed
-    (shared by this path-based check and the loaders' :func:`kdtool.export.verified.open_verified_bundle`)."""
+    (shared by this path-based check and the loaders' :func:`kdtool.bundle.verified.open_verified_bundle`)."""
     files = manifest["files"]
     extra = sorted(set(_bundle_files(root)) - set(files))
     if extra:

@@ -1,4 +1,5 @@
-"""Loading Hugging Face model directories safely and with one-line errors.
+"""Loading Hugging Face model directories safely and with one-line errors (:mod:`kdtool.models.heads`:
+which head a model has; :mod:`kdtool.models.qat`: the fake-quantized models of quantization-aware training).
 
 Weights load only from safetensors, or from ``pytorch_model.bin`` through
 ``torch.load(weights_only=True)`` (transformers does this for us); remote code never runs unless
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from kdtool.errors import InputError, require_dir
 
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what a batch may feed a model, in this order
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
@@ -88,8 +90,8 @@ def load_qa_model(path, *, trust_remote_code: bool = False, attn_implementation:
     # modeling_utils.load_state_dict); no caller may turn that off
     kwargs.pop("weights_only", None)
     quantized = contextlib.nullcontext()
-    if (path / "modelopt_state.pth").is_file():  # a QAT model (kdtool.distill.qat): rebuild its quantizers
-        from kdtool.distill.qat import enable_loading
+    if (path / "modelopt_state.pth").is_file():  # a QAT model (kdtool.models.qat): rebuild its quantizers
+        from kdtool.models.qat import enable_loading  # defers torch and modelopt to QAT models
 
         quantized = enable_loading(path)
     try:
@@ -101,6 +103,31 @@ def load_qa_model(path, *, trust_remote_code: bool = False, attn_implementation:
         if not any((path / w).is_file() for w in WEIGHT_FILES[:2]) and "pytorch checkpoint" in str(err):
             raise InputError(f"{path}/pytorch_model.bin is not a plain tensor file (damaged, or it holds pickled "
                              "objects that kdtool will not unpickle); convert the model to model.safetensors") from None
+        raise InputError(f"{path}: the model could not be loaded: {str(err).strip().splitlines()[0][:200]}") from None
+
+
+def load_task_model(path, head, *, trust_remote_code: bool = False, require_head: bool = True, **kwargs):
+    """A model with ``head`` (a :class:`~kdtool.models.heads.Head`, or a task, which has the same fields)
+    from a local directory, with one-line errors.
+
+    ``require_head=False`` accepts a bare encoder (or another head) and gives it a new, random head.
+    """
+    if head.name == "qa":
+        return load_qa_model(path, trust_remote_code=trust_remote_code, require_head=require_head, **kwargs)
+    import transformers
+
+    path = _check_model_dir(Path(path))
+    config = load_config(path, trust_remote_code=trust_remote_code)  # registers kdtool's own model types too
+    archs = getattr(config, "architectures", None) or []
+    if require_head and archs and not any(a.endswith(head.architecture_suffix) for a in archs):
+        raise InputError(f"{path} is a {archs[0]}, not a {head.name} model; fine-tune it first "
+                         f"(kdtool finetune --task {head.name}) or give a *{head.architecture_suffix} checkpoint")
+    kwargs = {k: v for k, v in kwargs.items() if v is not None and k != "weights_only"}
+    try:
+        return getattr(transformers, head.auto_model).from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs)
+    except (ValueError, OSError, RuntimeError) as err:
+        if _needs_remote_code(err):
+            raise InputError(f"{path} {REMOTE_CODE_HINT}") from None
         raise InputError(f"{path}: the model could not be loaded: {str(err).strip().splitlines()[0][:200]}") from None
 
 

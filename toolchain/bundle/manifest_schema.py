@@ -69,7 +69,7 @@ def check_manifest(manifest, path: Path) -> dict:
         value = manifest[field]
         if isinstance(value, bool) or not isinstance(value, types):
             raise bad(field, _type_names(types), value)
-    from kdtool.export.bundle import SCHEMA_VERSION
+    from kdtool.bundle.manifest import SCHEMA_VERSION
 
     if manifest["schema_version"] > SCHEMA_VERSION:
         raise InputError(f"{path}: bundle schema {manifest['schema_version']} is newer than this kdtool understands "

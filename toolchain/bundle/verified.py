@@ -1,6 +1,6 @@
 """Open a bundle so that the bytes that were verified are the bytes that are loaded.
 
-:func:`kdtool.export.bundle.verify_bundle` hashes files by path; a loader that opened the path
+:func:`kdtool.bundle.manifest.verify_bundle` hashes files by path; a loader that opened the path
 again could read a file swapped in between (time of check vs time of use). Here every member is
 opened once (``O_NOFOLLOW``, regular files only), read into memory, hashed and kept: ONNX Runtime
 gets the graph as bytes (``InferenceSession(bytes)``), TensorRT the engine as bytes, and the
@@ -8,8 +8,8 @@ tokenizer and ``config.json`` are loaded from a private copy of their verified b
 (``$TMPDIR/kdtool-verified-PID-*``, mode 0700, removed as soon as they are loaded). A graph with
 external data is opened from such a private copy too.
 
-The manifest itself is read once as bytes: a signature (:mod:`kdtool.export.signing`) is checked
-on those bytes, the schema (:mod:`kdtool.export.manifest_schema`) on what they parse to.
+The manifest itself is read once as bytes: a signature (:mod:`kdtool.bundle.signing`) is checked
+on those bytes, the schema (:mod:`kdtool.bundle.manifest_schema`) on what they parse to.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from kdtool.bundle import manifest as B
 from kdtool.errors import InputError, IntegrityError
-from kdtool.export import bundle as B
 
 MAX_MANIFEST_BYTES = 16 << 20
 
@@ -119,8 +119,8 @@ def open_verified_bundle(root, public_key=None) -> VerifiedBundle:
     Nothing is read twice: the checks (signature, schema, sizes, sha256, no unlisted file, external
     data inside the bundle) apply to the bytes returned.
     """
-    from kdtool.export.manifest_schema import check_manifest
-    from kdtool.export.signing import SIGNATURE, check_signature
+    from kdtool.bundle.manifest_schema import check_manifest
+    from kdtool.bundle.signing import SIGNATURE, check_signature
 
     root = Path(root)
     if not (root / B.MANIFEST).is_file() or (root / B.MANIFEST).is_symlink():
@@ -175,7 +175,7 @@ def check_tokenizer_fits(tokenizer, config: dict, where) -> None:
 def sign_bundle(bundle_dir, key) -> Path:
     """Sign the manifest of the (already written) bundle with ``key`` (a path or a loaded private key)."""
     from kdtool.atomic import atomic_write_bytes
-    from kdtool.export.signing import SIGNATURE, load_private_key
+    from kdtool.bundle.signing import SIGNATURE, load_private_key
 
     key = load_private_key(key) if isinstance(key, (str, Path)) else key
     bundle = open_verified_bundle(bundle_dir)  # sign only what verifies

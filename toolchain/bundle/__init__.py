@@ -1,0 +1,7 @@
+"""kdtool.bundle: the bundle format, which the exporter writes and the engines read.
+
+Modules: ``manifest`` (checksummed file table, ``manifest.json``, path-based verification),
+``manifest_schema`` (the manifest's required shape), ``verified`` (open a bundle so the bytes that were
+verified are the bytes that are loaded; sign one), ``signing`` (Ed25519 keys and signatures) and
+``precision`` (THE table of precisions a bundle can have).
+"""
