@@ -55,9 +55,9 @@ def run_variant(variant: str, batch: int, seq: int, steps: int, tiny: bool = Fal
     from transformers import AutoModelForQuestionAnswering
 
     from kdtool.distill import DistillConfig
-    from kdtool.distill.losses import hidden_mse, prediction_loss
     from kdtool.distill.mapping import default_layer_map
     from kdtool.distill.objective import Objective, teacher_targets
+    from kdtool.losses import hidden_mse, prediction_loss
 
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
@@ -120,7 +120,8 @@ def run_variant(variant: str, batch: int, seq: int, steps: int, tiny: bool = Fal
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     times = timed(step, steps)
-    out = {"variant": variant, "attention": attn, "attention_loss": cfg.attention_loss if variant == "kdtool" else "probs-maps-mse",
+    out = {"variant": variant, "attention": attn,
+           "attention_loss": cfg.attention_loss if variant == "kdtool" else "probs-maps-mse",
            "step_seconds": min(times), "step_seconds_all": times,
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if cuda:

@@ -35,12 +35,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from kdtool.data import FeatureConfig, load_squad, tokenize_examples
-    from kdtool.distill.losses import prediction_loss
     from kdtool.distill.qat import calibration_batches, quantize_model
+    from kdtool.losses import prediction_loss
     from kdtool.models import load_qa_model, load_tokenizer
 
     tok = load_tokenizer(args.student)
-    feats = tokenize_examples(load_squad(Path(args.data)).examples[:400], tok, FeatureConfig(args.seq, args.seq // 3, min(48, args.seq // 4)))
+    feats = tokenize_examples(load_squad(Path(args.data)).examples[:400], tok,
+                              FeatureConfig(args.seq, args.seq // 3, min(48, args.seq // 4)))
     batches = []
     for i in range(args.steps + 1):
         idx = list(range(i * args.batch, (i + 1) * args.batch))

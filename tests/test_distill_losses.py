@@ -8,8 +8,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kdtool.distill import attention_score_mse, attention_score_mse_explicit, hidden_mse, prediction_loss, span_loss
-from kdtool.distill.losses import attention_prob_mse, attention_prob_mse_explicit, group_heads
+from kdtool.losses import (
+    attention_prob_mse,
+    attention_prob_mse_explicit,
+    attention_score_mse,
+    attention_score_mse_explicit,
+    group_heads,
+    hidden_mse,
+    prediction_loss,
+    span_loss,
+)
 
 
 def qk(b, h, n, d, seed, dtype=torch.float64):
@@ -149,7 +157,7 @@ def test_prediction_loss_kl_soft_ce_masking_and_temperature():
     assert prediction_loss(noisy, t, mask, temperature=2.0).item() == pytest.approx(kl.item(), rel=1e-6)
     # KL x T^2 against torch's kl_div on the valid positions of each row
     expected = 0.0
-    for si, ti in zip(s, t):
+    for si, ti in zip(s, t, strict=True):
         for row in range(3):
             k = int(mask[row].sum())
             expected += F.kl_div(F.log_softmax(si[row, :k] / 2, -1), F.log_softmax(ti[row, :k] / 2, -1),

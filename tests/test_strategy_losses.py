@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from kdtool.losses import hidden_cosine, logits_mse, patient_cls_mse
 from kdtool.strategies import STRATEGIES
-from kdtool.strategies.losses import hidden_cosine, logits_mse, patient_cls_mse
 
 
 def _h(seed, shape=(3, 7, 16)):
@@ -43,7 +43,7 @@ def test_patient_loss_reads_normalised_cls_only():
     s = [_h(4), _h(5)]
     value = patient_cls_mse(s, t)
     expected = sum(((a[:, 0] / a[:, 0].norm(dim=-1, keepdim=True) - b[:, 0] / b[:, 0].norm(dim=-1, keepdim=True)) ** 2)
-                   .sum(-1).mean() for a, b in zip(s, t))
+                   .sum(-1).mean() for a, b in zip(s, t, strict=True))
     torch.testing.assert_close(value, expected.float())
     assert 0 < value.item() <= 4 * len(s)
     with pytest.raises(ValueError):

@@ -51,12 +51,12 @@ class Gates:
             layers: list[int] | None = None) -> Gates:
         """Zero the listed units: ``heads`` and ``ffn`` map a layer to positions; ``layers`` lists layers."""
         with torch.no_grad():
-            for l, hs in (heads or {}).items():
-                self.heads[l][hs] = 0.0
-            for l, js in (ffn or {}).items():
-                self.ffn[l][js] = 0.0
-            for l in layers or []:
-                self.layer[l] = 0.0
+            for layer, hs in (heads or {}).items():
+                self.heads[layer][hs] = 0.0
+            for layer, js in (ffn or {}).items():
+                self.ffn[layer][js] = 0.0
+            for layer in layers or []:
+                self.layer[layer] = 0.0
         return self
 
     def __enter__(self):
@@ -96,8 +96,8 @@ def score_units(model, batches, task, *, teacher=None, temperature: float = 1.0)
     ``batches`` are feature batches with labels (tensors); ``teacher`` (default: none, hard loss only)
     gives the soft targets. The model runs in eval mode (no dropout), its weights get no gradient.
     """
-    from kdtool.distill.losses import prediction_loss
     from kdtool.distill.objective import model_inputs, task_outputs
+    from kdtool.losses import prediction_loss
 
     impl = task.module()
     was_training = model.training
@@ -117,10 +117,10 @@ def score_units(model, batches, task, *, teacher=None, temperature: float = 1.0)
                     loss = loss + prediction_loss(outputs, target, impl.soft_mask(batch), temperature=temperature,
                                                   kind="kl")
                 grads = torch.autograd.grad(loss, gates.tensors())
-                for acc, g in zip(totals, grads):
+                for acc, g in zip(totals, grads, strict=True):
                     acc += g.abs()
     finally:
-        for p, f in zip(model.parameters(), flags):
+        for p, f in zip(model.parameters(), flags, strict=True):
             p.requires_grad_(f)
         model.train(was_training)
     n = len(gates.heads)
