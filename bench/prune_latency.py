@@ -78,7 +78,7 @@ def main() -> None:
                 t = time.perf_counter()
                 prune(PruneConfig(model=str(student), output=str(out), train_file=str(data), target_flops=f"{share}%",
                                   seq_len=args.seq, structures=args.prune, importance_examples=args.importance_examples,
-                                  recover=False, overwrite=True, progress=False,
+                                  recover=False, overwrite=True,
                                   recovery={"max_length": args.seq, "doc_stride": 128}))
                 print(f"pruned to {share}% FLOPs in {time.perf_counter() - t:.0f}s", file=sys.stderr)
             rep = json.loads((out / "prune_report.json").read_text())
@@ -107,7 +107,8 @@ def main() -> None:
         result = {
             "benchmark": "prune_latency", "batch": 1, "seq": args.seq, "threads": args.threads, "rounds": args.rounds,
             "interleaved": True, "seconds": round(time.time() - t0, 1), "structures": args.prune,
-            "machine": {"cpu": next((ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines() if ln.startswith("model name")), ""),
+            "machine": {"cpu": next((ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines()
+                                     if ln.startswith("model name")), ""),
                         "avx512_vnni": "avx512_vnni" in cpuinfo, "avx512_bf16": "avx512_bf16" in cpuinfo,
                         "cores": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
             "pruned": reports,
