@@ -119,8 +119,9 @@ class DistillConfig(TrainConfig):
     Fields left at ``None`` come from the ``strategy`` preset (kdtool.strategies); ``tinybert`` gives
     the TinyBERT defaults (two stages, attention scores, shared projection, KL at T=1). After
     ``temperature`` come the ``<loss>_weight: float | None`` fields, one per registered loss
-    (:func:`kdtool.losses.with_weight_fields`): attention, hidden, embedding, cosine (DistilBERT: 1 - cos
-    of the last hidden states), patient (PKD: normalised [CLS] MSE over mapped layers), prediction, hard.
+    (:func:`kdtool.losses.with_weight_fields`), in the registry's order: hard, prediction, embedding,
+    hidden, cosine (DistilBERT: 1 - cos of the last hidden states), patient (PKD: normalised [CLS] MSE
+    over mapped layers), attention.
     """
 
     strategy: str = "tinybert"

@@ -13,6 +13,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from kdtool.kernels import attention_prob_mse as fused_attention_prob_mse  # triton loads only when a kernel runs
+
 TINYBERT_MASK = -10000.0  # the additive key mask in TinyBERT's code
 MASK_FLOOR = -100.0  # TinyBERT zeroes every score <= this (masked keys drop out)
 
@@ -102,14 +104,10 @@ def attention_prob_mse_explicit(student_q, student_k, teacher_q, teacher_k, key_
 
 
 def attention_prob_mse(student_q, student_k, teacher_q, teacher_k, key_mask) -> torch.Tensor:
-    """Probability MSE through the fused kernel (kdtool.kernels) where it exists, else explicitly."""
+    """Probability MSE through the fused kernel (kdtool.kernels: Triton on CUDA, its reference elsewhere)
+    when student and teacher have as many heads, else explicitly (grouped teacher heads)."""
     if student_q.shape[1] == teacher_q.shape[1]:
-        try:
-            from kdtool.kernels import attention_prob_mse as fused
-        except ImportError:
-            fused = None
-        if fused is not None:
-            return fused(student_q, student_k, teacher_q, teacher_k, key_mask)
+        return fused_attention_prob_mse(student_q, student_k, teacher_q, teacher_k, key_mask)
     return attention_prob_mse_explicit(student_q, student_k, teacher_q, teacher_k, key_mask)
 
 
