@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -26,8 +27,11 @@ from kdtool.distill.students import build_student
 from kdtool.errors import InputError
 from kdtool.models import load_tokenizer, max_positions
 from kdtool.paths import guard_outputs
-from kdtool.tasks import get_task
+from kdtool.tasks import Task, get_task
 from kdtool.tasks.engines import load_task_model
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 
 @dataclass
@@ -35,11 +39,11 @@ class Run:
     """What a run is built from: the config, the places it writes, the data and the models."""
 
     config: TrainConfig
-    task: object  # kdtool.tasks.Task
+    task: Task
     output: Path
     work: Path  # the run directory: checkpoints, log, teacher-logits cache
     stages: list[str]  # the stage of every epoch
-    acc: object  # the Accelerator (processes, device, mixed precision)
+    acc: Accelerator  # processes, device, mixed precision
     micro: int  # windows per process per micro-step
     train_examples: list
     dev_examples: list
