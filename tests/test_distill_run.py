@@ -178,7 +178,7 @@ def test_two_gloo_processes_follow_the_single_process_trajectory(tmp_path, teach
     one, two = log_records(tmp_path / "one"), log_records(tmp_path / "two")
     assert len(one) == len(two) > 4
     assert json.loads((tmp_path / "two" / "distill_report.json").read_text())["data"]["processes"] == 2
-    for a, b in zip(one, two):
+    for a, b in zip(one, two, strict=True):
         for key in ("loss", "attention", "hidden", "embedding", "prediction", "hard", "grad_norm"):
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), (a["step"], key)
 
