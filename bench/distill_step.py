@@ -55,9 +55,9 @@ def run_variant(variant: str, batch: int, seq: int, steps: int, tiny: bool = Fal
     from transformers import AutoModelForQuestionAnswering
 
     from kdtool.distill import DistillConfig
-    from kdtool.distill.losses import hidden_mse, prediction_loss
     from kdtool.distill.mapping import default_layer_map
     from kdtool.distill.objective import Objective, teacher_targets
+    from kdtool.losses import hidden_mse, prediction_loss
 
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")

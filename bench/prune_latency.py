@@ -79,7 +79,7 @@ def main() -> None:
                 t = time.perf_counter()
                 prune(PruneConfig(model=str(student), output=str(out), train_file=str(data), target_flops=f"{share}%",
                                   seq_len=args.seq, structures=args.prune, importance_examples=args.importance_examples,
-                                  recover=False, overwrite=True, progress=False,
+                                  recover=False, overwrite=True,
                                   recovery={"max_length": args.seq, "doc_stride": 128}))
                 print(f"pruned to {share}% FLOPs in {time.perf_counter() - t:.0f}s", file=sys.stderr)
             rep = json.loads((out / "prune_report.json").read_text())

@@ -35,9 +35,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from kdtool.data import FeatureConfig, load_squad, tokenize_examples
-    from kdtool.distill.losses import prediction_loss
-    from kdtool.models.qat import calibration_batches, quantize_model
+    from kdtool.losses import prediction_loss
     from kdtool.models import load_qa_model, load_tokenizer
+    from kdtool.models.qat import calibration_batches, quantize_model
 
     tok = load_tokenizer(args.student)
     windows = FeatureConfig(args.seq, args.seq // 3, min(48, args.seq // 4))

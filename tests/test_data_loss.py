@@ -155,7 +155,7 @@ def test_a_run_that_failed_before_its_first_checkpoint_does_not_block_a_retry(tm
                           2, "--lr", "not a finite number")
     assert not (tmp_path / "o.work").exists()
     small = dict(model=str(roberta_dir), train_file=str(squad_file), output=str(tmp_path / "o"), max_train_examples=16,
-                 max_length=64, doc_stride=16, max_query_length=16, batch_size=8, epochs=1, progress=False)
+                 max_length=64, doc_stride=16, max_query_length=16, batch_size=8, epochs=1)
     with pytest.raises(ValueError, match="learning rate"):
         finetune(TrainConfig(**small, lr=float("nan")))
     assert not (tmp_path / "o.work").exists() and not (tmp_path / "o").exists()

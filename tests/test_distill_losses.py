@@ -8,8 +8,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kdtool.distill import attention_score_mse, attention_score_mse_explicit, hidden_mse, prediction_loss, span_loss
-from kdtool.distill.losses import attention_prob_mse, attention_prob_mse_explicit, group_heads
+from kdtool.losses import (
+    attention_prob_mse,
+    attention_prob_mse_explicit,
+    attention_score_mse,
+    attention_score_mse_explicit,
+    group_heads,
+    hidden_mse,
+    prediction_loss,
+    span_loss,
+)
 
 
 def qk(b, h, n, d, seed, dtype=torch.float64):

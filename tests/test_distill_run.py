@@ -108,7 +108,7 @@ def test_logits_cache_holds_the_teachers_logits(tmp_path, teacher_dir, squad_fil
 def _config(teacher_dir, student_json, squad_file, out, **kw):
     return DistillConfig(model=str(teacher_dir), student=str(student_json), train_file=str(squad_file), output=str(out),
                          max_length=64, doc_stride=16, max_query_length=16, batch_size=8, max_train_examples=24,
-                         lr=1e-3, epochs=3, intermediate_epochs=1, save_every=2, progress=False, **kw)
+                         lr=1e-3, epochs=3, intermediate_epochs=1, save_every=2, **kw)
 
 
 def _weights(out: Path) -> dict:

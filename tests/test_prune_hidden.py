@@ -96,7 +96,7 @@ def test_a_plan_that_keeps_too_many_heads_for_the_width_is_refused(roberta_dir):
 
 
 def test_prune_hidden_to_flops_exports_with_parity_and_runs_int8(roberta_dir, squad_file, tmp_path):
-    from kdtool.engine import load_engine
+    from kdtool.engines import load_engine
     from kdtool.export import ExportConfig, export_model
 
     out = tmp_path / "pruned"

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from kdtool.losses import hidden_cosine, logits_mse, patient_cls_mse
 from kdtool.strategies import STRATEGIES
-from kdtool.strategies.losses import hidden_cosine, logits_mse, patient_cls_mse
 
 
 def _h(seed, shape=(3, 7, 16)):

@@ -28,7 +28,7 @@ def _prune_config(ctx: StageContext):
     return PruneConfig(model=str(ctx.run.path(STUDENT)), output=str(ctx.run.path(PRUNED)),
                        train_file=str(ctx.run.path(TRAIN)), dev_file=str(ctx.run.path(DEV)),
                        teacher=resolve_model(teacher, "prune.teacher") if teacher else teacher_dir(ctx),
-                       recovery=recovery, progress=ctx.progress, **section)
+                       recovery=recovery, **section)
 
 
 def run_prune(ctx: StageContext) -> dict:

@@ -188,7 +188,7 @@ def _train_config(ctx: StageContext, stage: str):
     common = dict(train_file=str(ctx.run.path(TRAIN)), dev_file=str(ctx.run.path(DEV)),
                   output=str(ctx.run.path(TEACHER if stage == "finetune" else STUDENT)),
                   lang=recipe.section("data").get("lang", "es"), max_length=feats.max_length,
-                  doc_stride=feats.doc_stride, max_query_length=feats.max_query_length, progress=ctx.progress)
+                  doc_stride=feats.doc_stride, max_query_length=feats.max_query_length)
     if stage == "finetune":
         section["model"] = resolve_model(section["model"], "finetune.model")
         return TrainConfig(**section, **common)

@@ -12,8 +12,8 @@ import copy
 import click
 
 from kdtool.cli.distill import command as distill_command
-from kdtool.cli.finetune import _opt
-from kdtool.cli.options import FINITE
+from kdtool.cli.options import FINITE, option
+from kdtool.progress import console
 
 NOT_FOR_PRUNE = {"teacher", "student", "student_init", "work_dir"}
 OWN = {"model", "teacher_dir", "target_params", "target_flops", "target_latency_ms", "profile", "seq_len", "structures",
@@ -41,37 +41,39 @@ def _recovery_params() -> list[click.Parameter]:
 
 @click.command(context_settings={"show_default": True})
 @click.argument("model", type=click.Path(), metavar="MODEL_DIR")
-@_opt("--teacher", "teacher_dir", type=click.Path(file_okay=False), default=None,
-      help="Teacher of scoring and recovery [default: MODEL_DIR itself, unpruned].")
-@_opt("--target-params", default=None, help="Budget: parameters, a count (20M, 5000000) or a share (40%).")
-@_opt("--target-flops", default=None, help="Budget: a share of MODEL_DIR's FLOPs at --seq-len (50%).")
-@_opt("--target-latency", "target_latency_ms", type=FINITE, default=None,
-      help="Budget: p50 milliseconds at batch 1 and --seq-len, measured here under --profile.")
-@_opt("--profile", default=None, help="Device profile (kdtool profiles) for --target-latency: threads, precision.")
-@_opt("--seq-len", type=int, default=None, help="Sequence length of FLOPs and latency [default: the profile's longest, else 384].")
-@_opt("--prune", "structures", default="heads,ffn,layers",
-      help="Structures to remove, comma-separated: heads (per layer), ffn (one width for all layers), layers, "
-           "hidden (the residual stream's width, in steps of one head size; not in the default because it "
-           "changes every LayerNorm's statistics, so only recovery brings the model back).")
-@_opt("--schedule", "prune_schedule", type=click.Choice(["one-shot", "iterative"]), default="one-shot",
-      help="one-shot: score, prune and recover once; iterative: --steps rounds of score, prune, recover.")
-@_opt("--steps", type=int, default=1, help="Rounds of an iterative schedule (geometric steps towards the budget).")
-@_opt("--importance-examples", type=int, default=256,
-      help="Training questions whose windows score importance: |dL/d mask| summed over batches (first-order "
-           "Taylor: Michel et al. 2019 for heads, gradnas-style for FFN neurons and layers), L = hard loss + KL to the teacher.")
-@_opt("--importance-batch-size", type=int, default=8, help="Windows per scoring batch.")
-@_opt("--ffn-step", type=int, default=None, help="FFN neurons removed per move [default: width/32, multiple of 8].")
-@_opt("--latency-engine", type=click.Choice(["bundle", "pytorch"]), default="bundle",
-      help="What --target-latency measures: the exported bundle at the profile's precision, or the PyTorch model.")
-@_opt("--latency-runs", type=int, default=10, help="Timed runs per measured candidate shape.")
-@_opt("--recover/--no-recover", default=True, help="Distil the teacher into the pruned model after each step.")
+@option("--teacher", "teacher_dir", type=click.Path(file_okay=False), default=None,
+        help="Teacher of scoring and recovery [default: MODEL_DIR itself, unpruned].")
+@option("--target-params", default=None, help="Budget: parameters, a count (20M, 5000000) or a share (40%).")
+@option("--target-flops", default=None, help="Budget: a share of MODEL_DIR's FLOPs at --seq-len (50%).")
+@option("--target-latency", "target_latency_ms", type=FINITE, default=None,
+        help="Budget: p50 milliseconds at batch 1 and --seq-len, measured here under --profile.")
+@option("--profile", default=None, help="Device profile (kdtool profiles) for --target-latency: threads, precision.")
+@option("--seq-len", type=int, default=None,
+        help="Sequence length of FLOPs and latency [default: the profile's longest, else 384].")
+@option("--prune", "structures", default="heads,ffn,layers",
+        help="Structures to remove, comma-separated: heads (per layer), ffn (one width for all layers), layers, "
+             "hidden (the residual stream's width, in steps of one head size; not in the default because it "
+             "changes every LayerNorm's statistics, so only recovery brings the model back).")
+@option("--schedule", "prune_schedule", type=click.Choice(["one-shot", "iterative"]), default="one-shot",
+        help="one-shot: score, prune and recover once; iterative: --steps rounds of score, prune, recover.")
+@option("--steps", type=int, default=1, help="Rounds of an iterative schedule (geometric steps towards the budget).")
+@option("--importance-examples", type=int, default=256,
+        help="Training questions whose windows score importance: |dL/d mask| summed over batches (first-order "
+             "Taylor: Michel et al. 2019 for heads, gradnas-style for FFN neurons, hidden dimensions and layers), L = hard loss + KL to "
+             "the teacher.")
+@option("--importance-batch-size", type=int, default=8, help="Windows per scoring batch.")
+@option("--ffn-step", type=int, default=None, help="FFN neurons removed per move [default: width/32, multiple of 8].")
+@option("--latency-engine", type=click.Choice(["bundle", "pytorch"]), default="bundle",
+        help="What --target-latency measures: the exported bundle at the profile's precision, or the PyTorch model.")
+@option("--latency-runs", type=int, default=10, help="Timed runs per measured candidate shape.")
+@option("--recover/--no-recover", default=True, help="Distil the teacher into the pruned model after each step.")
 def _command(**options):
     """Prune MODEL_DIR (heads, FFN neurons, layers) to a budget and recover it by distillation from the teacher."""
     from kdtool.prune import PruneConfig, prune
 
     own = {k: options.pop(k) for k in list(options) if k in OWN}
     recovery = {("schedule" if k == "recovery_schedule" else k): v for k, v in options.items()}
-    report = prune(PruneConfig(
+    config = PruneConfig(
         model=own["model"], output=own["output"], train_file=own["train_file"], dev_file=own["dev_file"],
         teacher=own["teacher_dir"], task=own["task"], target_params=own["target_params"],
         target_flops=own["target_flops"], target_latency_ms=own["target_latency_ms"], profile=own["profile"],
@@ -79,7 +81,9 @@ def _command(**options):
         importance_examples=own["importance_examples"], importance_batch_size=own["importance_batch_size"],
         ffn_step=own["ffn_step"], latency_engine=own["latency_engine"], latency_runs=own["latency_runs"],
         recover=own["recover"], recovery=recovery, resume=own["resume"], overwrite=own["overwrite"],
-        stop_after=own["stop_after"], progress=own["progress"]))
+        stop_after=own["stop_after"])
+    with console(bars=own["progress"]) as progress:
+        report = prune(config, progress=progress)
     if report.get("stopped"):
         click.echo(f"stopped in step {report['prune_step']} after recovery step {report['step']}; continue with --resume")
         return

@@ -5,7 +5,8 @@ take them as they are.
 
 ``task`` (kdtool.tasks: ``qa`` or ``pair-classification``) decides the data, features, heads and
 metrics. ``DistillConfig.strategy`` (kdtool.strategies) is a preset: every loss, schedule, mapping
-and student field left at ``None`` is filled from it, so explicit values always win.
+and student field left at ``None`` is filled from it, so explicit values always win. The loss weights
+(``<loss>_weight``) are one field per loss of the registry (:mod:`kdtool.losses`).
 """
 
 from __future__ import annotations
@@ -15,21 +16,27 @@ import json
 from dataclasses import asdict, dataclass, fields
 
 from kdtool.errors import InputError
+from kdtool.losses import ATTENTION_LOSSES, LOSSES, PREDICTION_KINDS, weight_fields, with_weight_fields
 
 SCHEDULES = ("two-stage", "joint", "prediction")
-ATTENTION_LOSS_KINDS = ("scores", "probs", "none")
-PREDICTION_LOSS_KINDS = ("kl", "soft-ce", "mse")
+ATTENTION_LOSS_KINDS = (*ATTENTION_LOSSES, "none")
+PREDICTION_LOSS_KINDS = PREDICTION_KINDS
 PROJECTIONS = ("shared", "per-layer", "none")
 STUDENT_INITS = ("random", "teacher-layers", "teacher-bottom", "teacher-embeddings")
 TASK_NAMES = ("qa", "pair-classification")
-STRATEGY_FIELDS = ("schedule", "attention_loss", "layer_map", "projection", "prediction_loss", "temperature",
-                   "attention_weight", "hidden_weight", "embedding_weight", "prediction_weight", "hard_weight",
-                   "cosine_weight", "patient_weight", "student", "student_init")
+
+
+def strategy_fields() -> tuple[str, ...]:
+    """The DistillConfig fields a strategy preset fills when they are left at ``None``."""
+    return ("schedule", "attention_loss", "layer_map", "projection", "prediction_loss", "temperature",
+            *weight_fields(), "student", "student_init")
+
+
 DEFAULT_STUDENT = "tinyroberta-es"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 # fields that may change between a run and its resumption
-RESUMABLE_FIELDS = {"resume", "overwrite", "stop_after", "progress", "work_dir", "output", "save_every", "eval_batch_size"}
+RESUMABLE_FIELDS = {"resume", "overwrite", "stop_after", "work_dir", "output", "save_every", "eval_batch_size"}
 
 
 @dataclass(frozen=True)
@@ -66,7 +73,6 @@ class TrainConfig:
     resume: bool = False
     overwrite: bool = False
     stop_after: int | None = None  # stop (as if killed) after this many optimizer steps
-    progress: bool = True
     qat: bool = False  # quantization-aware training: the student fake-quantized to INT8 (kdtool.models.qat)
     qat_calibration_windows: int = 128  # training windows of the calibration pass that initialises the scales
 
@@ -106,11 +112,16 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+@with_weight_fields(after="temperature", preset=False)
 class DistillConfig(TrainConfig):
     """A distillation run: ``model`` is the teacher (a model directory of the task), ``student`` is required.
 
     Fields left at ``None`` come from the ``strategy`` preset (kdtool.strategies); ``tinybert`` gives
-    the TinyBERT defaults (two stages, attention scores, shared projection, KL at T=1).
+    the TinyBERT defaults (two stages, attention scores, shared projection, KL at T=1). After
+    ``temperature`` come the ``<loss>_weight: float | None`` fields, one per registered loss
+    (:func:`kdtool.losses.with_weight_fields`), in the registry's order: hard, prediction, embedding,
+    hidden, cosine (DistilBERT: 1 - cos of the last hidden states), patient (PKD: normalised [CLS] MSE
+    over mapped layers), attention.
     """
 
     strategy: str = "tinybert"
@@ -123,20 +134,13 @@ class DistillConfig(TrainConfig):
     projection: str | None = None
     prediction_loss: str | None = None
     temperature: float | None = None
-    attention_weight: float | None = None
-    hidden_weight: float | None = None
-    embedding_weight: float | None = None
-    prediction_weight: float | None = None
-    hard_weight: float | None = None
-    cosine_weight: float | None = None  # DistilBERT: 1 - cos of the last hidden states
-    patient_weight: float | None = None  # PKD: normalised [CLS] MSE over mapped layers
     cache_teacher_logits: bool = True
 
     def __post_init__(self):
         from kdtool.strategies import get_strategy
 
         preset = get_strategy(self.strategy).config_defaults()
-        for name in STRATEGY_FIELDS:
+        for name in strategy_fields():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, preset.get(name, DEFAULT_STUDENT if name == "student" else None))
         super().__post_init__()
@@ -148,10 +152,9 @@ class DistillConfig(TrainConfig):
             raise InputError("distillation needs a student: a preset name, a JSON config or a model directory")
         if self.temperature <= 0:
             raise InputError(f"temperature must be positive, got {self.temperature}")
-        for name in ("attention_weight", "hidden_weight", "embedding_weight", "prediction_weight", "hard_weight",
-                     "cosine_weight", "patient_weight"):
-            if getattr(self, name) < 0:
-                raise InputError(f"{name.replace('_', '-')} must not be negative")
+        for spec in LOSSES.values():
+            if getattr(self, spec.weight_field) < 0:
+                raise InputError(f"{spec.option.lstrip('-')} must not be negative")
         if self.schedule == "two-stage" and not 1 <= self.stage_epochs[0] < self.epochs:
             raise InputError(f"two-stage needs 1 <= intermediate-epochs < epochs ({self.epochs}), "
                              f"got {self.stage_epochs[0]}")

@@ -49,7 +49,7 @@ def build_logits_cache(path: Path, run_teacher, features, *, batch_size: int, ke
             arrays = [np.zeros((n, width if per_token else o.shape[1]), dtype=np.float32) for o in outs]
         for row, i in enumerate(idx):
             k = len(features.input_ids[i])
-            for a, o in zip(arrays, outs):
+            for a, o in zip(arrays, outs, strict=True):
                 if per_token:
                     a[i, :k] = o[row, :k]
                 else:

@@ -1,7 +1,9 @@
 """One training step's loss: the student, its hidden-state projection and the weighted components.
 
 :class:`Objective` is the module that data-parallel training wraps (so the projection is trained and
-synchronised with the student). Which components a stage uses is data (:data:`STAGE_COMPONENTS`).
+synchronised with the student). The components, which stages use them and their weights come from
+the loss registry (:mod:`kdtool.losses`): ``forward`` computes each component a stage uses with a
+non-zero weight and sums them weighted.
 The teacher runs outside it, without gradients (:func:`teacher_targets`). The task (kdtool.tasks)
 names the model outputs and supplies the hard loss and the soft-loss mask, so QA and pair
 classification share every line here; a strategy (kdtool.strategies) only sets the weights.
@@ -16,19 +18,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kdtool.distill.losses import ATTENTION_LOSSES, hidden_mse, prediction_loss
 from kdtool.errors import InputError
-from kdtool.strategies.losses import hidden_cosine, patient_cls_mse
+from kdtool.losses import LOSSES, LossInputs, loss_weights, projected_losses, reads_hidden, stage_losses
 from kdtool.tasks import TASKS
 
-STAGE_COMPONENTS: dict[str, tuple[str, ...]] = {
-    "finetune": ("hard",),
-    "intermediate": ("attention", "hidden", "embedding", "cosine", "patient"),
-    "prediction": ("prediction", "hard"),
-    "joint": ("attention", "hidden", "embedding", "cosine", "patient", "prediction", "hard"),
-}
-INTERMEDIATE = {"attention", "hidden", "embedding", "cosine", "patient"}
-PROJECTED = {"hidden", "embedding", "cosine", "patient"}  # compare student states to the teacher's width
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -72,7 +65,7 @@ def teacher_targets(teacher, batch: dict, stage: str, layer_map: dict[int, int],
                     needs_hidden: bool | None = None) -> dict:
     """What the student learns from in ``stage``: logits (``outputs``), hidden states and Q/K of the mapped layers."""
     if needs_hidden is None:
-        needs_hidden = bool(INTERMEDIATE & set(STAGE_COMPONENTS[stage]))
+        needs_hidden = reads_hidden(stage_losses(stage))
     out = teacher(**model_inputs(batch), output_hidden_states=needs_hidden)
     targets = {"outputs": task_outputs(out, task)}
     if needs_hidden:
@@ -94,14 +87,11 @@ class Objective(nn.Module):
         self.config = config  # a DistillConfig, or None for fine-tuning
         self.task = task or TASKS["qa"]
         self.layer_map = layer_map or {}
-        self.weights = {"hard": 1.0} if config is None else {
-            "attention": config.attention_weight if config.attention_loss != "none" else 0.0,
-            "hidden": config.hidden_weight, "embedding": config.embedding_weight, "cosine": config.cosine_weight,
-            "patient": config.patient_weight, "prediction": config.prediction_weight, "hard": config.hard_weight}
+        self.weights = {"hard": 1.0} if config is None else loss_weights(config)
         self.projection = None
         projected = config is not None and config.schedule != "prediction"
         if projected and config.projection == "none" and student.config.hidden_size != teacher_hidden and \
-                any(self.weights[c] > 0 for c in PROJECTED):
+                any(self.weights[c] > 0 for c in projected_losses()):
             raise InputError(f"--projection none compares hidden states as they are, but the student is "
                              f"{student.config.hidden_size} wide and the teacher {teacher_hidden}; use --projection shared")
         if projected and config.projection != "none":
@@ -114,12 +104,12 @@ class Objective(nn.Module):
                     nn.init.zeros_(p.bias)
 
     def components(self, stage: str) -> tuple[str, ...]:
-        return tuple(c for c in STAGE_COMPONENTS[stage] if self.weights.get(c, 0.0) > 0)
+        return tuple(c for c in stage_losses(stage) if self.weights.get(c, 0.0) > 0)
 
     @property
     def needs_hidden(self) -> bool:
         """Whether any stage of this objective reads hidden states (so the teacher must return them)."""
-        return any(self.weights.get(c, 0.0) > 0 for c in INTERMEDIATE)
+        return reads_hidden(c for c, w in self.weights.items() if w > 0)
 
     def project(self, k: int, h: torch.Tensor) -> torch.Tensor:
         if self.projection is None:
@@ -129,34 +119,12 @@ class Objective(nn.Module):
 
     def forward(self, batch: dict, stage: str, targets: dict | None = None) -> dict[str, torch.Tensor]:
         comps = self.components(stage)
-        mask = batch["attention_mask"]
-        needs_hidden = bool(INTERMEDIATE & set(comps))
+        needs_hidden = reads_hidden(comps)
         out = self.student(**model_inputs(batch), output_hidden_states=needs_hidden)
-        outputs = task_outputs(out, self.task)
-        impl = self.task.module()
-        losses: dict[str, torch.Tensor] = {}
-        if "hard" in comps:
-            losses["hard"] = impl.hard_loss(outputs, batch)
-        if "prediction" in comps:
-            losses["prediction"] = prediction_loss(outputs, targets["outputs"], impl.soft_mask(batch),
-                                                   temperature=self.config.temperature, kind=self.config.prediction_loss)
-        if needs_hidden:
-            hs = out.hidden_states
-            pairs = list(self.layer_map.items())
-            if "embedding" in comps:
-                losses["embedding"] = hidden_mse(self.project(0, hs[0]), targets["hidden"][0], mask)
-            if "hidden" in comps:
-                losses["hidden"] = sum(hidden_mse(self.project(s, hs[s]), targets["hidden"][t], mask)
-                                       for s, t in pairs if s > 0)
-            if "cosine" in comps:
-                top = len(hs) - 1
-                losses["cosine"] = hidden_cosine(self.project(top, hs[top]), targets["last_hidden"], mask)
-            if "patient" in comps:
-                losses["patient"] = patient_cls_mse([self.project(s, hs[s]) for s, t in pairs if s > 0],
-                                                    [targets["hidden"][t] for s, t in pairs if s > 0])
-            if "attention" in comps:
-                fn = ATTENTION_LOSSES[self.config.attention_loss]
-                losses["attention"] = sum(fn(*layer_qk(self.student, s, hs[s - 1]), *targets["qk"][t], mask)
-                                          for s, t in pairs if s > 0)
+        hs = out.hidden_states if needs_hidden else None
+        inputs = LossInputs(batch=batch, outputs=task_outputs(out, self.task), hidden=hs, targets=targets,
+                            layer_pairs=list(self.layer_map.items()), config=self.config, task=self.task.module(),
+                            project=self.project, student_qk=lambda s: layer_qk(self.student, s, hs[s - 1]))
+        losses = {c: LOSSES[c].compute(inputs) for c in comps}
         losses["loss"] = sum(self.weights[c] * losses[c] for c in comps)
         return losses

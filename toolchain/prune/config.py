@@ -12,7 +12,7 @@ from kdtool.prune.search import DEFAULT_STRUCTURES, STRUCTURES
 
 SCHEDULES = ("one-shot", "iterative")
 LATENCY_ENGINES = ("bundle", "pytorch")
-RESUMABLE = {"resume", "overwrite", "stop_after", "progress"}
+RESUMABLE = {"resume", "overwrite", "stop_after"}
 _SUFFIX = {"": 1, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9}
 
 
@@ -99,7 +99,6 @@ class PruneConfig:
     resume: bool = False
     overwrite: bool = False
     stop_after: int | None = None  # stop the recovery of the current step after N optimizer steps (as if killed)
-    progress: bool = True
 
     def __post_init__(self):
         object.__setattr__(self, "structures", parse_structures(self.structures))

@@ -138,8 +138,8 @@ def score_units(model, batches, task, *, teacher=None, temperature: float = 1.0)
     ``batches`` are feature batches with labels (tensors); ``teacher`` (default: none, hard loss only)
     gives the soft targets. The model runs in eval mode (no dropout), its weights get no gradient.
     """
-    from kdtool.distill.losses import prediction_loss
     from kdtool.distill.objective import model_inputs, task_outputs
+    from kdtool.losses import prediction_loss
 
     impl = task.module()
     was_training = model.training

@@ -24,6 +24,7 @@ import torch
 from kdtool.atomic import atomic_directory, atomic_write_json, check_output_dir
 from kdtool.errors import InputError, KdtoolError, require_dir, require_file
 from kdtool.paths import guard_outputs
+from kdtool.progress import Progress
 from kdtool.prune.config import PruneConfig
 from kdtool.prune.importance import score_units
 from kdtool.prune.latency import measure_dir, measure_plan
@@ -50,7 +51,7 @@ def _recovery_config(config: PruneConfig, task, teacher: str, student: str, outp
     return DistillConfig(model=teacher, student=student, student_init="random", task=task.name,
                          train_file=config.train_file, dev_file=config.dev_file, output=str(output),
                          work_dir=str(output.with_name(output.name + ".work")), resume=resume,
-                         stop_after=config.stop_after, progress=config.progress, **options)
+                         stop_after=config.stop_after, **options)
 
 
 def _importance_batches(config: PruneConfig, task, tokenizer) -> list[dict]:
@@ -224,8 +225,9 @@ def _prune_step(ctx: _Context, k: int, source: str, target: Path) -> dict:
     return info
 
 
-def prune(config: PruneConfig) -> dict:
-    """Run ``config``; returns the report (``{"stopped": True, ...}`` when a recovery was stopped early)."""
+def prune(config: PruneConfig, *, progress: Progress | None = None) -> dict:
+    """Run ``config``; returns the report (``{"stopped": True, ...}`` when a recovery was stopped early).
+    ``progress`` receives each recovery's training progress (kdtool.progress)."""
     from kdtool.distill import distill
 
     ctx = _Context(config)
@@ -243,7 +245,7 @@ def prune(config: PruneConfig) -> dict:
                 work = recovered.with_name(recovered.name + ".work")
                 rcfg = _recovery_config(config, ctx.task, ctx.teacher, str(pruned), recovered,
                                         resume=(work / "run.json").is_file())
-                report = distill(rcfg)
+                report = distill(rcfg, progress=progress)
                 if report.get("stopped"):
                     return {**report, "prune_step": k}
             rep = json.loads((recovered / "distill_report.json").read_text(encoding="utf-8"))

@@ -6,7 +6,8 @@ the projection, the student and how it is initialised. ``kdtool distill --strate
 from the preset; every option given explicitly overrides it (:class:`kdtool.distill.DistillConfig`
 resolves fields left at ``None`` from the preset). No strategy has a training loop of its own.
 
-Loss components (weights below; see kdtool.distill.losses and kdtool.strategies.losses):
+Loss components (their ``<name>_weight`` fields come from the registry of kdtool.losses, with
+TinyBERT's weights as defaults):
 attention (TinyBERT scores MSE), hidden (MSE through the projection, mapped layers), embedding
 (layer 0), cosine (1 - cos of the last hidden states, DistilBERT), patient (normalised [CLS] MSE over
 mapped layers, PKD), prediction (soft loss on logits: kl = KL x T^2, soft-ce, or mse on raw logits),
@@ -18,9 +19,11 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from kdtool.errors import InputError
+from kdtool.losses import with_weight_fields
 
 
 @dataclass(frozen=True)
+@with_weight_fields(after="temperature", preset=True)
 class Strategy:
     name: str
     about: str
@@ -31,13 +34,7 @@ class Strategy:
     projection: str = "shared"
     prediction_loss: str = "kl"
     temperature: float = 1.0
-    attention_weight: float = 1.0
-    hidden_weight: float = 1.0
-    embedding_weight: float = 1.0
-    prediction_weight: float = 1.0
-    hard_weight: float = 0.0
-    cosine_weight: float = 0.0
-    patient_weight: float = 0.0
+    # one ``<loss>_weight: float`` per loss of kdtool.losses here, defaulting to the loss's own (TinyBERT's)
     student: str | None = None  # None: DistillConfig's default student
     student_init: str = "random"
 

@@ -1,11 +1,9 @@
-"""Distillation losses: attention (pre-softmax scores or probabilities), hidden, prediction, hard span.
+"""TinyBERT's attention losses: MSE of pre-softmax scores (closed form, never a seq x seq map) or of
+post-softmax probabilities (the fused Triton kernel of kdtool.kernels where it applies).
 
-Every loss is masked for padding and returns a scalar; callers weight and sum them.
-
-Normalisation, chosen so that data-parallel runs with equal per-process batches average to the
-loss of the global batch: per-example losses are means over that example's valid tokens and are
-then averaged over the batch; the attention losses are means over batch x heads x seq x seq
-(scores, as TinyBERT's explicit computation) or batch x heads x valid rows x seq (probabilities).
+Means over batch x heads x seq x seq (scores, as TinyBERT's explicit computation) or batch x heads x
+valid rows x seq (probabilities), so data-parallel runs with equal per-process batches average to the
+loss of the global batch. Teacher heads a multiple of the student's are averaged in consecutive groups.
 """
 
 from __future__ import annotations
@@ -14,6 +12,8 @@ import math
 
 import torch
 import torch.nn.functional as F
+
+from kdtool.kernels import attention_prob_mse as fused_attention_prob_mse  # triton loads only when a kernel runs
 
 TINYBERT_MASK = -10000.0  # the additive key mask in TinyBERT's code
 MASK_FLOOR = -100.0  # TinyBERT zeroes every score <= this (masked keys drop out)
@@ -104,61 +104,11 @@ def attention_prob_mse_explicit(student_q, student_k, teacher_q, teacher_k, key_
 
 
 def attention_prob_mse(student_q, student_k, teacher_q, teacher_k, key_mask) -> torch.Tensor:
-    """Probability MSE through the fused kernel (kdtool.kernels) where it exists, else explicitly."""
+    """Probability MSE through the fused kernel (kdtool.kernels: Triton on CUDA, its reference elsewhere)
+    when student and teacher have as many heads, else explicitly (grouped teacher heads)."""
     if student_q.shape[1] == teacher_q.shape[1]:
-        try:
-            from kdtool.kernels import attention_prob_mse as fused
-        except ImportError:
-            fused = None
-        if fused is not None:
-            return fused(student_q, student_k, teacher_q, teacher_k, key_mask)
+        return fused_attention_prob_mse(student_q, student_k, teacher_q, teacher_k, key_mask)
     return attention_prob_mse_explicit(student_q, student_k, teacher_q, teacher_k, key_mask)
 
 
 ATTENTION_LOSSES = {"scores": attention_score_mse, "probs": attention_prob_mse}
-
-
-def hidden_mse(student_h: torch.Tensor, teacher_h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """MSE over valid tokens x hidden dims per example, averaged over the batch. Inputs already projected."""
-    m = mask.to(torch.float32)
-    sq = ((student_h.float() - teacher_h.float()) ** 2).mean(-1)
-    return ((sq * m).sum(1) / m.sum(1).clamp(min=1)).mean()
-
-
-def _masked_log_softmax(logits: torch.Tensor, mask: torch.Tensor | None, temperature: float) -> torch.Tensor:
-    scaled = logits.float() / temperature
-    return torch.log_softmax(scaled if mask is None else scaled.masked_fill(mask == 0, -1e9), dim=-1)
-
-
-def prediction_loss(student_logits: tuple[torch.Tensor, ...], teacher_logits: tuple[torch.Tensor, ...],
-                    mask: torch.Tensor | None, *, temperature: float = 1.0, kind: str = "kl") -> torch.Tensor:
-    """Soft loss on the task's logits ((start, end) for QA, (logits,) for classification), averaged over
-    the outputs and the batch; padding masked out (``mask=None``: classifier logits, nothing to mask).
-
-    ``kl``: KL(p_T || p_S) x T^2 (Hinton). ``soft-ce``: -sum p_T log p_S (TinyBERT's soft cross-entropy).
-    ``mse``: MSE of the raw logits (Tang et al. 2019; kdtool.strategies.losses.logits_mse), no temperature.
-    """
-    if kind == "mse":
-        from kdtool.strategies.losses import logits_mse
-
-        return logits_mse(student_logits, teacher_logits, mask)
-    total = 0.0
-    for s, t in zip(student_logits, teacher_logits):
-        log_ps = _masked_log_softmax(s, mask, temperature)
-        log_pt = _masked_log_softmax(t, mask, temperature)
-        pt = log_pt.exp()
-        if kind == "kl":
-            total = total + (pt * (log_pt - log_ps)).sum(-1).mean() * temperature ** 2
-        elif kind == "soft-ce":
-            total = total + (-(pt * log_ps).sum(-1)).mean()
-        else:
-            raise ValueError(f"unknown prediction loss {kind!r}")
-    return total / len(student_logits)
-
-
-def span_loss(start_logits: torch.Tensor, end_logits: torch.Tensor, start_positions: torch.Tensor,
-              end_positions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The hard-label loss: cross-entropy of the gold start and end, padding masked out."""
-    ls = _masked_log_softmax(start_logits, mask, 1.0)
-    le = _masked_log_softmax(end_logits, mask, 1.0)
-    return -(ls.gather(1, start_positions[:, None]).mean() + le.gather(1, end_positions[:, None]).mean()) / 2
