@@ -35,7 +35,7 @@ class TrtShapes:
 
     def __post_init__(self):
         for a, b in ((self.min_shape, self.opt_shape), (self.opt_shape, self.max_shape)):
-            if any(x > y for x, y in zip(a, b)):
+            if any(x > y for x, y in zip(a, b, strict=False)):
                 raise ValueError(f"TensorRT shapes must satisfy min <= opt <= max, got {self.min_shape}, "
                                  f"{self.opt_shape}, {self.max_shape}")
         if not 0 <= self.builder_optimization_level <= 5:

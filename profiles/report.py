@@ -101,7 +101,8 @@ def data_table(r: dict) -> tuple[list[str], list[list[str]]]:
         lat, ln = row.get("question_latency_ms") or {}, lengths[row["model_index"]]
         qps = row.get("questions_per_second")
         rows.append([str(row["batch_size"]), row["model"], str(row["questions"]), str(row["windows"]),
-                     DASH if ln.get("error") else f"{ln['min']}/{ln['median']:g}/{ln['p90']:g}/{ln['max']}", _ms(lat.get("p50")), _ms(lat.get("p90")),
+                     DASH if ln.get("error") else f"{ln['min']}/{ln['median']:g}/{ln['p90']:g}/{ln['max']}",
+                     _ms(lat.get("p50")), _ms(lat.get("p90")),
                      _ms(lat.get("p99")), DASH if qps is None else f"{qps:.1f}", _speedup(row.get("speedup")), _note(row)])
     return head, rows
 
@@ -173,7 +174,8 @@ def render_plot(r: dict) -> bytes:
             p50, p90 = [p[1]["p50"] for p in pts], [p[1]["p90"] for p in pts]
             ys += p50
             label = m["name"] + (" (ref)" if m["is_reference"] else "") + (f", batch {b}" if len(batch_sizes) > 1 else "")
-            left.errorbar(x, p50, yerr=[[0.0] * len(x), [b - a for a, b in zip(p50, p90)]], fmt="o" + styles[k % len(styles)],
+            spread = [b - a for a, b in zip(p50, p90, strict=True)]
+            left.errorbar(x, p50, yerr=[[0.0] * len(x), spread], fmt="o" + styles[k % len(styles)],
                           color=colors(m["index"] % 10), label=label, capsize=3, elinewidth=0.8, markersize=5)
     if ys and max(ys) / max(min(ys), 1e-9) > 20:
         left.set_yscale("log")
@@ -213,7 +215,7 @@ def _speedup_panel(ax, r: dict, colors) -> None:
         xs = [i + (k - (len(others) - 1) / 2) * width for i in range(len(labels))]
         hs = [value.get(g) or 0.0 for g in labels]
         bars = ax.bar(xs, hs, width * 0.95, color=colors(m["index"] % 10), label=m["name"])
-        for bar, g in zip(bars, labels):
+        for bar, g in zip(bars, labels, strict=True):
             v = value.get(g)
             ax.annotate("n/a" if v is None else f"{v:.1f}x", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                         ha="center", va="bottom", fontsize=7, xytext=(0, 4 if v is None else 2), textcoords="offset points",

@@ -6,9 +6,9 @@ import pytest
 from click.testing import CliRunner
 
 from kdtool.cli import main
-from kdtool.recipe_runner import plan, run_recipe
 from kdtool.recipes import parse_recipe
-from kdtool.run_dir import RunDir
+from kdtool.recipes.run_dir import RunDir
+from kdtool.recipes.runner import plan, run_recipe
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def recipe(recipe_raw, *overrides):
 
 
 def run(r, run_dir):
-    return run_recipe(r, run_dir, say=lambda m: None, progress=False)
+    return run_recipe(r, run_dir, progress=None)
 
 
 def test_rerun_skips_done_stages_and_changes_rerun_their_stage_and_later(recipe_raw, tmp_path):

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -32,30 +31,6 @@ def _check_output(path: str | None, option: str) -> Path | None:
     from kdtool.atomic import check_output_file
 
     return check_output_file(path, option)
-
-
-class _Progress:
-    """A tqdm bar on a terminal; one line per shape otherwise (logs, CI, pipes)."""
-
-    def __init__(self):
-        self.bar, self.last = None, None
-        self.tty = sys.stderr.isatty()
-
-    def __call__(self, done: int, total: int, what: str) -> None:
-        if self.tty:
-            if self.bar is None:
-                from tqdm import tqdm
-
-                self.bar = tqdm(total=total, unit="run", file=sys.stderr, dynamic_ncols=True, leave=False)
-            self.bar.set_description(what, refresh=False)
-            self.bar.update(done - self.bar.n)
-        elif what != self.last:
-            click.echo(f"[{100 * done // max(total, 1):3d}%] {what}", err=True)
-        self.last = what
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 @click.command("profile")
@@ -99,6 +74,7 @@ def command(ctx, models, profile_name, device, torch_variants, seq_len, batch_si
     from kdtool.paths import guard_outputs
     from kdtool.profiles.profiler import ProfileConfig, profile_models
     from kdtool.profiles.report import format_markdown, format_table, write_plot
+    from kdtool.progress import console
 
     guard_outputs({"MODELS": list(models), "--data": data},
                   {"--json": json_out, "--markdown": markdown_out, "--plot": plot_out})
@@ -109,11 +85,8 @@ def command(ctx, models, profile_name, device, torch_variants, seq_len, batch_si
                            trust_remote_code=trust_remote_code, device=device,
                            torch_variants=list(torch_variants) or None,
                            require_signature=require_signature)
-    progress = _Progress()
-    try:
-        result = profile_models(config, on_progress=progress)
-    finally:
-        progress.close()
+    with console() as progress:  # bars on a terminal, a line per shape and per 10% in a log
+        result = profile_models(config, progress=progress)
     report = result.to_dict()
     click.echo(format_table(report))
     if outputs["json"]:
