@@ -8,7 +8,15 @@ from pathlib import Path
 
 import click
 
-from kdtool.cli.options import TEXT, require_signature_option
+from kdtool.cli.options import (
+    TEXT,
+    batch_size_option,
+    device_option,
+    max_answer_length_option,
+    require_signature_option,
+    threads_option,
+    trust_remote_code_option,
+)
 
 
 @click.command("answer")
@@ -19,14 +27,11 @@ from kdtool.cli.options import TEXT, require_signature_option
               help="JSONL file of {\"id\", \"question\", \"context\"} objects.")
 @click.option("--output", "-o", type=click.Path(path_type=Path), default=None,
               help="Write JSONL answers here, each line as soon as it is answered [default: stdout].")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or tensorrt (bundles).")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="CPU threads [default: all, or the bundle profile's].")
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Windows per forward pass.")
-@click.option("--max-answer-length", type=click.IntRange(min=1), default=30, show_default=True,
-              help="Longest answer in tokens.")
-@click.option("--trust-remote-code", is_flag=True,
-              help="Let a model directory run its own Python code (auto_map). Only for code you have read.")
+@device_option()
+@threads_option()
+@batch_size_option
+@max_answer_length_option
+@trust_remote_code_option()
 @require_signature_option
 def command(model, question, context, input_file, output, device, threads, batch_size, max_answer_length,
             trust_remote_code, require_signature):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from kdtool.cli.options import require_signature_option
+from kdtool.cli.options import require_signature_option, threads_option, trust_remote_code_option
 
 
 class IntList(click.ParamType):
@@ -48,20 +48,21 @@ def _check_output(path: str | None, option: str) -> Path | None:
 @click.option("--data", type=click.Path(dir_okay=False), default=None,
               help="A SQuAD JSON file: also measure latency per question over its real tokenized lengths.")
 @click.option("--data-limit", type=click.IntRange(min=1), default=200, help="Questions of --data used (evenly spread).")
-@click.option("--runs", type=click.IntRange(min=1), default=None, help="Timed runs per model and shape. Default: 20 on CPU, 100 on CUDA.")
+@click.option("--runs", type=click.IntRange(min=1), default=None,
+              help="Timed runs per model and shape. Default: 20 on CPU, 100 on CUDA.")
 @click.option("--warmup", type=click.IntRange(min=1), default=None,
               help="Untimed runs per model and shape first. Default: 3 on CPU, 10 on CUDA.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads. Default: the profile's, else all cores.")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the result as JSON (profiles/SCHEMA.md).")
+@threads_option("CPU threads. Default: the profile's, else all cores.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
+              help="Write the result as JSON (profiles/SCHEMA.md).")
 @click.option("--markdown", "markdown_out", type=click.Path(dir_okay=False), default=None, help="Write the tables as Markdown.")
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False), default=None,
               help="Write a PNG: latency against sequence length, speed-up against the reference.")
-@click.option("--trust-remote-code", is_flag=True,
-              help="Let model directories run their own Python code (auto_map). Only for code you have read.")
+@trust_remote_code_option("model directories", "their")
 @require_signature_option
 @click.pass_context
-def command(ctx, models, profile_name, device, torch_variants, seq_len, batch_size, data, data_limit, runs, warmup, threads, json_out,
-            markdown_out, plot_out, trust_remote_code, require_signature):
+def command(ctx, models, profile_name, device, torch_variants, seq_len, batch_size, data, data_limit, runs, warmup, threads,
+            json_out, markdown_out, plot_out, trust_remote_code, require_signature):
     """Latency and throughput of REFERENCE (usually the teacher) and every other model or bundle,
     measured in one run, interleaved, with speed-ups against REFERENCE.
 
