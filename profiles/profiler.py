@@ -26,14 +26,21 @@ Method (what makes the numbers comparable, and what ``profiles/SCHEMA.md`` docum
 from __future__ import annotations
 
 import contextlib
+import datetime
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
+from kdtool import __version__
+from kdtool.data import load_squad
+from kdtool.engine import bundle_signature, load_engine
 from kdtool.errors import EnvironmentUnsupported, InputError
 from kdtool.profiles.environment import environment
 from kdtool.profiles.lengths import data_features
 from kdtool.profiles.measure import Measurer, finish_rows, set_speedups
+from kdtool.profiles.registry import get_profile
 from kdtool.profiles.timing import rss, uses_cuda_events
 from kdtool.progress import Progress
 
@@ -77,10 +84,6 @@ class ProfileResult:
     interrupted: bool = False
 
     def to_dict(self) -> dict:
-        import datetime
-
-        from kdtool import __version__
-
         return {"schema": SCHEMA, "kdtool_version": __version__,
                 "created_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "interrupted": self.interrupted, "environment": self.environment, "settings": self.settings,
@@ -94,14 +97,10 @@ class ProfileResult:
 
 def resolve_settings(config: ProfileConfig) -> tuple[dict, object]:
     """The effective settings (a JSON-able dict) and the DeviceProfile (or None)."""
-    import torch
-
     if not config.models:
         raise InputError("give at least one model: the reference (usually the teacher)")
     profile = None
     if config.profile:
-        from kdtool.profiles.registry import get_profile
-
         profile = get_profile(config.profile)
     device = config.device or (profile.device if profile else ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -168,8 +167,6 @@ def load_models(paths: list, settings: dict, *, trust_remote_code: bool = False,
                 require_signature: str | None = None) -> tuple[list, list[dict]]:
     """Open every model (all paths are checked first, so a typo fails before a slow load); with
     ``torch_variants``, each Hugging Face directory once per variant, in the order given."""
-    from kdtool.engine import bundle_signature, load_engine
-
     variants = parse_torch_variants(torch_variants)
     for p in paths:
         if not Path(p).exists():
@@ -215,8 +212,6 @@ def profile_models(config: ProfileConfig, *, progress: Progress | None = None) -
     settings, profile = resolve_settings(config)
     dataset = None
     if config.data:  # read before the models load, so a bad file fails fast
-        from kdtool.data import load_squad
-
         dataset = load_squad(config.data)
     engines, infos = load_models(config.models, settings, trust_remote_code=config.trust_remote_code,
                                  torch_variants=config.torch_variants,

@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+from kdtool.atomic import atomic_write_bytes
+
 DASH = "-"
 
 
@@ -231,6 +233,4 @@ def _speedup_panel(ax, r: dict, colors) -> None:
 
 
 def write_plot(r: dict, path: Path) -> None:
-    from kdtool.atomic import atomic_write_bytes
-
     atomic_write_bytes(Path(path), render_plot(r))

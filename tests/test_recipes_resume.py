@@ -101,3 +101,5 @@ def test_cli_run_resumes_and_reports(recipe_raw, tmp_path):
     assert res.exit_code == 0 and "skipped: data, distill" in res.output
     res = runner.invoke(main, ["run", str(path), "-o", str(rd), "--override", "validate.max_f1_drop=-101"])
     assert res.exit_code == 1 and "FAIL" in res.stderr  # no candidate can gain 101 F1: the gate trips
+    assert "\r" not in res.output + res.stderr  # progress on, not a terminal: plain lines, no bar frames
+    assert "[1/4] data" in res.output

@@ -76,4 +76,6 @@ def command(model, host, port, device, profile_name, threads, max_batch_size, ma
                          max_queue=max_queue, max_context_chars=max_context_chars, max_body_bytes=max_body_bytes,
                          request_timeout=request_timeout, api_key_file=api_key_file, access_log=access_log,
                          predict=predict)
-    raise SystemExit(serve(config, echo=lambda line: click.echo(line, err=True)))
+    from kdtool.progress import console
+
+    raise SystemExit(serve(config, progress=console()))  # its lines on stderr, as the access log

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from kdtool.atomic import atomic_write_json
 from kdtool.data.squad import SquadDataset, load_squad, split_by_article, to_squad_json
 
 
@@ -19,8 +20,6 @@ class SplitConfig:
 
 
 def write_split(train: SquadDataset, dev: SquadDataset, train_path: str | Path, dev_path: str | Path) -> None:
-    from kdtool.atomic import atomic_write_json
-
     atomic_write_json(Path(train_path), to_squad_json(train))
     atomic_write_json(Path(dev_path), to_squad_json(dev))
 

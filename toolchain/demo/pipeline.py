@@ -23,6 +23,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
+from transformers import RobertaConfig, RobertaForQuestionAnswering
+
 from kdtool.atomic import MARKER, atomic_directory, atomic_write_json
 from kdtool.demo.synthetic import SyntheticConfig, generate
 from kdtool.errors import InputError, KdtoolError
@@ -147,9 +150,6 @@ def prepare(cfg: DemoConfig, run: RunDir, progress: Progress | None = None) -> d
 
 
 def _base_model(cfg: DemoConfig, tokenizer, out: Path) -> int:
-    import torch
-    from transformers import RobertaConfig, RobertaForQuestionAnswering
-
     torch.manual_seed(cfg.seed)
     config = RobertaConfig(
         vocab_size=len(tokenizer), hidden_size=cfg.teacher_hidden, num_hidden_layers=cfg.teacher_layers,
@@ -218,8 +218,6 @@ def make_check(cfg: DemoConfig) -> Callable[[str, dict], None]:
 
 @contextlib.contextmanager
 def _torch_threads(n: int | None):
-    import torch
-
     before = torch.get_num_threads()
     if n:
         torch.set_num_threads(n)

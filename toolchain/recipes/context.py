@@ -10,6 +10,7 @@ import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kdtool.data import FeatureConfig
 from kdtool.errors import InputError
 from kdtool.progress import Progress, prefixed, say
 from kdtool.recipes.run_dir import RunDir
@@ -57,7 +58,7 @@ def resolve_model(ref: str, what: str) -> str:
     if not HUB_ID.match(ref):
         raise InputError(f"{what} not found: {ref} (give a model directory, package:NAME/dir or a hub id)")
     try:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import snapshot_download  # only when a recipe names a hub id that is not here yet
 
         return snapshot_download(ref)
     except Exception as err:  # offline, unknown id, no permission: one line either way
@@ -98,8 +99,6 @@ def engines(ctx: StageContext) -> dict[str, str]:
 
 def features(recipe: Recipe):
     """The recipe's window settings (``features:``) as a FeatureConfig."""
-    from kdtool.data import FeatureConfig
-
     return FeatureConfig(**recipe.section("features"))
 
 

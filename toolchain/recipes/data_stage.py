@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kdtool.data import load_squad
+from kdtool.data.split import SplitConfig, describe, split_file, write_split
 from kdtool.errors import InputError
 from kdtool.export.bundle import sha256_file
 from kdtool.recipes.commands import SPLIT, command_line
@@ -22,17 +24,12 @@ def data_inputs(recipe: Recipe) -> dict:
 
 
 def _split_config(ctx: StageContext):
-    from kdtool.data.split import SplitConfig
-
     data = ctx.recipe.section("data")
     return SplitConfig(data["train"], str(ctx.run.path(TRAIN)), str(ctx.run.path(DEV)),
                        data.get("dev_fraction", 0.2), data.get("split_seed", 0))
 
 
 def run_data(ctx: StageContext) -> dict:
-    from kdtool.data import load_squad
-    from kdtool.data.split import describe, split_file, write_split
-
     data = ctx.recipe.section("data")
     for key in ("train", "dev"):
         if data.get(key) and not Path(data[key]).is_file():

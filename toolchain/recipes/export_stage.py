@@ -8,14 +8,14 @@ pruned student is exported.
 from __future__ import annotations
 
 from kdtool.errors import InputError
+from kdtool.export.config import ExportConfig
+from kdtool.models import dir_size_bytes
 from kdtool.recipes import calls
 from kdtool.recipes.commands import EXPORT, command_line
 from kdtool.recipes.context import DEV, PRUNED, STUDENT, TRAIN, StageContext, bundle_rel, features, precisions
 
 
 def _export_config(ctx: StageContext, precision: str):
-    from kdtool.export.config import ExportConfig
-
     section = ctx.recipe.section("export")
     section.pop("precisions", None)
     calibration = section.pop("calibration", None)
@@ -29,8 +29,6 @@ def _export_config(ctx: StageContext, precision: str):
 
 
 def run_export(ctx: StageContext) -> dict:
-    from kdtool.models import dir_size_bytes
-
     out = {}
     for p in precisions(ctx.recipe):
         ctx.say(f"    {p}:")

@@ -13,7 +13,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from kdtool.errors import InputError, quote
+import yaml
+
+from kdtool.errors import InputError, quote, require_file
 from kdtool.recipes.checking import check_raw, resolve_paths
 from kdtool.recipes.sections import SECTIONS, Recipe
 
@@ -58,8 +60,6 @@ MAX_RECIPE_BYTES = 1 << 20  # a recipe is a page of settings; anything larger is
 
 def _safe_yaml(text: str):
     """``yaml.safe_load`` without aliases: ``*name`` lets a few hundred bytes expand into gigabytes."""
-    import yaml
-
     class NoAliasLoader(yaml.SafeLoader):
         def compose_node(self, parent, index):
             if self.check_event(yaml.AliasEvent):
@@ -75,10 +75,6 @@ def _safe_yaml(text: str):
 
 
 def _read_yaml(path: Path) -> dict:
-    import yaml
-
-    from kdtool.errors import require_file
-
     require_file(path, "recipe", max_bytes=MAX_RECIPE_BYTES)
     try:
         obj = _safe_yaml(path.read_text(encoding="utf-8"))
@@ -99,8 +95,6 @@ def _read_yaml(path: Path) -> dict:
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``a.b=value`` -> (["a", "b"], value as YAML reads it: ``3`` int, ``[1, 2]`` list, ``null`` None)."""
-    import yaml
-
     key, sep, raw = text.partition("=")
     if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
         raise InputError(f"--override {quote(text)}: expected KEY=VALUE with a dotted key, e.g. distill.epochs=3")

@@ -7,15 +7,16 @@ The section takes :class:`~kdtool.profiles.profiler.ProfileConfig` fields; ``dat
 
 from __future__ import annotations
 
+from kdtool.atomic import atomic_write_json, atomic_write_text
 from kdtool.errors import InputError
+from kdtool.profiles.profiler import ProfileConfig, profile_models
+from kdtool.profiles.report import format_markdown, format_table, write_plot
 from kdtool.recipes.commands import PROFILE, command_line
 from kdtool.recipes.context import DEV, PLOT, PROFILE_JSON, PROFILE_MD, TRAIN, StageContext, engines
 from kdtool.recipes.report import profile_summary
 
 
 def _profile_config(ctx: StageContext):
-    from kdtool.profiles.profiler import ProfileConfig
-
     section = ctx.recipe.section("profile")
     data = section.pop("data", "dev")
     if data not in (None, "train", "dev"):
@@ -27,10 +28,6 @@ def _profile_config(ctx: StageContext):
 
 
 def run_profile(ctx: StageContext) -> dict:
-    from kdtool.atomic import atomic_write_json, atomic_write_text
-    from kdtool.profiles.profiler import profile_models
-    from kdtool.profiles.report import format_markdown, format_table, write_plot
-
     result = profile_models(_profile_config(ctx), progress=ctx.nested())
     if result.interrupted:
         raise KeyboardInterrupt

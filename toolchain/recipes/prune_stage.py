@@ -13,14 +13,13 @@ import json
 from dataclasses import replace
 
 from kdtool.errors import KdtoolError
+from kdtool.prune.config import RESUMABLE, PruneConfig
 from kdtool.recipes import calls
 from kdtool.recipes.commands import PRUNE, command_line
 from kdtool.recipes.context import DEV, PRUNED, STUDENT, TRAIN, StageContext, features, lang, resolve_model, teacher_dir
 
 
 def _prune_config(ctx: StageContext):
-    from kdtool.prune.config import PruneConfig
-
     section = ctx.recipe.section("prune")
     feats = features(ctx.recipe)
     recovery = {"lang": lang(ctx.recipe), "max_length": feats.max_length,
@@ -51,6 +50,4 @@ def run_prune(ctx: StageContext) -> dict:
 
 
 def prune_command(ctx: StageContext) -> str:
-    from kdtool.prune.config import RESUMABLE
-
     return command_line(PRUNE, _prune_config(ctx), omit=RESUMABLE - {"overwrite"}, extra=[("--overwrite", True)])

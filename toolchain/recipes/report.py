@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 
 from kdtool import __version__
+from kdtool.atomic import atomic_write_json, atomic_write_text
+from kdtool.models import dir_size_bytes
 from kdtool.recipes.context import PLOT, PROFILE_MD, REPORT_JSON, REPORT_MD, VALIDATE_JSON, StageContext, engines, lang
 
 SCHEMA = "kdtool-run-report/1"
@@ -61,7 +63,6 @@ def _num(x, fmt="{:.2f}") -> str:
 
 def build_report(ctx: StageContext) -> dict:
     """The report of a run (see the module docstring)."""
-    from kdtool.models import dir_size_bytes
 
     s = ctx.summaries
     paths = engines(ctx)
@@ -149,8 +150,6 @@ def render_markdown(r: dict) -> str:
 
 def write_report(ctx: StageContext) -> dict:
     """Write ``report.json`` and ``report.md`` into the run directory; returns the report."""
-    from kdtool.atomic import atomic_write_json, atomic_write_text
-
     report = build_report(ctx)
     atomic_write_json(ctx.run.path(REPORT_JSON), report)
     atomic_write_text(ctx.run.path(REPORT_MD), render_markdown(report))

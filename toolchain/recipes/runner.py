@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from kdtool.atomic import MARKER, atomic_write_text
 from kdtool.errors import InputError, KdtoolError
 from kdtool.progress import Progress, say
 from kdtool.recipes.context import (
@@ -137,8 +138,6 @@ def run_recipe(recipe: Recipe, run_dir: Path, *, progress: Progress | None = Non
     :class:`KdtoolError` to stop the run (the demo's "fails loudly" thresholds). ``force`` names
     stages to run even when done (and with them every later stage).
     """
-    from kdtool.atomic import MARKER, atomic_write_text
-
     t_start = time.perf_counter()
     run = RunDir(run_dir)
     if run.root.is_file():

@@ -10,6 +10,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from kdtool.distill.config import RESUMABLE_FIELDS, DistillConfig, TrainConfig
 from kdtool.errors import KdtoolError
 from kdtool.recipes import calls
 from kdtool.recipes.commands import command_line, training_spec
@@ -31,8 +32,6 @@ def _model_ref(ctx: StageContext, stage: str, resolve: bool) -> str:
 
 
 def _train_config(ctx: StageContext, stage: str, *, resolve: bool = True):
-    from kdtool.distill.config import DistillConfig, TrainConfig
-
     recipe = ctx.recipe
     section = recipe.section(stage)
     feats = features(recipe)
@@ -74,8 +73,6 @@ def run_training(ctx: StageContext, stage: str) -> dict:
 
 
 def train_command(ctx: StageContext, stage: str) -> str:
-    from kdtool.distill.config import RESUMABLE_FIELDS
-
     config = _train_config(ctx, stage, resolve=False)
     required = {"model": config.model, "train_file": config.train_file, "output": config.output}
     if stage == "distill":

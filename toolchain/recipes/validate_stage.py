@@ -6,10 +6,12 @@ teacher: what the drift of every other model is measured against).
 
 from __future__ import annotations
 
+from kdtool.atomic import atomic_write_json
 from kdtool.errors import InputError
 from kdtool.recipes import calls
 from kdtool.recipes.commands import VALIDATE, command_line
 from kdtool.recipes.context import DEV, VALIDATE_JSON, StageContext, engines, features, lang
+from kdtool.validate import ValidateConfig, format_table
 
 
 def _validate_models(ctx: StageContext) -> list[str]:
@@ -22,8 +24,6 @@ def _validate_models(ctx: StageContext) -> list[str]:
 
 
 def _validate_config(ctx: StageContext):
-    from kdtool.validate import ValidateConfig
-
     section = ctx.recipe.section("validate")
     section.pop("reference", None)
     return ValidateConfig(models=tuple(_validate_models(ctx)), data=str(ctx.run.path(DEV)),
@@ -31,9 +31,6 @@ def _validate_config(ctx: StageContext):
 
 
 def run_validate(ctx: StageContext) -> dict:
-    from kdtool.atomic import atomic_write_json
-    from kdtool.validate import format_table
-
     result = calls.validate(_validate_config(ctx), ctx.nested())
     if result.interrupted:
         raise KeyboardInterrupt
