@@ -15,7 +15,19 @@ from pathlib import Path
 from kdtool import __version__
 from kdtool.atomic import atomic_write_json, atomic_write_text
 from kdtool.models import dir_size_bytes
-from kdtool.recipes.context import PLOT, PROFILE_MD, REPORT_JSON, REPORT_MD, VALIDATE_JSON, StageContext, engines, lang
+from kdtool.recipes.context import (
+    DEV,
+    PLOT,
+    PROFILE_JSON,
+    PROFILE_MD,
+    REPORT_JSON,
+    REPORT_MD,
+    TRAIN,
+    VALIDATE_JSON,
+    StageContext,
+    engines,
+    lang,
+)
 
 SCHEMA = "kdtool-run-report/1"
 
@@ -92,8 +104,7 @@ def build_report(ctx: StageContext) -> dict:
                     else None}
              for name, m in models.items() if name.startswith("bundle-")}
     artifacts = {name: m["path"] for name, m in models.items()}
-    for rel in ("data/train.json", "data/dev.json", VALIDATE_JSON, "profile.json", PROFILE_MD, PLOT, "report.md",
-                "report.json", "recipe.yaml"):
+    for rel in (TRAIN, DEV, VALIDATE_JSON, PROFILE_JSON, PROFILE_MD, PLOT, REPORT_MD, REPORT_JSON, "recipe.yaml"):
         artifacts[rel] = str(ctx.run.path(rel))
     return {
         "schema": SCHEMA, "kdtool_version": __version__,
