@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+from kdtool.atomic import atomic_write_bytes
+
 DASH = "-"
 
 
@@ -102,8 +104,8 @@ def data_table(r: dict) -> tuple[list[str], list[list[str]]]:
         qps = row.get("questions_per_second")
         rows.append([str(row["batch_size"]), row["model"], str(row["questions"]), str(row["windows"]),
                      DASH if ln.get("error") else f"{ln['min']}/{ln['median']:g}/{ln['p90']:g}/{ln['max']}",
-                     _ms(lat.get("p50")), _ms(lat.get("p90")), _ms(lat.get("p99")), DASH if qps is None else f"{qps:.1f}",
-                     _speedup(row.get("speedup")), _note(row)])
+                     _ms(lat.get("p50")), _ms(lat.get("p90")),
+                     _ms(lat.get("p99")), DASH if qps is None else f"{qps:.1f}", _speedup(row.get("speedup")), _note(row)])
     return head, rows
 
 
@@ -231,6 +233,4 @@ def _speedup_panel(ax, r: dict, colors) -> None:
 
 
 def write_plot(r: dict, path: Path) -> None:
-    from kdtool.atomic import atomic_write_bytes
-
     atomic_write_bytes(Path(path), render_plot(r))

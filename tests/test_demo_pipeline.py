@@ -20,16 +20,15 @@ def reduced(output) -> DemoConfig:
     return DemoConfig(output=str(output), train_paragraphs=16, dev_paragraphs=4, vocab_size=400, max_length=128,
                       doc_stride=32, teacher_layers=2, teacher_hidden=32, teacher_heads=2, teacher_epochs=1,
                       student_layers=1, student_hidden=16, student_heads=1, student_init="random", distill_epochs=2,
-                      batch_size=16,
-                      profile_runs=2, profile_questions=5, min_teacher_f1=0.0, min_student_f1=0.0,
-                      max_bundle_f1_drop=100.0, min_student_speedup=0.0, progress=False)
+                      batch_size=16, profile_runs=2, profile_questions=5, min_teacher_f1=0.0, min_student_f1=0.0,
+                      max_bundle_f1_drop=100.0, min_student_speedup=0.0)
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "out"
     lines = []
-    result = run_demo(reduced(out), say=lines.append)
+    result = run_demo(reduced(out), progress=lambda e: lines.append(e.message) if e.message else None)
     return result, lines
 
 
@@ -76,12 +75,12 @@ def test_report_agrees_with_what_the_stages_wrote(demo):
 def test_rerun_skips_everything_done_and_thresholds_fail_loudly(demo):
     result, _ = demo
     cfg = reduced(result.run_dir)
-    again = run_demo(cfg, say=lambda m: None)
+    again = run_demo(cfg, progress=None)
     assert again.ran == ["report"] and len(again.skipped) == 6
     with pytest.raises(DemoCheckFailed, match="the teacher did not learn: dev F1 .* < 101"):
-        run_demo(replace(cfg, min_teacher_f1=101.0), say=lambda m: None)
+        run_demo(replace(cfg, min_teacher_f1=101.0), progress=None)
     with pytest.raises(DemoCheckFailed, match="bundle-int8 lost"):
-        run_demo(replace(cfg, max_bundle_f1_drop=-101.0), say=lambda m: None)
+        run_demo(replace(cfg, max_bundle_f1_drop=-101.0), progress=None)
 
 
 def test_cli_refuses_a_directory_it_did_not_write(tmp_path):

@@ -38,7 +38,7 @@ def result(bigger_dir, roberta_dir, short_bert_dir, squad_file):
     config = ProfileConfig(models=[bigger_dir, roberta_dir, short_bert_dir], seq_lengths=SEQ, batch_sizes=BATCH,
                            runs=3, warmup=1, threads=1, data=squad_file, data_limit=None)
     seen = []
-    res = profile_models(config, on_progress=lambda done, total, what: seen.append((done, total)))
+    res = profile_models(config, progress=lambda e: seen.append((e.done, e.total)) if e.task == "profile" else None)
     out = json.loads(json.dumps(res.to_dict()))  # what --json writes
     out["_progress"] = seen
     return out
@@ -171,13 +171,15 @@ def test_renderers(result):
 def test_ctrl_c_returns_what_was_measured(roberta_dir, bert_dir):
     calls = []
 
-    def interrupt_after_a_few(done, total, what):
-        calls.append(done)
+    def interrupt_after_a_few(event):
+        if event.task != "profile":
+            return  # a line about the next shape, not a count
+        calls.append(event.done)
         if len(calls) == 6:
             raise KeyboardInterrupt
 
     res = profile_models(ProfileConfig(models=[roberta_dir, bert_dir], seq_lengths=[16, 32], batch_sizes=[1], runs=50,
-                                       warmup=1, threads=1), on_progress=interrupt_after_a_few).to_dict()
+                                       warmup=1, threads=1), progress=interrupt_after_a_few).to_dict()
     assert res["interrupted"] is True
     assert [r["seq_len"] for r in res["fixed"]] == [16, 16]  # the second shape never started
     for r in res["fixed"]:

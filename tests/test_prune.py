@@ -205,8 +205,8 @@ def test_pair_classifier_prunes_and_recovers(tmp_path, wordpiece_tokenizer, squa
 
 
 def test_recipe_prune_stage_prunes_the_student_and_export_bundles_it(roberta_dir, squad_file, tmp_path):
-    from kdtool.recipe_runner import run_recipe
     from kdtool.recipes import parse_recipe
+    from kdtool.recipes.runner import run_recipe
 
     raw = {"name": "p", "data": {"train": str(squad_file), "dev": str(squad_file)},
            "features": {"max_length": 96, "doc_stride": 32},
@@ -217,7 +217,7 @@ def test_recipe_prune_stage_prunes_the_student_and_export_bundles_it(roberta_dir
            "export": {"precisions": ["fp32"]}}
     recipe = parse_recipe(raw, base_dir=tmp_path)
     assert recipe.stages == ["data", "distill", "prune", "export", "report"]
-    result = run_recipe(recipe, tmp_path / "run", say=lambda m: None, progress=False)
+    result = run_recipe(recipe, tmp_path / "run", progress=None)
     assert result.ran == ["data", "distill", "prune", "export", "report"]
     summary = result.summaries["prune"]
     assert summary["flops_kept"] <= 0.6 and summary["dev_f1"] is not None

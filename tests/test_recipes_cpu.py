@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from kdtool.recipe_runner import run_recipe
 from kdtool.recipes import load_recipe
+from kdtool.recipes.runner import run_recipe
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +23,7 @@ def test_cpu_recipe_runs_end_to_end_on_real_data(squad_es_v11, tmp_path):
     recipe = load_recipe("minilm-squad-es-cpu", SHRINK)
     assert recipe.section("data")["train"] == str(squad_es_v11.resolve())
     lines = []
-    result = run_recipe(recipe, tmp_path, say=lines.append, progress=False)
+    result = run_recipe(recipe, tmp_path, progress=lambda e: lines.append(e.message) if e.message else None)
     assert result.ran == ["data", "finetune", "distill", "export", "validate", "profile", "report"]
     data = result.summaries["data"]
     assert data["split"].startswith("split by article") and data["dev_articles"] >= 1

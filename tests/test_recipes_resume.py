@@ -6,9 +6,9 @@ import pytest
 from click.testing import CliRunner
 
 from kdtool.cli import main
-from kdtool.recipe_runner import plan, run_recipe
 from kdtool.recipes import parse_recipe
-from kdtool.run_dir import RunDir
+from kdtool.recipes.run_dir import RunDir
+from kdtool.recipes.runner import plan, run_recipe
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def recipe(recipe_raw, *overrides):
 
 
 def run(r, run_dir):
-    return run_recipe(r, run_dir, say=lambda m: None, progress=False)
+    return run_recipe(r, run_dir, progress=None)
 
 
 def test_rerun_skips_done_stages_and_changes_rerun_their_stage_and_later(recipe_raw, tmp_path):
@@ -101,3 +101,5 @@ def test_cli_run_resumes_and_reports(recipe_raw, tmp_path):
     assert res.exit_code == 0 and "skipped: data, distill" in res.output
     res = runner.invoke(main, ["run", str(path), "-o", str(rd), "--override", "validate.max_f1_drop=-101"])
     assert res.exit_code == 1 and "FAIL" in res.stderr  # no candidate can gain 101 F1: the gate trips
+    assert "\r" not in res.output + res.stderr  # progress on, not a terminal: plain lines, no bar frames
+    assert "[1/4] data" in res.output

@@ -111,7 +111,7 @@ class KdtoolGroup(click.Group):
             if err.exit_code == 130 and _SIGNALLED["term"]:
                 ctx.exit(143)
             raise
-        except (click.exceptions.Exit, click.ClickException, click.Abort, BrokenPipeError):
+        except (click.ClickException, click.Abort, BrokenPipeError):
             raise  # click prints its own exceptions and handles a closed pipe (``kdtool answer ... | head``)
         except OSError as err:  # the machine, not kdtool: a permission, a full disk, a vanished file
             if debug:
@@ -140,7 +140,9 @@ MAX_ERROR_CHARS = 600
 def _one_line(message: str) -> str:
     """An error as one line of bounded length, whatever value it quotes (a 409-byte recipe once made 80 MB)."""
     line = " ".join(message.split())
-    return line if len(line) <= MAX_ERROR_CHARS else f"{line[:MAX_ERROR_CHARS]}... ({len(line) - MAX_ERROR_CHARS} more characters)"
+    if len(line) <= MAX_ERROR_CHARS:
+        return line
+    return f"{line[:MAX_ERROR_CHARS]}... ({len(line) - MAX_ERROR_CHARS} more characters)"
 
 
 def _usage_exit(err: click.UsageError):

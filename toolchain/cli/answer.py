@@ -1,13 +1,6 @@
-"""``kdtool answer``: answer questions with a model directory or a bundle.
-
-The question and answer format and the JSONL reading and writing live in :mod:`kdtool.questions`
-(shared with ``kdtool serve``, so both give the same answer to the same question).
-
-``--input FILE.jsonl`` is checked whole first (a malformed line is one error naming it, before any
-model runs), then answered in chunks: each chunk's lines are written and flushed as soon as they are
-produced, so memory stays flat over any number of questions and an interrupted run keeps every
-line it finished (Ctrl-C exits 130 and says how many).
-"""
+"""``kdtool answer``: answer questions with a model directory or a bundle (thin layer over
+:func:`kdtool.answer.answer_file`, which checks, chunks and writes; Ctrl-C exits 130 and says how many
+answers were kept)."""
 
 from __future__ import annotations
 
@@ -15,7 +8,15 @@ from pathlib import Path
 
 import click
 
-from kdtool.cli.options import TEXT, require_signature_option
+from kdtool.cli.options import (
+    TEXT,
+    batch_size_option,
+    device_option,
+    max_answer_length_option,
+    require_signature_option,
+    threads_option,
+    trust_remote_code_option,
+)
 
 
 @click.command("answer")
@@ -26,24 +27,17 @@ from kdtool.cli.options import TEXT, require_signature_option
               help="JSONL file of {\"id\", \"question\", \"context\"} objects.")
 @click.option("--output", "-o", type=click.Path(path_type=Path), default=None,
               help="Write JSONL answers here, each line as soon as it is answered [default: stdout].")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or tensorrt (bundles).")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="CPU threads [default: all, or the bundle profile's].")
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Windows per forward pass.")
-@click.option("--max-answer-length", type=click.IntRange(min=1), default=30, show_default=True,
-              help="Longest answer in tokens.")
-@click.option("--trust-remote-code", is_flag=True,
-              help="Let a model directory run its own Python code (auto_map). Only for code you have read.")
+@device_option()
+@threads_option()
+@batch_size_option
+@max_answer_length_option
+@trust_remote_code_option()
 @require_signature_option
 def command(model, question, context, input_file, output, device, threads, batch_size, max_answer_length,
             trust_remote_code, require_signature):
     """Answer with MODEL (a Hugging Face QA directory or a kdtool bundle); JSON lines with score and offsets."""
-    from kdtool.atomic import check_output_file
-    from kdtool.data import Example, PostprocessConfig
-    from kdtool.engines import load_engine
+    from kdtool.answer import AnswerConfig, answer_file
     from kdtool.paths import guard_outputs
-    from kdtool.predict import PredictConfig, answer_questions
-    from kdtool.questions import AnswerSink, check_jsonl, jsonl_chunks
 
     if input_file is None and (question is None or context is None):
         raise click.UsageError("give --question and --context, or --input FILE.jsonl")
@@ -54,22 +48,13 @@ def command(model, question, context, input_file, output, device, threads, batch
             if not value.strip():
                 raise click.BadParameter("is empty; give the text to answer from and about", param_hint=name)
     guard_outputs({"MODEL": model, "--input": input_file}, {"--output": output})  # before reading: -o F --input F
-    total = check_jsonl(input_file) if input_file else 1
-    check_output_file(output, "--output", parent_must_exist=True)
-    engine = load_engine(model, device=device, threads=threads, trust_remote_code=trust_remote_code,
-                         require_signature=require_signature)
-    config = PredictConfig(postprocess=PostprocessConfig(max_answer_length=max_answer_length), batch_size=batch_size)
-    parts = jsonl_chunks(input_file) if input_file else iter([[(Example("0", question, context, answers=()), "0")]])
-    sink = AnswerSink(output)
-    try:
-        for chunk in parts:
-            sink.write(answer_questions(engine, chunk, config))
-    except KeyboardInterrupt:
+    result = answer_file(AnswerConfig(model=model, input=input_file, question=question, context=context, output=output,
+                                      device=device, threads=threads, batch_size=batch_size,
+                                      max_answer_length=max_answer_length, trust_remote_code=trust_remote_code,
+                                      require_signature=require_signature))
+    if result.interrupted:
         where = f" to {output}" if output else ""
-        click.echo(f"Interrupted: {sink.written} of {total} answers written{where}.", err=True)
-        raise SystemExit(130) from None
-    finally:
-        sink.close()
-        engine.close()
+        click.echo(f"Interrupted: {result.written} of {result.total} answers written{where}.", err=True)
+        raise SystemExit(130)
     if output:
-        click.echo(f"{sink.written} answers written to {output}", err=True)
+        click.echo(f"{result.written} answers written to {output}", err=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 
@@ -10,7 +12,7 @@ import click
               help="Directory for everything the demo makes. Rerunning into it skips what is done.")
 @click.option("--seed", default=0, type=int, help="Seed of the synthetic data, the models and the data order.")
 @click.option("--fresh", is_flag=True, help="Redo every stage even if the directory holds a finished demo.")
-@click.option("--progress/--no-progress", default=True, help="Show the training progress bars.")
+@click.option("--progress/--no-progress", default=True, help="Show progress bars (on a terminal) or progress lines (in a log).")
 def command(output, seed, fresh, progress):
     """Generate Spanish QA data, train a small RoBERTa teacher, distil a student, export it to INT8,
     validate and profile all three, and write DIR/report.md.
@@ -25,11 +27,13 @@ def command(output, seed, fresh, progress):
       profile   latency and speed-ups against the teacher        (kdtool profile)
     """
     from kdtool.demo.pipeline import DemoConfig, run_demo
-    from kdtool.demo.report import summary_lines
+    from kdtool.progress import console
+    from kdtool.recipes.report import summary_lines
 
-    config = DemoConfig(output=output, seed=seed, progress=progress)
+    config = DemoConfig(output=output, seed=seed)
     click.echo(f"kdtool demo -> {output} (seed {seed})")
-    result = run_demo(config, say=click.echo, fresh=fresh)
+    with console(sys.stdout, bars=progress) as show:
+        result = run_demo(config, progress=show, fresh=fresh)
     r = result.report
     d = r.get("data") or {}
     click.echo(f"\nDemo finished in {result.seconds:.0f} s "

@@ -19,7 +19,8 @@ from kdtool.export.config import CALIBRATION_METHODS, PRECISIONS
               help="SQuAD JSON whose windows calibrate INT8 static / TensorRT INT8 and feed the parity check.")
 @click.option("--calibration-method", type=click.Choice(CALIBRATION_METHODS), default="minmax", show_default=True,
               help="How activation ranges are chosen from the calibration windows.")
-@click.option("--calibration-samples", type=click.IntRange(min=1), default=128, show_default=True, help="Windows fed to the calibrator.")
+@click.option("--calibration-samples", type=click.IntRange(min=1), default=128, show_default=True,
+              help="Windows fed to the calibrator.")
 @click.option("--no-fuse", is_flag=True, help="Skip ORT transformer fusion (Attention, SkipLayerNorm, BiasGelu).")
 @click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset.")
 @click.option("--max-seq-length", type=int, default=None,

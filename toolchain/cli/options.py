@@ -136,3 +136,31 @@ def training_options(fn):
     for opt in reversed(training_option_list()):
         fn = opt(fn)
     return fn
+
+
+# options of the commands that open models and answer with them (answer, validate, serve, profile)
+
+
+def trust_remote_code_option(who: str = "a model directory", own: str = "its"):
+    """``--trust-remote-code``: ``who`` names what may run code (``model directories``, ``MODEL_DIR``)."""
+    return click.option("--trust-remote-code", is_flag=True,
+                        help=f"Let {who} run {own} own Python code (auto_map). Only for code you have read.")
+
+
+def threads_option(help: str = "CPU threads for the engine [default: all, or the bundle profile's]."):
+    return click.option("--threads", type=click.IntRange(min=1), default=None, help=help)
+
+
+def device_option(help: str = "auto, cpu, cuda or tensorrt (bundles)."):
+    """The engine device of answer, validate and serve (profile's --device is a profile setting of its own)."""
+    return click.option("--device", default="auto", show_default=True, help=help)
+
+
+batch_size_option = click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
+                                 help="Windows per forward pass.")
+max_answer_length_option = click.option("--max-answer-length", type=click.IntRange(min=1), default=30, show_default=True,
+                                        help="Longest answer in tokens.")
+n_best_option = click.option("--n-best", type=click.IntRange(min=1), default=20, show_default=True,
+                             help="Start and end candidates considered per window.")
+# --max-length and --doc-stride stay with their commands: validate takes any integer and lets the
+# library say "max_length must be at least 32", serve refuses it as a usage error; both are tested.

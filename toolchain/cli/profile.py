@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
-from kdtool.cli.options import require_signature_option
+from kdtool.cli.options import require_signature_option, threads_option, trust_remote_code_option
 
 
 class IntList(click.ParamType):
@@ -34,30 +33,6 @@ def _check_output(path: str | None, option: str) -> Path | None:
     return check_output_file(path, option)
 
 
-class _Progress:
-    """A tqdm bar on a terminal; one line per shape otherwise (logs, CI, pipes)."""
-
-    def __init__(self):
-        self.bar, self.last = None, None
-        self.tty = sys.stderr.isatty()
-
-    def __call__(self, done: int, total: int, what: str) -> None:
-        if self.tty:
-            if self.bar is None:
-                from tqdm import tqdm
-
-                self.bar = tqdm(total=total, unit="run", file=sys.stderr, dynamic_ncols=True, leave=False)
-            self.bar.set_description(what, refresh=False)
-            self.bar.update(done - self.bar.n)
-        elif what != self.last:
-            click.echo(f"[{100 * done // max(total, 1):3d}%] {what}", err=True)
-        self.last = what
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 @click.command("profile")
 @click.argument("models", nargs=-1, required=True, metavar="REFERENCE [MODEL_OR_BUNDLE ...]")
 @click.option("--profile", "profile_name", default=None,
@@ -73,20 +48,21 @@ class _Progress:
 @click.option("--data", type=click.Path(dir_okay=False), default=None,
               help="A SQuAD JSON file: also measure latency per question over its real tokenized lengths.")
 @click.option("--data-limit", type=click.IntRange(min=1), default=200, help="Questions of --data used (evenly spread).")
-@click.option("--runs", type=click.IntRange(min=1), default=None, help="Timed runs per model and shape. Default: 20 on CPU, 100 on CUDA.")
+@click.option("--runs", type=click.IntRange(min=1), default=None,
+              help="Timed runs per model and shape. Default: 20 on CPU, 100 on CUDA.")
 @click.option("--warmup", type=click.IntRange(min=1), default=None,
               help="Untimed runs per model and shape first. Default: 3 on CPU, 10 on CUDA.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads. Default: the profile's, else all cores.")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the result as JSON (profiles/SCHEMA.md).")
+@threads_option("CPU threads. Default: the profile's, else all cores.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
+              help="Write the result as JSON (profiles/SCHEMA.md).")
 @click.option("--markdown", "markdown_out", type=click.Path(dir_okay=False), default=None, help="Write the tables as Markdown.")
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False), default=None,
               help="Write a PNG: latency against sequence length, speed-up against the reference.")
-@click.option("--trust-remote-code", is_flag=True,
-              help="Let model directories run their own Python code (auto_map). Only for code you have read.")
+@trust_remote_code_option("model directories", "their")
 @require_signature_option
 @click.pass_context
-def command(ctx, models, profile_name, device, torch_variants, seq_len, batch_size, data, data_limit, runs, warmup, threads, json_out,
-            markdown_out, plot_out, trust_remote_code, require_signature):
+def command(ctx, models, profile_name, device, torch_variants, seq_len, batch_size, data, data_limit, runs, warmup, threads,
+            json_out, markdown_out, plot_out, trust_remote_code, require_signature):
     """Latency and throughput of REFERENCE (usually the teacher) and every other model or bundle,
     measured in one run, interleaved, with speed-ups against REFERENCE.
 
@@ -99,6 +75,7 @@ def command(ctx, models, profile_name, device, torch_variants, seq_len, batch_si
     from kdtool.paths import guard_outputs
     from kdtool.profiles.profiler import ProfileConfig, profile_models
     from kdtool.profiles.report import format_markdown, format_table, write_plot
+    from kdtool.progress import console
 
     guard_outputs({"MODELS": list(models), "--data": data},
                   {"--json": json_out, "--markdown": markdown_out, "--plot": plot_out})
@@ -109,11 +86,8 @@ def command(ctx, models, profile_name, device, torch_variants, seq_len, batch_si
                            trust_remote_code=trust_remote_code, device=device,
                            torch_variants=list(torch_variants) or None,
                            require_signature=require_signature)
-    progress = _Progress()
-    try:
-        result = profile_models(config, on_progress=progress)
-    finally:
-        progress.close()
+    with console() as progress:  # bars on a terminal, a line per shape and per 10% in a log
+        result = profile_models(config, progress=progress)
     report = result.to_dict()
     click.echo(format_table(report))
     if outputs["json"]:

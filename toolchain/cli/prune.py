@@ -59,8 +59,8 @@ def _recovery_params() -> list[click.Parameter]:
 @option("--steps", type=int, default=1, help="Rounds of an iterative schedule (geometric steps towards the budget).")
 @option("--importance-examples", type=int, default=256,
         help="Training questions whose windows score importance: |dL/d mask| summed over batches (first-order "
-             "Taylor: Michel et al. 2019 for heads, gradnas-style for FFN neurons, hidden dimensions and layers), L = hard loss + KL to "
-             "the teacher.")
+             "Taylor: Michel et al. 2019 for heads, gradnas-style for FFN neurons, hidden dimensions and layers), "
+             "L = hard loss + KL to the teacher.")
 @option("--importance-batch-size", type=int, default=8, help="Windows per scoring batch.")
 @option("--ffn-step", type=int, default=None, help="FFN neurons removed per move [default: width/32, multiple of 8].")
 @option("--latency-engine", type=click.Choice(["bundle", "pytorch"]), default="bundle",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -18,7 +19,7 @@ import click
               help="Run STAGE (and every later one) even if it is done.")
 @click.option("--dry-run", is_flag=True, help="Print the resolved recipe and which stages would run, then stop.")
 @click.option("--list", "list_recipes", is_flag=True, help="List the recipes found by name and stop.")
-@click.option("--progress/--no-progress", default=True, help="Show the training progress bars.")
+@click.option("--progress/--no-progress", default=True, help="Show progress bars (on a terminal) or progress lines (in a log).")
 def command(recipe, run_dir, overrides, force, dry_run, list_recipes, progress):
     """Run RECIPE (a .yaml path, or the name of one in recipes/) stage by stage in a run directory.
 
@@ -32,8 +33,8 @@ def command(recipe, run_dir, overrides, force, dry_run, list_recipes, progress):
       kdtool run minilm-squad-es-cpu
       kdtool run spanish-tinyroberta -o runs/paper --override distill.teacher=/models/teacher
     """
-    from kdtool.recipe_runner import STAGES, plan, run_recipe
     from kdtool.recipes import available_recipes, load_recipe
+    from kdtool.recipes.runner import STAGES, plan
 
     if list_recipes:
         for name in available_recipes():
@@ -55,9 +56,13 @@ def command(recipe, run_dir, overrides, force, dry_run, list_recipes, progress):
     from kdtool.paths import guard_outputs
 
     guard_outputs({"RECIPE": r.source if Path(r.source).is_file() else None}, {"--output": run_dir})
+    from kdtool.progress import console
+    from kdtool.recipes.report import load_report, summary_lines
+    from kdtool.recipes.runner import run_recipe
+
     click.echo(f"kdtool run {r.name} ({r.source}) -> {run_dir}")
-    result = run_recipe(r, run_dir, say=click.echo, progress=progress, force=tuple(force))
-    from kdtool.demo.report import load_report, summary_lines
+    with console(sys.stdout, bars=progress) as show:
+        result = run_recipe(r, run_dir, progress=show, force=tuple(force))
 
     click.echo("")
     for line in summary_lines(load_report(run_dir)):

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import click
 
-from kdtool.cli.options import FiniteFloat, require_signature_option
+from kdtool.cli.options import (
+    FiniteFloat,
+    device_option,
+    max_answer_length_option,
+    n_best_option,
+    require_signature_option,
+    threads_option,
+    trust_remote_code_option,
+)
 
 
 @click.command("serve")
@@ -15,11 +23,10 @@ from kdtool.cli.options import FiniteFloat, require_signature_option
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on. The default is loopback only; 0.0.0.0 exposes the server to the network.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or tensorrt (bundles).")
+@device_option()
 @click.option("--profile", "profile_name", default=None,
               help="Device profile (kdtool profiles) for device, threads and providers when not given.")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="CPU threads for the engine [default: all, or the bundle profile's].")
+@threads_option()
 @click.option("--max-batch-size", type=click.IntRange(min=1), default=None,
               help="Most questions gathered into one batch, and windows per forward pass, across concurrent requests "
                    "[default: 4 on a CPU, 16 on a GPU].")
@@ -35,18 +42,15 @@ from kdtool.cli.options import FiniteFloat, require_signature_option
               help="Seconds from arrival to answer before a request gets 504.")
 @click.option("--api-key-file", type=click.Path(path_type=Path), default=None,
               help="File holding a bearer token; then every route but /healthz and /readyz needs it (401/403).")
-@click.option("--max-answer-length", type=click.IntRange(min=1), default=30, show_default=True,
-              help="Longest answer in tokens (as in kdtool answer).")
+@max_answer_length_option
 @click.option("--max-length", type=click.IntRange(min=32), default=384, show_default=True,
               help="Window length in tokens (clipped to the model's).")
 @click.option("--doc-stride", type=click.IntRange(min=0), default=128, show_default=True,
               help="Overlap of consecutive windows of a long context, in tokens.")
-@click.option("--n-best", type=click.IntRange(min=1), default=20, show_default=True,
-              help="Start and end candidates considered per window.")
+@n_best_option
 @click.option("--access-log/--no-access-log", default=True, show_default=True,
               help="One JSON line per request on stderr.")
-@click.option("--trust-remote-code", is_flag=True,
-              help="Let a model directory run its own Python code (auto_map). Only for code you have read.")
+@trust_remote_code_option()
 @require_signature_option
 def command(model, host, port, device, profile_name, threads, max_batch_size, max_wait_ms, max_queue,
             max_context_chars, max_body_bytes, request_timeout, api_key_file, max_answer_length, max_length, doc_stride,
@@ -72,4 +76,6 @@ def command(model, host, port, device, profile_name, threads, max_batch_size, ma
                          max_queue=max_queue, max_context_chars=max_context_chars, max_body_bytes=max_body_bytes,
                          request_timeout=request_timeout, api_key_file=api_key_file, access_log=access_log,
                          predict=predict)
-    raise SystemExit(serve(config, echo=lambda line: click.echo(line, err=True)))
+    from kdtool.progress import console
+
+    raise SystemExit(serve(config, progress=console()))  # its lines on stderr, as the access log

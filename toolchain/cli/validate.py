@@ -8,7 +8,16 @@ from pathlib import Path
 import click
 
 from kdtool.atomic import atomic_directory, atomic_write_json, check_output_dir, check_output_file
-from kdtool.cli.options import FINITE, require_signature_option
+from kdtool.cli.options import (
+    FINITE,
+    batch_size_option,
+    device_option,
+    max_answer_length_option,
+    n_best_option,
+    require_signature_option,
+    threads_option,
+    trust_remote_code_option,
+)
 from kdtool.metrics import LANGUAGES
 
 
@@ -30,23 +39,23 @@ def _safe_name(name: str, taken: set[str]) -> str:
 @click.option("--task", type=click.Choice(["auto", "qa", "pair-classification"]), default="auto", show_default=True,
               help="auto: the reference model's task. pair-classification reports accuracy and F1.")
 @click.option("--lang", default="en", type=click.Choice(sorted(LANGUAGES)), help="Answer normalisation rules (es: MLQA Spanish).")
-@click.option("--max-f1-drop", type=FINITE, default=None, help="Exit 1 when a candidate's F1 is lower than the reference's by more than this.")
+@click.option("--max-f1-drop", type=FINITE, default=None,
+              help="Exit 1 when a candidate's F1 is lower than the reference's by more than this.")
 @click.option("--json", "json_out", type=click.Path(), default=None, help="Write the full result as JSON here.")
 @click.option("--predictions-dir", type=click.Path(), default=None,
               help="Write each model's predictions (official format) into this new directory.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --predictions-dir written by kdtool.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Score only the first N questions.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Windows per forward pass.")
+@batch_size_option
 @click.option("--max-length", default=384, show_default=True, help="Tokens per window (clipped to the model's limit).")
 @click.option("--doc-stride", default=128, show_default=True, help="Overlap in tokens between windows of a long context.")
-@click.option("--max-answer-length", type=click.IntRange(min=1), default=30, show_default=True,
-              help="Longest answer span in tokens.")
-@click.option("--n-best", type=click.IntRange(min=1), default=20, show_default=True, help="Start/end candidates per window.")
-@click.option("--null-threshold", type=FINITE, default=0.0, show_default=True, help="SQuAD v2.0: answer nothing when null - best span > this.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads per model (default: all).")
-@click.option("--trust-remote-code", is_flag=True,
-              help="Let model directories run their own Python code (auto_map). Only for code you have read.")
+@max_answer_length_option
+@n_best_option
+@click.option("--null-threshold", type=FINITE, default=0.0, show_default=True,
+              help="SQuAD v2.0: answer nothing when null - best span > this.")
+@device_option("auto, cpu or cuda[:N].")
+@threads_option("CPU threads per model (default: all).")
+@trust_remote_code_option("model directories", "their")
 @require_signature_option
 def command(reference, candidates, data, task, lang, max_f1_drop, json_out, predictions_dir, overwrite, limit, batch_size,
             max_length, doc_stride, max_answer_length, n_best, null_threshold, device, threads, trust_remote_code,

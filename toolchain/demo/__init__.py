@@ -3,5 +3,7 @@
     synthetic  a templated Spanish extractive-QA dataset (train and dev), deterministic per seed
     pipeline   run_demo(DemoConfig): dataset, tokenizer and base model, then the same recipe
                stages as ``kdtool run`` (finetune, distill, export, validate, profile, report)
-    report     report.md / report.json of a run, and the printed summary
+
+The run report (report.md / report.json and the printed summary) is the recipe runner's:
+:mod:`kdtool.recipes.report`.
 """

@@ -23,9 +23,19 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
+from transformers import RobertaConfig, RobertaForQuestionAnswering
+
+from kdtool.atomic import MARKER, atomic_directory, atomic_write_json
+from kdtool.demo.synthetic import SyntheticConfig, generate
 from kdtool.errors import InputError, KdtoolError
-from kdtool.recipes import Recipe, parse_recipe
-from kdtool.run_dir import RunDir, config_hash
+from kdtool.progress import Progress, say
+from kdtool.recipes.loading import parse_recipe
+from kdtool.recipes.report import load_report
+from kdtool.recipes.run_dir import RunDir, config_hash
+from kdtool.recipes.runner import STAGES, run_recipe
+from kdtool.recipes.sections import Recipe
+from kdtool.tokenizer_training import train_tokenizer
 
 INPUTS = "inputs"
 
@@ -75,7 +85,6 @@ class DemoConfig:
     # Tiny models gain nothing from intra-op threads, and on a busy machine two threads per process
     # spin against each other (measured here: 7x the CPU time per training step); None: torch's default.
     threads: int | None = 1
-    progress: bool = True
 
     def __post_init__(self):
         for name in ("teacher_hidden", "student_hidden"):
@@ -103,24 +112,19 @@ class DemoResult:
 
 
 def _prepare_key(cfg: DemoConfig) -> dict:
-    keep = ("seed", "train_paragraphs", "dev_paragraphs", "vocab_size", "split_digits", "max_length", "teacher_layers", "teacher_hidden",
-            "teacher_heads", "student_layers", "student_hidden", "student_heads")
+    keep = ("seed", "train_paragraphs", "dev_paragraphs", "vocab_size", "split_digits", "max_length", "teacher_layers",
+            "teacher_hidden", "teacher_heads", "student_layers", "student_hidden", "student_heads")
     return {k: getattr(cfg, k) for k in keep}
 
 
-def prepare(cfg: DemoConfig, run: RunDir, say: Callable[[str], None]) -> dict:
+def prepare(cfg: DemoConfig, run: RunDir, progress: Progress | None = None) -> dict:
     """Dataset, tokenizer, base model and student shape under ``inputs/``; skipped when already made."""
-    from kdtool.atomic import atomic_directory, atomic_write_json
-    from kdtool.demo.synthetic import SyntheticConfig, generate
-
     key = config_hash(_prepare_key(cfg))
     paths = {"train": run.path(f"{INPUTS}/synthetic-train.json"), "dev": run.path(f"{INPUTS}/synthetic-dev.json"),
              "base": run.path(f"{INPUTS}/base-roberta"), "student": run.path(f"{INPUTS}/student.json")}
     if run.is_done("prepare", key):
-        say("[prepare] synthetic data, tokenizer and base model: done earlier, skipped")
+        say(progress, "[prepare] synthetic data, tokenizer and base model: done earlier, skipped")
         return {k: str(v) for k, v in paths.items()}
-    from kdtool.recipe_runner import STAGES
-
     run.forget(["prepare", *STAGES])  # new inputs: every stage runs again
     t0 = time.perf_counter()
     train, dev = generate(SyntheticConfig(cfg.train_paragraphs, cfg.dev_paragraphs, cfg.seed))
@@ -128,17 +132,14 @@ def prepare(cfg: DemoConfig, run: RunDir, say: Callable[[str], None]) -> dict:
     atomic_write_json(paths["dev"], dev)
     n_train = sum(len(p["qas"]) for a in train["data"] for p in a["paragraphs"])
     n_dev = sum(len(p["qas"]) for a in dev["data"] for p in a["paragraphs"])
-    say(f"[prepare] synthetic Spanish QA: {n_train} train and {n_dev} dev questions (seed {cfg.seed})")
+    say(progress, f"[prepare] synthetic Spanish QA: {n_train} train and {n_dev} dev questions (seed {cfg.seed})")
     texts = [p["context"] for a in train["data"] for p in a["paragraphs"]]
     texts += [qa["question"] for a in train["data"] for p in a["paragraphs"] for qa in p["qas"]]
-
-    from kdtool.tokenizer_training import train_tokenizer
-
     tokenizer = train_tokenizer(texts, "bpe", cfg.vocab_size, split_digits=cfg.split_digits)
-    say(f"[prepare] byte-level BPE tokenizer: {len(tokenizer)} tokens")
+    say(progress, f"[prepare] byte-level BPE tokenizer: {len(tokenizer)} tokens")
     with atomic_directory(paths["base"], overwrite=True, kind="demo-base-model") as tmp:
         n_params = _base_model(cfg, tokenizer, tmp)
-    say(f"[prepare] base RoBERTa (random init): {cfg.teacher_layers} layers, hidden {cfg.teacher_hidden}, "
+    say(progress, f"[prepare] base RoBERTa (random init): {cfg.teacher_layers} layers, hidden {cfg.teacher_hidden}, "
         f"{cfg.teacher_heads} heads, {n_params:,} parameters")
     atomic_write_json(paths["student"], {"layers": cfg.student_layers, "hidden": cfg.student_hidden,
                                          "heads": cfg.student_heads, "intermediate": 4 * cfg.student_hidden})
@@ -149,9 +150,6 @@ def prepare(cfg: DemoConfig, run: RunDir, say: Callable[[str], None]) -> dict:
 
 
 def _base_model(cfg: DemoConfig, tokenizer, out: Path) -> int:
-    import torch
-    from transformers import RobertaConfig, RobertaForQuestionAnswering
-
     torch.manual_seed(cfg.seed)
     config = RobertaConfig(
         vocab_size=len(tokenizer), hidden_size=cfg.teacher_hidden, num_hidden_layers=cfg.teacher_layers,
@@ -220,8 +218,6 @@ def make_check(cfg: DemoConfig) -> Callable[[str, dict], None]:
 
 @contextlib.contextmanager
 def _torch_threads(n: int | None):
-    import torch
-
     before = torch.get_num_threads()
     if n:
         torch.set_num_threads(n)
@@ -231,12 +227,10 @@ def _torch_threads(n: int | None):
         torch.set_num_threads(before)
 
 
-def run_demo(cfg: DemoConfig = DemoConfig(), say: Callable[[str], None] = print, *, fresh: bool = False) -> DemoResult:
-    """Run the demo into ``cfg.output`` (see the module docstring); ``fresh`` redoes every stage."""
-    from kdtool.atomic import MARKER, atomic_write_json
-    from kdtool.demo.report import load_report
-    from kdtool.recipe_runner import STAGES, run_recipe
+def run_demo(cfg: DemoConfig = DemoConfig(), *, progress: Progress | None = None, fresh: bool = False) -> DemoResult:
+    """Run the demo into ``cfg.output`` (see the module docstring); ``fresh`` redoes every stage.
 
+    ``progress`` gets the demo's lines and the counts of the training, scoring and profiling it runs."""
     t0 = time.perf_counter()
     with _torch_threads(cfg.threads):  # process-wide in PyTorch: give the caller its setting back
         root = Path(cfg.output).absolute()
@@ -248,9 +242,9 @@ def run_demo(cfg: DemoConfig = DemoConfig(), say: Callable[[str], None] = print,
         if fresh:
             run.forget(["prepare", *STAGES])
         atomic_write_json(root / "demo_config.json", asdict(cfg))
-        inputs = prepare(cfg, run, say)
+        inputs = prepare(cfg, run, progress)
         recipe = demo_recipe(cfg, inputs, root)
-        result = run_recipe(recipe, root, say=say, progress=cfg.progress, check=make_check(cfg))
+        result = run_recipe(recipe, root, progress=progress, check=make_check(cfg))
         report = load_report(root)
         report["demo"] = {"config": asdict(cfg), "wall_seconds": round(time.perf_counter() - t0, 1),
                           "rerun": f"kdtool run {root / 'recipe.yaml'} -o {root}"}

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from kdtool.errors import InputError
+from kdtool.progress import Progress, say
 from kdtool.serve.config import ServeConfig
 
 EXIT_CODES = {signal.SIGTERM: 0, signal.SIGINT: 130}
@@ -111,9 +112,10 @@ def check_address(host: str, port: int) -> None:
         raise InputError(f"cannot listen on {host}:{port} ({err.strerror or err}); choose another --host/--port") from None
 
 
-def serve(config: ServeConfig, echo=print) -> int:
-    """Serve until SIGTERM (exit status 0) or Ctrl-C (130); returns the status."""
-    import uvicorn
+def serve(config: ServeConfig, *, progress: Progress | None = None) -> int:
+    """Serve until SIGTERM (exit status 0) or Ctrl-C (130); returns the status. ``progress`` gets the
+    server's lines (what it serves where, notes, how it stopped)."""
+    import uvicorn  # uvicorn and fastapi (through app) load only when a server starts
 
     from kdtool.serve.app import create_app
     from kdtool.serve.batcher import Batcher
@@ -126,8 +128,8 @@ def serve(config: ServeConfig, echo=print) -> int:
     try:
         if config.max_batch_size > 1 and getattr(engine, "max_batch", None):
             if engine.max_batch < config.max_batch_size:
-                echo(f"note: the TensorRT engine's profile runs at most {engine.max_batch} windows per pass; "
-                     "larger batches run in slices")
+                say(progress, f"note: the TensorRT engine's profile runs at most {engine.max_batch} windows per pass; "
+                               "larger batches run in slices")
         warm_up(engine, config)
         info = model_info(engine, config)
         metrics = ServeMetrics()
@@ -140,8 +142,8 @@ def serve(config: ServeConfig, echo=print) -> int:
             app, host=config.host, port=config.port, log_level="warning", access_log=False, lifespan="on",
             timeout_graceful_shutdown=int(config.request_timeout) + 5, server_header=False))
         auth = "bearer token required" if config.api_key_file else "no authentication"
-        echo(f"kdtool serve: {engine.name} ({engine.kind}, {info['identity'].get('precision') or '?'}, "
-             f"{engine.device}) on http://{config.host}:{config.port} ({auth}); SIGTERM or Ctrl-C drains and stops")
+        say(progress, f"kdtool serve: {engine.name} ({engine.kind}, {info['identity'].get('precision') or '?'}, "
+                      f"{engine.device}) on http://{config.host}:{config.port} ({auth}); SIGTERM or Ctrl-C drains and stops")
         previous = {s: signal.signal(s, _raise_stop) for s in EXIT_CODES}
         try:
             server.run()
@@ -149,7 +151,7 @@ def serve(config: ServeConfig, echo=print) -> int:
             raise InputError(f"cannot listen on {config.host}:{config.port}; choose another --host/--port") from None
         except _Stop as stop:
             code = EXIT_CODES[stop.signum]
-            echo(f"kdtool serve: stopped by {signal.Signals(stop.signum).name} after finishing in-flight requests")
+            say(progress, f"kdtool serve: stopped by {signal.Signals(stop.signum).name} after finishing in-flight requests")
             return code
         finally:
             for s, handler in previous.items():

@@ -13,6 +13,21 @@ import json
 from pathlib import Path
 
 from kdtool import __version__
+from kdtool.atomic import atomic_write_json, atomic_write_text
+from kdtool.models import dir_size_bytes
+from kdtool.recipes.context import (
+    DEV,
+    PLOT,
+    PROFILE_JSON,
+    PROFILE_MD,
+    REPORT_JSON,
+    REPORT_MD,
+    TRAIN,
+    VALIDATE_JSON,
+    StageContext,
+    engines,
+    lang,
+)
 
 SCHEMA = "kdtool-run-report/1"
 
@@ -58,10 +73,8 @@ def _num(x, fmt="{:.2f}") -> str:
     return "–" if x is None else fmt.format(x)
 
 
-def build_report(ctx) -> dict:
-    """The report of a run (see the module docstring); ``ctx`` is a recipe StageContext."""
-    from kdtool.models import dir_size_bytes
-    from kdtool.recipe_stages import PLOT, PROFILE_MD, VALIDATE_JSON, engines
+def build_report(ctx: StageContext) -> dict:
+    """The report of a run (see the module docstring)."""
 
     s = ctx.summaries
     paths = engines(ctx)
@@ -91,15 +104,14 @@ def build_report(ctx) -> dict:
                     else None}
              for name, m in models.items() if name.startswith("bundle-")}
     artifacts = {name: m["path"] for name, m in models.items()}
-    for rel in ("data/train.json", "data/dev.json", VALIDATE_JSON, "profile.json", PROFILE_MD, PLOT, "report.md",
-                "report.json", "recipe.yaml"):
+    for rel in (TRAIN, DEV, VALIDATE_JSON, PROFILE_JSON, PROFILE_MD, PLOT, REPORT_MD, REPORT_JSON, "recipe.yaml"):
         artifacts[rel] = str(ctx.run.path(rel))
     return {
         "schema": SCHEMA, "kdtool_version": __version__,
         "created_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "recipe": ctx.recipe.name, "recipe_source": ctx.recipe.source, "run_dir": str(ctx.run.root),
         "data": {k: v for k, v in (s.get("data") or {}).items() if k != "load_report"},
-        "lang": ctx.recipe.section("data").get("lang", "es"),
+        "lang": lang(ctx.recipe),
         "models": models, "drift_vs_student": drift,
         "validation_passed": (s.get("validate") or {}).get("passed"),
         "profile_device": (s.get("profile") or {}).get("device"),
@@ -147,14 +159,12 @@ def render_markdown(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(ctx) -> dict:
+def write_report(ctx: StageContext) -> dict:
     """Write ``report.json`` and ``report.md`` into the run directory; returns the report."""
-    from kdtool.atomic import atomic_write_json, atomic_write_text
-
     report = build_report(ctx)
-    atomic_write_json(ctx.run.path("report.json"), report)
-    atomic_write_text(ctx.run.path("report.md"), render_markdown(report))
-    return {"report_json": str(ctx.run.path("report.json")), "report_md": str(ctx.run.path("report.md"))}
+    atomic_write_json(ctx.run.path(REPORT_JSON), report)
+    atomic_write_text(ctx.run.path(REPORT_MD), render_markdown(report))
+    return {"report_json": str(ctx.run.path(REPORT_JSON)), "report_md": str(ctx.run.path(REPORT_MD))}
 
 
 def summary_lines(report: dict) -> list[str]:
@@ -166,7 +176,8 @@ def summary_lines(report: dict) -> list[str]:
         line = (f"  {name:<14} {_num(m['parameters'], '{:>11,}')} params  {_mib(m['size_bytes']):>10}  "
                 f"F1 {_num(m['f1']):>6}  EM {_num(m['exact_match']):>6}")
         if shape:
-            line += f"  p50 {_num(m['latency_p50_ms'].get(shape)):>8} ms  {_num(m['speedup_vs_teacher'].get(shape), '{:.2f}x'):>6}"
+            speedup = _num(m["speedup_vs_teacher"].get(shape), "{:.2f}x")
+            line += f"  p50 {_num(m['latency_p50_ms'].get(shape)):>8} ms  {speedup:>6}"
         out.append(line)
     if shape:
         out.append(f"  (latency and speed-up vs the teacher: {shape}, {report.get('profile_device')})")
@@ -177,4 +188,4 @@ def summary_lines(report: dict) -> list[str]:
 
 
 def load_report(run_dir: Path) -> dict:
-    return json.loads((Path(run_dir) / "report.json").read_text(encoding="utf-8"))
+    return json.loads((Path(run_dir) / REPORT_JSON).read_text(encoding="utf-8"))

@@ -1,9 +1,9 @@
 """The recipe runner: the table of stages, which of them are done, and running the rest in order.
 
-Each stage's work and its equivalent ``kdtool`` command live in :mod:`kdtool.recipe_stages`; this
+Each stage's work and its equivalent ``kdtool`` command live in its ``kdtool.recipes.*_stage`` module; this
 module decides what runs. A stage's hash chains the recipe sections that decide its result (and the
 identity of its input files and local models) with the previous stage's hash, so a changed setting
-reruns its stage and every stage after it. A stage that is done (see :class:`kdtool.run_dir.RunDir`)
+reruns its stage and every stage after it. A stage that is done (see :class:`kdtool.recipes.run_dir.RunDir`)
 is skipped; a stage that runs first drops the records of every later stage.
 """
 
@@ -14,9 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from kdtool.atomic import MARKER, atomic_write_text
 from kdtool.errors import InputError, KdtoolError
-from kdtool.recipe_prune import prune_command, run_prune
-from kdtool.recipe_stages import (
+from kdtool.progress import Progress, say
+from kdtool.recipes.context import (
     DEV,
     PLOT,
     PROFILE_JSON,
@@ -30,23 +31,18 @@ from kdtool.recipe_stages import (
     VALIDATE_JSON,
     StageContext,
     bundle_rel,
-    data_command,
-    data_inputs,
-    export_command,
     precisions,
-    profile_command,
-    run_data,
-    run_export,
-    run_profile,
-    run_report,
-    run_training,
-    run_validate,
     teacher_ref,
-    train_command,
-    validate_command,
 )
-from kdtool.recipes import Recipe
-from kdtool.run_dir import RunDir, config_hash
+from kdtool.recipes.data_stage import data_command, data_inputs, run_data
+from kdtool.recipes.export_stage import export_command, run_export
+from kdtool.recipes.profile_stage import profile_command, run_profile
+from kdtool.recipes.prune_stage import prune_command, run_prune
+from kdtool.recipes.report import write_report
+from kdtool.recipes.run_dir import RunDir, config_hash
+from kdtool.recipes.sections import Recipe
+from kdtool.recipes.train_stage import run_training, train_command
+from kdtool.recipes.validate_stage import run_validate, validate_command
 
 
 @dataclass(frozen=True)
@@ -74,7 +70,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
           run_validate, validate_command),
     Stage("profile", "latency and speed-ups", ("profile",), lambda r: [PROFILE_JSON, PROFILE_MD, PLOT],
           run_profile, profile_command),
-    Stage("report", "report.md and report.json", (), lambda r: [REPORT_MD, REPORT_JSON], run_report,
+    Stage("report", "report.md and report.json", (), lambda r: [REPORT_MD, REPORT_JSON], write_report,
           lambda c: None, always=True),
 ]}
 
@@ -131,16 +127,17 @@ def plan(recipe: Recipe, run_dir: Path) -> list[tuple[str, bool]]:
     return out
 
 
-def run_recipe(recipe: Recipe, run_dir: Path, *, say: Callable[[str], None] = print, progress: bool = True,
-               check: Callable[[str, dict], None] | None = None, force: tuple[str, ...] = ()) -> RunResult:
+def run_recipe(recipe: Recipe, run_dir: Path, *, progress: Progress | None = None, force: tuple[str, ...] = (),
+               check: Callable[[str, dict], None] | None = None) -> RunResult:
     """Run the stages of ``recipe`` in ``run_dir`` that are not done yet; see the module docstring.
+
+    ``progress`` gets a line per stage (and the stage's own lines, indented) and the counts of the
+    library calls (training steps, scored windows, profiling runs).
 
     ``check(stage, summary)`` runs after every stage (also a skipped one) and may raise a
     :class:`KdtoolError` to stop the run (the demo's "fails loudly" thresholds). ``force`` names
     stages to run even when done (and with them every later stage).
     """
-    from kdtool.atomic import MARKER, atomic_write_text
-
     t_start = time.perf_counter()
     run = RunDir(run_dir)
     if run.root.is_file():
@@ -151,7 +148,7 @@ def run_recipe(recipe: Recipe, run_dir: Path, *, say: Callable[[str], None] = pr
     if not (run.root / MARKER).is_file():
         (run.root / MARKER).write_text('{"kind": "run"}\n')
     atomic_write_text(run.path("recipe.yaml"), f"# {recipe.name}: resolved from {recipe.source}\n" + recipe.to_yaml())
-    ctx = StageContext(recipe, run, say, progress)
+    ctx = StageContext(recipe, run, progress)
     hashes = stage_hashes(recipe, run)
     order = recipe.stages
     result = RunResult(run.root, recipe, [], [], ctx.summaries, ctx.commands, 0.0)
@@ -167,9 +164,9 @@ def run_recipe(recipe: Recipe, run_dir: Path, *, say: Callable[[str], None] = pr
             record = run.record(name)
             ctx.summaries[name] = record.get("summary", {})
             result.skipped.append(name)
-            say(f"{head}: done earlier ({record.get('seconds', 0):.0f} s), skipped")
+            say(progress, f"{head}: done earlier ({record.get('seconds', 0):.0f} s), skipped")
         else:
-            say(head)
+            say(progress, head)
             if not stage.always:
                 rerun = True
                 run.forget(order[i - 1:])
@@ -180,7 +177,7 @@ def run_recipe(recipe: Recipe, run_dir: Path, *, say: Callable[[str], None] = pr
             run.write_record(name, hashes[name], stage.outputs(recipe), ctx.summaries[name], seconds,
                              result.commands[name])
             result.ran.append(name)
-            say(f"    done in {seconds:.1f} s")
+            say(progress, f"    done in {seconds:.1f} s")
         if check is not None:
             check(name, ctx.summaries[name])
     result.seconds = time.perf_counter() - t_start

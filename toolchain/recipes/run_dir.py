@@ -1,15 +1,19 @@
 """A recipe's run directory and the records that make a stage "done".
 
 ``stages/<name>.json`` records what a finished stage was run with (its hash), what it wrote, how
-long it took and its summary; :mod:`kdtool.recipe_runner` compares those hashes to decide what runs.
+long it took and its summary; :mod:`kdtool.recipes.runner` compares those hashes to decide what runs.
 """
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 from pathlib import Path
 from typing import Any
+
+from kdtool import __version__
+from kdtool.atomic import atomic_write_json
 
 
 def config_hash(obj: Any) -> str:
@@ -49,11 +53,6 @@ class RunDir:
 
     def write_record(self, stage: str, stage_hash: str, outputs: list[str], summary: dict, seconds: float,
                      command: str | None = None) -> None:
-        import datetime
-
-        from kdtool import __version__
-        from kdtool.atomic import atomic_write_json
-
         atomic_write_json(self.record_path(stage), {
             "stage": stage, "config_hash": stage_hash, "outputs": outputs, "seconds": round(seconds, 2),
             "finished_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),

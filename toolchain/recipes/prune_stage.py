@@ -13,15 +13,16 @@ import json
 from dataclasses import replace
 
 from kdtool.errors import KdtoolError
-from kdtool.recipe_stages import DEV, PRUNED, STUDENT, TRAIN, StageContext, _features, _line, resolve_model, teacher_dir
+from kdtool.prune import prune
+from kdtool.prune.config import RESUMABLE, PruneConfig
+from kdtool.recipes.commands import PRUNE, command_line
+from kdtool.recipes.context import DEV, PRUNED, STUDENT, TRAIN, StageContext, features, lang, resolve_model, teacher_dir
 
 
 def _prune_config(ctx: StageContext):
-    from kdtool.prune.config import PruneConfig
-
     section = ctx.recipe.section("prune")
-    feats = _features(ctx.recipe)
-    recovery = {"lang": ctx.recipe.section("data").get("lang", "es"), "max_length": feats.max_length,
+    feats = features(ctx.recipe)
+    recovery = {"lang": lang(ctx.recipe), "max_length": feats.max_length,
                 "doc_stride": feats.doc_stride, "max_query_length": feats.max_query_length,
                 **(section.pop("recovery", None) or {})}
     teacher = section.pop("teacher", None)
@@ -32,8 +33,6 @@ def _prune_config(ctx: StageContext):
 
 
 def run_prune(ctx: StageContext) -> dict:
-    from kdtool.prune import prune
-
     config = _prune_config(ctx)
     work = ctx.run.path(PRUNED + ".work")
     resume = False
@@ -41,7 +40,7 @@ def run_prune(ctx: StageContext) -> dict:
         resume = json.loads((work / "run.json").read_text(encoding="utf-8")).get("fingerprint") == config.fingerprint()
     if resume:
         ctx.say(f"    resuming the interrupted run in {work}")
-    report = prune(replace(config, resume=resume, overwrite=True))
+    report = prune(replace(config, resume=resume, overwrite=True), progress=ctx.nested())
     if report.get("stopped"):
         raise KdtoolError(f"prune stopped in step {report['prune_step']} before the end; rerun to resume it")
     last = (report["steps"][-1].get("recovery") or {}).get("best") or {}
@@ -51,16 +50,4 @@ def run_prune(ctx: StageContext) -> dict:
 
 
 def prune_command(ctx: StageContext) -> str:
-    c = _prune_config(ctx)
-    rec = c.recovery
-    options = [("-o", c.output), ("--train", c.train_file), ("--dev", c.dev_file), ("--teacher", c.teacher),
-               ("--target-params", c.target_params), ("--target-flops", c.target_flops),
-               ("--target-latency", c.target_latency_ms), ("--profile", c.profile), ("--seq-len", c.seq_len),
-               ("--prune", ",".join(c.structures)), ("--schedule", c.schedule), ("--steps", c.steps if c.steps > 1 else None),
-               ("--lang", rec.get("lang")), ("--max-length", rec.get("max_length")), ("--doc-stride", rec.get("doc_stride")),
-               ("--max-query-length", rec.get("max_query_length"))]
-    for key, value in rec.items():
-        if key not in ("lang", "max_length", "doc_stride", "max_query_length") and value is not None:
-            flag = "--recovery-schedule" if key == "schedule" else f"--{key.replace('_', '-')}"
-            options.append((flag, value))
-    return _line("prune", [c.model], options + [("--no-recover", not c.recover), ("--overwrite", True)])
+    return command_line(PRUNE, _prune_config(ctx), omit=RESUMABLE - {"overwrite"}, extra=[("--overwrite", True)])

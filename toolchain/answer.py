@@ -1,0 +1,69 @@
+"""``answer_file``: answer one question or a JSONL file of them with a model, writing JSON lines as they come.
+
+The question and answer format, and the JSONL reading and writing, are :mod:`kdtool.questions`'
+(shared with ``kdtool serve``, so both give the same answer to the same question). An input file
+is checked whole first (a malformed line is one error naming it, before any model loads), then
+answered in chunks: each chunk's lines are written, flushed and fsync'd as soon as they exist, so
+memory stays flat over any number of questions and an interrupted run keeps every line it
+finished (the result says how many, with ``interrupted`` set).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from kdtool.atomic import check_output_file
+from kdtool.data import Example, PostprocessConfig
+from kdtool.engines import load_engine
+from kdtool.predict import PredictConfig, answer_questions
+from kdtool.progress import Progress, count
+from kdtool.questions import AnswerSink, check_jsonl, jsonl_chunks
+
+
+@dataclass(frozen=True)
+class AnswerConfig:
+    model: Path  # a Hugging Face QA directory or a kdtool bundle
+    input: Path | None = None  # a JSONL file of {"id"?, "question", "context"}; else question and context
+    question: str | None = None
+    context: str | None = None
+    output: Path | None = None  # JSONL answers; None: stdout
+    device: str = "auto"
+    threads: int | None = None
+    batch_size: int = 16  # windows per forward pass
+    max_answer_length: int = 30  # tokens
+    trust_remote_code: bool = False
+    require_signature: str | None = None  # a public key the bundle's manifest must be signed with
+
+
+@dataclass(frozen=True)
+class AnswerResult:
+    written: int  # answers written
+    total: int  # questions asked
+    interrupted: bool = False  # Ctrl-C (or SIGTERM): ``written`` lines were finished and kept
+
+
+def answer_file(config: AnswerConfig, *, progress: Progress | None = None) -> AnswerResult:
+    """Answer ``config.input`` (or the one ``question``/``context``) into ``config.output`` (or stdout).
+
+    ``progress`` counts task ``"answer"`` in unit ``"question"``.
+    """
+    total = check_jsonl(config.input) if config.input else 1
+    check_output_file(config.output, "--output", parent_must_exist=True)
+    engine = load_engine(config.model, device=config.device, threads=config.threads,
+                         trust_remote_code=config.trust_remote_code, require_signature=config.require_signature)
+    predict = PredictConfig(postprocess=PostprocessConfig(max_answer_length=config.max_answer_length),
+                            batch_size=config.batch_size)
+    parts = jsonl_chunks(config.input) if config.input else \
+        iter([[(Example("0", config.question, config.context, answers=()), "0")]])
+    sink = AnswerSink(config.output)
+    try:
+        for chunk in parts:
+            sink.write(answer_questions(engine, chunk, predict))
+            count(progress, "answer", sink.written, total, "question")
+    except KeyboardInterrupt:
+        return AnswerResult(sink.written, total, interrupted=True)
+    finally:
+        sink.close()
+        engine.close()
+    return AnswerResult(sink.written, total)
