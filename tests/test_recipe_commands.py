@@ -173,7 +173,7 @@ def test_finetune_and_distill_commands_round_trip_every_field(tmp_path, monkeypa
                   lang="en", max_length=128, doc_stride=32, max_query_length=16, max_train_examples=5,
                   max_dev_examples=3, epochs=4, batch_size=8, grad_accum=2, lr=1e-4, weight_decay=0.02, warmup=0.2,
                   max_grad_norm=0.5, dropout=0.1, precision="bf16", seed=1, save_every=10, eval_batch_size=8,
-                  work_dir=str(tmp_path / "work"), resume=True, overwrite=True, stop_after=3, progress=False,
+                  work_dir=str(tmp_path / "work"), resume=True, overwrite=True, stop_after=3,
                   qat_calibration_windows=7)
     finetune = TrainConfig(model=str(tmp_path / "base model"), task="pair-classification", student="tiny.json",
                            student_init="teacher-layers", **common)
@@ -209,7 +209,7 @@ def test_prune_command_round_trips_every_field(tmp_path, monkeypatch):
                   teacher=str(tmp_path / "teacher"), task="qa", profile="x86-avx2", seq_len=128,
                   structures=("heads", "ffn"), schedule="iterative", steps=3, importance_examples=16,
                   importance_batch_size=4, ffn_step=8, latency_engine="pytorch", latency_runs=4, recover=False,
-                  recovery=recovery, resume=True, overwrite=True, stop_after=2, progress=False)
+                  recovery=recovery, resume=True, overwrite=True, stop_after=2)
     configs = [PruneConfig(**common, target_params="40%"), PruneConfig(**common, target_flops="50%"),
                PruneConfig(**common, target_latency_ms=3.5)]  # one budget at a time
     assert unplaced_fields(PRUNE, PruneConfig) == []

@@ -126,5 +126,5 @@ class PruneConfig:
 
     def fingerprint(self) -> str:
         keep = {k: v for k, v in self.to_dict().items() if k not in RESUMABLE}
-        keep["recovery"] = {k: v for k, v in self.recovery.items() if k not in ("progress", "save_every")}
+        keep["recovery"] = {k: v for k, v in self.recovery.items() if k != "save_every"}
         return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -6,7 +6,6 @@
     run_dir       a run directory and the records that make a stage "done"
     context       StageContext, where a run's files are, model references resolved
     commands      the one field -> CLI option mapping behind every "redo this stage by hand" command line
-    calls         the library calls of the stages in the progress shape (until export/validate/train/prune take it)
     *_stage       one module per stage: its library config, its run, its command line
     report        report.json / report.md of a run and the printed summary
     runner        the stage table, which stages are done, run_recipe

@@ -199,7 +199,6 @@ PRUNE = CliSpec(
              "structures": "--prune", "schedule": "--schedule", "steps": "--steps",
              "importance_examples": "--importance-examples", "importance_batch_size": "--importance-batch-size",
              "ffn_step": "--ffn-step", "latency_engine": "--latency-engine", "latency_runs": "--latency-runs",
-             "recover": "--recover", "resume": "--resume", "overwrite": "--overwrite", "stop_after": "--stop-after",
-             "progress": "--progress"},
+             "recover": "--recover", "resume": "--resume", "overwrite": "--overwrite", "stop_after": "--stop-after"},
     dicts={"recovery": {"schedule": "--recovery-schedule"}})
 

@@ -33,7 +33,7 @@ class MODEL:
 
 
 # fields of TrainConfig/DistillConfig the runner fills from the run directory or other sections
-TRAIN_FILLED = {"train_file", "dev_file", "output", "work_dir", "resume", "overwrite", "stop_after", "progress", "lang",
+TRAIN_FILLED = {"train_file", "dev_file", "output", "work_dir", "resume", "overwrite", "stop_after", "lang",
                 "max_length", "doc_stride", "max_query_length"}
 
 
@@ -83,8 +83,7 @@ SECTIONS: dict[str, Section] = {
                        rename={"teacher": "model"}),
     "prune": Section("structured pruning of the student to a budget, recovered from the teacher (optional stage)",
                      config="kdtool.prune.config:PruneConfig",
-                     filled=frozenset({"model", "output", "train_file", "dev_file", "resume", "overwrite", "stop_after",
-                                       "progress"})),
+                     filled=frozenset({"model", "output", "train_file", "dev_file", "resume", "overwrite", "stop_after"})),
     "export": Section("one bundle per precision of `precisions`",
                       config="kdtool.export.config:ExportConfig",
                       filled=frozenset({"model_dir", "output", "precision", "overwrite", "calibration_data"}),
