@@ -8,13 +8,6 @@ Submodules import heavy packages (torch, onnx, onnxruntime, tensorrt) only when 
 """
 
 from kdtool.export.config import ExportConfig
+from kdtool.export.pipeline import export_model
 
 __all__ = ["ExportConfig", "export_model"]
-
-
-def __getattr__(name):  # lazy: keep `import kdtool.export` cheap
-    if name == "export_model":
-        from kdtool.export.pipeline import export_model
-
-        return export_model
-    raise AttributeError(name)

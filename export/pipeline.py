@@ -14,13 +14,19 @@ from pathlib import Path
 from kdtool.atomic import atomic_directory, check_output_dir, scratch_dir
 from kdtool.bundle import manifest as B
 from kdtool.bundle.precision import Precision, get_precision
+from kdtool.bundle.verified import open_verified_bundle
 from kdtool.engines.trt import ENGINE_FILE, build_unavailable_reason
-from kdtool.errors import InputError, IntegrityError, require_file
+from kdtool.errors import EnvironmentUnsupported, InputError, IntegrityError, require_file
 from kdtool.export import trt as T
 from kdtool.export.config import ExportConfig
+from kdtool.export.fp16 import convert_fp16
+from kdtool.export.fusion import fuse_transformer
 from kdtool.export.onnx_export import custom_exporter, export_onnx, parity, torch_logits
+from kdtool.export.qat import export_qat_onnx, ort_integer_kernels, qdq_summary
+from kdtool.export.quantize import quantize_int8_dynamic, quantize_int8_static
 from kdtool.export.samples import sample_windows
 from kdtool.models import count_parameters, load_task_model, load_tokenizer, max_positions
+from kdtool.profiles import DeviceProfile, get_profile
 from kdtool.progress import Progress, say
 from kdtool.tasks import resolve_task
 
@@ -50,8 +56,6 @@ def _copy_onnx(src: Path, dst: Path) -> None:
 
 
 def _resolve(config: ExportConfig) -> tuple[object, Precision]:
-    from kdtool.profiles import get_profile
-
     profile = get_profile(config.profile) if config.profile else None
     precision = get_precision(config.precision or (profile.precision if profile else "fp32"))
     if config.calibration_data is not None:
@@ -116,8 +120,6 @@ def export_model(config: ExportConfig, *, progress: Progress | None = None) -> P
         say(progress, f"[2/6] ONNX export ({'QAT QDQ' if qat else 'kdtool' if custom else 'Optimum'}, {task.optimum_task}, "
             f"opset {config.opset})")
         if qat:
-            from kdtool.export.qat import export_qat_onnx
-
             plain = export_qat_onnx(model, work / "plain" / MODEL_FILE, checks[0], opset=config.opset,
                                     outputs=task.outputs)
         else:
@@ -133,8 +135,6 @@ def export_model(config: ExportConfig, *, progress: Progress | None = None) -> P
                                  f"{config.qat_parity_tolerance if qat else config.parity_tolerance}); not bundling it")
         graph, fusion = plain, {}
         if fuse:
-            from kdtool.export.fusion import fuse_transformer
-
             say(progress, "[3/6] transformer fusion (ORT optimizer)")
             graph = work / "fused.onnx"
             fusion = fuse_transformer(plain, graph, model.config, gelu_approximation=config.fast_gelu)
@@ -178,18 +178,13 @@ def _apply_precision(precision: Precision, graph: Path, final: Path, config: Exp
         _copy_onnx(graph, final)
         return {"mode": "none"}
     if precision.quantizer == "qat":
-        from kdtool.export.qat import ort_integer_kernels, qdq_summary
-
         _copy_onnx(graph, final)
         return {"mode": "qat", "format": "QDQ", "weights": "int8 per-channel, symmetric", "activations":
                 "int8 per-tensor, symmetric (ORT on x86 runs them as u8, exactly)",
                 "scales": "the --qat model's (max-calibrated, fixed while its weights trained)",
                 **qdq_summary(final), "ort_cpu": ort_integer_kernels(final)}
     if precision.quantizer == "fp16":
-        from kdtool.export.fp16 import convert_fp16
-
         return convert_fp16(graph, final)
-    from kdtool.export.quantize import quantize_int8_dynamic, quantize_int8_static
 
     if precision.quantizer == "dynamic":
         return quantize_int8_dynamic(graph, final, fused=fused, per_channel=config.per_channel,
@@ -232,9 +227,6 @@ def build_bundle_engine(bundle: Path, *, profile: str | None = None, progress: P
     The bundle is verified first and replaced atomically: the new manifest lists the engine, the
     timing cache and the TensorRT version that built them.
     """
-    from kdtool.bundle.verified import open_verified_bundle
-    from kdtool.errors import EnvironmentUnsupported
-    from kdtool.profiles import DeviceProfile, get_profile
 
     bundle = Path(bundle)
     verified = open_verified_bundle(bundle, public_key=require_signature)  # the bytes built from are these

@@ -17,6 +17,8 @@ from pathlib import Path
 from kdtool.bundle.precision import TRT_BUILDER_FLAGS, Precision
 from kdtool.engines.trt import build_unavailable_reason, gpu_identity
 from kdtool.errors import EnvironmentUnsupported, KdtoolError
+from kdtool.export.fp16 import convert_fp16
+from kdtool.export.quantize import quantize_int8_static
 from kdtool.profiles import TrtShapes
 
 TIMING_CACHE_FILE = "timing.cache"
@@ -32,14 +34,11 @@ def make_trt_onnx(plain_onnx: Path, dst: Path, precision: Precision, *, calibrat
         shutil.copyfile(plain_onnx, dst)
         return {**made, "form": "plain ONNX"}
     if precision.trt_graph == "fp16":
-        from kdtool.export.fp16 import convert_fp16
-
         info = convert_fp16(plain_onnx, dst)
         return {**made, "form": "FP16 with Cast nodes", **info}
     if precision.trt_graph == "qdq-qat":  # already explicit, symmetric Q/DQ with the QAT model's scales (kdtool.export.qat)
         shutil.copyfile(plain_onnx, dst)
         return {**made, "form": "symmetric INT8 Q/DQ from quantization-aware training (its own scales)"}
-    from kdtool.export.quantize import quantize_int8_static
 
     info = quantize_int8_static(plain_onnx, dst, calibration, method=method, per_channel=True, symmetric=True,
                                 op_types=["MatMul", "Gemm"])

@@ -15,9 +15,10 @@ from importlib import resources
 
 import yaml
 
+from kdtool.bundle.precision import PRECISIONS as PRECISION_TABLE
 from kdtool.errors import InputError
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = tuple(PRECISION_TABLE)  # a profile names a row of the one precision table
 DEVICES = ("cpu", "cuda")
 HW_COMPAT_LEVELS = ("none", "ampere_plus", "same_compute_capability")
 
@@ -49,7 +50,7 @@ class DeviceProfile:
     name: str
     description: str
     device: str  # "cpu" | "cuda"
-    precision: str  # "fp32" | "fp16" | "int8"
+    precision: str  # a row of kdtool.bundle.precision (fp32, fp16, int8, ...)
     providers: tuple[str, ...]  # ONNX Runtime execution providers, most preferred first
     threads: int | None  # None: all cores
     batch_sizes: tuple[int, ...]

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from kdtool.errors import InputError
+from kdtool.paths import output_lock
 
 MARKER = ".kdtool"  # a file every kdtool output directory carries, so --overwrite is safe
 
@@ -159,7 +160,6 @@ def atomic_directory(target: Path, *, overwrite: bool = False, kind: str = "outp
     ``target`` exists (and ``overwrite`` allows it), the old directory is swapped out only after
     the new one is complete.
     """
-    from kdtool.paths import output_lock
 
     target = Path(target).absolute()
     check_output_dir(target, overwrite, kind)

@@ -19,6 +19,7 @@ from kdtool.data import (
 from kdtool.data.squad import Example
 from kdtool.engines import QAEngine
 from kdtool.progress import Progress, counter
+from kdtool.questions import answer_row
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,6 @@ def predict(engine: QAEngine, examples: Sequence[Example], config: PredictConfig
 def answer_questions(engine: QAEngine, questions: Sequence[tuple[Example, str]],
                      config: PredictConfig = PredictConfig()) -> list[dict]:
     """JSON answers (:func:`kdtool.questions.answer_row`) for ``(example, user id)`` pairs, in order."""
-    from kdtool.questions import answer_row
 
     preds = predict(engine, [ex for ex, _ in questions], config)
     return [answer_row(preds[ex.id], uid) for ex, uid in questions]

@@ -97,14 +97,14 @@ class AnswerSink:
 
     def write(self, rows: list[dict]) -> None:
         text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-        if self.fh:
-            self.fh.write(text)
-            self.fh.flush()
-            os.fsync(self.fh.fileno())
-        else:
-            sys.stdout.write(text)
-            sys.stdout.flush()
+        out = self.fh or sys.stdout
+        out.write(text)
+        out.flush()
+        # counted once the lines are in the file, before the fsync: a Ctrl-C during the fsync must not
+        # report fewer answers than the file holds
         self.written += len(rows)
+        if self.fh:
+            os.fsync(self.fh.fileno())
 
     def close(self) -> None:
         if self.fh:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from kdtool.bundle.manifest import SCHEMA_VERSION
 from kdtool.errors import InputError
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -69,7 +70,6 @@ def check_manifest(manifest, path: Path) -> dict:
         value = manifest[field]
         if isinstance(value, bool) or not isinstance(value, types):
             raise bad(field, _type_names(types), value)
-    from kdtool.bundle.manifest import SCHEMA_VERSION
 
     if manifest["schema_version"] > SCHEMA_VERSION:
         raise InputError(f"{path}: bundle schema {manifest['schema_version']} is newer than this kdtool understands "

@@ -17,7 +17,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from kdtool.errors import EnvironmentUnsupported, InputError, IntegrityError
+from kdtool.atomic import atomic_write_bytes
+from kdtool.errors import EnvironmentUnsupported, InputError, IntegrityError, require_file
+from kdtool.paths import check_outputs_apart
 
 SIGNATURE = "manifest.sig"
 MAX_KEY_BYTES = 64 << 10
@@ -33,7 +35,6 @@ def _crypto():
 
 
 def _read_key(path, what: str) -> bytes:
-    from kdtool.errors import require_file
 
     return require_file(path, what, max_bytes=MAX_KEY_BYTES).read_bytes()
 
@@ -66,8 +67,6 @@ def load_public_key(path):
 
 def generate_keypair(private_path, public_path) -> None:
     """Write a new Ed25519 key pair: the private key readable by its owner only (0600)."""
-    from kdtool.atomic import atomic_write_bytes
-    from kdtool.paths import check_outputs_apart
 
     serialization, ed25519 = _crypto()
     check_outputs_apart({}, {"private key": private_path, "public key": public_path})

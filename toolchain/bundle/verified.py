@@ -23,7 +23,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from kdtool.atomic import atomic_write_bytes, scratch_dir
 from kdtool.bundle import manifest as B
+from kdtool.bundle.manifest_schema import check_manifest
+from kdtool.bundle.signing import SIGNATURE, check_signature, load_private_key
 from kdtool.errors import InputError, IntegrityError
 
 MAX_MANIFEST_BYTES = 16 << 20
@@ -69,7 +72,6 @@ class VerifiedBundle:
     @contextlib.contextmanager
     def private_copy(self, rels) -> Iterator[Path]:
         """A private directory holding the verified bytes of ``rels`` (for loaders that only take paths)."""
-        from kdtool.atomic import scratch_dir
 
         with scratch_dir("verified") as tmp:
             for rel in rels:
@@ -119,8 +121,6 @@ def open_verified_bundle(root, public_key=None) -> VerifiedBundle:
     Nothing is read twice: the checks (signature, schema, sizes, sha256, no unlisted file, external
     data inside the bundle) apply to the bytes returned.
     """
-    from kdtool.bundle.manifest_schema import check_manifest
-    from kdtool.bundle.signing import SIGNATURE, check_signature
 
     root = Path(root)
     if not (root / B.MANIFEST).is_file() or (root / B.MANIFEST).is_symlink():
@@ -174,8 +174,6 @@ def check_tokenizer_fits(tokenizer, config: dict, where) -> None:
 
 def sign_bundle(bundle_dir, key) -> Path:
     """Sign the manifest of the (already written) bundle with ``key`` (a path or a loaded private key)."""
-    from kdtool.atomic import atomic_write_bytes
-    from kdtool.bundle.signing import SIGNATURE, load_private_key
 
     key = load_private_key(key) if isinstance(key, (str, Path)) else key
     bundle = open_verified_bundle(bundle_dir)  # sign only what verifies

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from kdtool.atomic import atomic_directory, atomic_write_json
+from kdtool.distill.config import RESUMABLE_FIELDS
 from kdtool.errors import InputError, IntegrityError
 
 
@@ -66,8 +67,6 @@ def open_run_dir(work: Path, config, *, resume: bool, overwrite: bool = False) -
         raise InputError(f"run directory {work} exists from an earlier run; pass --resume to continue it "
                          "or --overwrite to start over")
     if recorded.get("fingerprint") != config.fingerprint():
-        from kdtool.distill.config import RESUMABLE_FIELDS
-
         changed = sorted(k for k, v in config.to_dict().items()
                          if recorded.get("config", {}).get(k) != v and k not in RESUMABLE_FIELDS)
         raise InputError(f"cannot resume {work}: it was started with a different configuration "

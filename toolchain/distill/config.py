@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, fields
 
 from kdtool.errors import InputError
 from kdtool.losses import ATTENTION_LOSSES, LOSSES, PREDICTION_KINDS, weight_fields, with_weight_fields
+from kdtool.strategies import get_strategy
 
 SCHEDULES = ("two-stage", "joint", "prediction")
 ATTENTION_LOSS_KINDS = (*ATTENTION_LOSSES, "none")
@@ -137,8 +138,6 @@ class DistillConfig(TrainConfig):
     cache_teacher_logits: bool = True
 
     def __post_init__(self):
-        from kdtool.strategies import get_strategy
-
         preset = get_strategy(self.strategy).config_defaults()
         for name in strategy_fields():
             if getattr(self, name) is None:

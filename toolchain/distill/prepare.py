@@ -26,6 +26,7 @@ from kdtool.distill.state import RunLog, TrainState, epoch_stages, linear_schedu
 from kdtool.distill.students import build_student
 from kdtool.errors import InputError
 from kdtool.models import load_task_model, load_tokenizer, max_positions
+from kdtool.models.qat import calibration_batches, quantize_model
 from kdtool.paths import guard_outputs
 from kdtool.tasks import Task, get_task
 
@@ -106,8 +107,6 @@ def prepare_run(config: TrainConfig) -> Run:
                          f"{config.batch_size}; use a smaller --batch-size or more data")
     qat = None
     if config.qat:  # fake-quantize the student before the objective and optimizer see its parameters
-        from kdtool.models.qat import calibration_batches, quantize_model  # modelopt: optional, heavy
-
         qat = quantize_model(student, calibration_batches(features, config.qat_calibration_windows,
                                                           config.eval_batch_size), device=acc.device)
     checkpoint = open_run_dir(work, config, resume=config.resume, overwrite=config.overwrite)

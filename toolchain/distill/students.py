@@ -17,8 +17,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from kdtool.distill.mapping import layer_map
 from kdtool.errors import InputError
 from kdtool.models import load_config, load_task_model, load_tokenizer, max_positions
+from kdtool.tasks import TASKS
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,6 @@ def build_student(spec: str | None, base_dir: str, *, init: str = "random", laye
     ``base_model`` (optional) is the already loaded base/teacher, reused for ``teacher-*`` inits.
     ``task`` (kdtool.tasks, default QA) picks the head.
     """
-    from kdtool.tasks import TASKS
 
     task = task or TASKS["qa"]
     kind = student_kind(spec)
@@ -161,7 +162,6 @@ def build_student(spec: str | None, base_dir: str, *, init: str = "random", laye
 
 def init_from_teacher(student, teacher, layer_map_spec: str | None = None) -> int:
     """Copy embeddings, QA head and mapped layers from ``teacher``; returns how many tensors were copied."""
-    from kdtool.distill.mapping import layer_map
 
     s, t = student.config, teacher.config
     for name in ("hidden_size", "num_attention_heads", "intermediate_size"):

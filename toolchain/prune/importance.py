@@ -31,6 +31,8 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
+from kdtool.distill.objective import model_inputs, task_outputs
+from kdtool.losses import prediction_loss
 from kdtool.prune.shapes import encoder_layers, hidden_prunable
 
 
@@ -138,8 +140,6 @@ def score_units(model, batches, task, *, teacher=None, temperature: float = 1.0)
     ``batches`` are feature batches with labels (tensors); ``teacher`` (default: none, hard loss only)
     gives the soft targets. The model runs in eval mode (no dropout), its weights get no gradient.
     """
-    from kdtool.distill.objective import model_inputs, task_outputs
-    from kdtool.losses import prediction_loss
 
     impl = task.module()
     was_training = model.training

@@ -15,11 +15,13 @@ import tempfile
 from pathlib import Path
 
 from kdtool.errors import KdtoolError
+from kdtool.export.config import ExportConfig
+from kdtool.export.pipeline import export_model
+from kdtool.profiles.profiler import ProfileConfig, profile_models
+from kdtool.prune.slicing import apply_plan
 
 
 def save_candidate(model, tokenizer, plan, directory: Path) -> Path:
-    from kdtool.prune.slicing import apply_plan
-
     sliced = apply_plan(copy.deepcopy(model), plan)
     sliced.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
@@ -28,14 +30,10 @@ def save_candidate(model, tokenizer, plan, directory: Path) -> Path:
 
 def measure_dir(path: Path, *, profile: str | None, seq_len: int, engine: str, runs: int, warmup: int = 2) -> float:
     """p50 latency in ms of the model directory ``path`` (exported first when ``engine="bundle"``)."""
-    from kdtool.profiles.profiler import ProfileConfig, profile_models
 
     target = path
     with tempfile.TemporaryDirectory(prefix="kdtool-prune-bundle-") as work:
         if engine == "bundle":
-            from kdtool.export.config import ExportConfig
-            from kdtool.export.pipeline import export_model
-
             target = export_model(ExportConfig(model_dir=path, output=Path(work) / "bundle", profile=profile,
                                                precision=None if profile else "int8", max_seq_length=max(32, seq_len)))
         result = profile_models(ProfileConfig(models=[str(target)], profile=profile, seq_lengths=[seq_len],

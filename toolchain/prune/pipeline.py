@@ -22,8 +22,11 @@ from pathlib import Path
 import torch
 
 from kdtool.atomic import atomic_directory, atomic_write_json, check_output_dir
+from kdtool.distill import DistillConfig, distill
 from kdtool.errors import InputError, KdtoolError, require_dir, require_file
+from kdtool.models import load_task_model, load_tokenizer
 from kdtool.paths import guard_outputs
+from kdtool.profiles import get_profile
 from kdtool.progress import Progress
 from kdtool.prune.config import PruneConfig
 from kdtool.prune.importance import score_units
@@ -31,6 +34,7 @@ from kdtool.prune.latency import measure_dir, measure_plan
 from kdtool.prune.search import Point, bisect_latency, choose_within, pruning_path
 from kdtool.prune.shapes import Shape, base_params, encoder_layers, hidden_prunable
 from kdtool.prune.slicing import Plan, apply_plan
+from kdtool.tasks import resolve_task
 
 SCORING = ("first-order Taylor |dL/d gate| summed over batches at gates = 1 (Michel et al. 2019 for heads; "
            "Molchanov et al. 2019 / Model Optimizer gradnas for FFN neurons and layers); L = hard loss + "
@@ -39,14 +43,10 @@ RECOVERY_DEFAULTS = {"schedule": "joint", "attention_loss": "none"}  # per-layer
 
 
 def _load(path, task):
-    from kdtool.models import load_task_model
-
     return load_task_model(path, task, attn_implementation="sdpa").eval()
 
 
 def _recovery_config(config: PruneConfig, task, teacher: str, student: str, output: Path, resume: bool):
-    from kdtool.distill import DistillConfig
-
     options = {**RECOVERY_DEFAULTS, **{k: v for k, v in config.recovery.items() if v is not None}}
     return DistillConfig(model=teacher, student=student, student_init="random", task=task.name,
                          train_file=config.train_file, dev_file=config.dev_file, output=str(output),
@@ -85,9 +85,6 @@ class _Context:
     """What every step needs: the checked inputs and the measurements of the original model."""
 
     def __init__(self, config: PruneConfig):
-        from kdtool.models import load_tokenizer
-        from kdtool.tasks import resolve_task
-
         self.config = config
         self.budget = config.budget
         require_dir(config.model, "model directory")
@@ -104,8 +101,6 @@ class _Context:
                        "--teacher": config.teacher}, {"--output": self.output, "work directory": self.work})
         profile = None
         if config.profile:
-            from kdtool.profiles import get_profile
-
             profile = get_profile(config.profile)
         self.seq_len = config.seq_len or (max(profile.seq_lengths) if profile else 384)
         self.tokenizer = load_tokenizer(config.model)
@@ -201,8 +196,6 @@ def _choose(ctx: _Context, model, tokenizer, scores: dict, limit: float) -> tupl
 
 
 def _prune_step(ctx: _Context, k: int, source: str, target: Path) -> dict:
-    from kdtool.models import load_tokenizer
-
     t0 = time.perf_counter()
     model, tokenizer = _load(source, ctx.task), load_tokenizer(source)
     teacher = None if ctx.teacher == source else _load(ctx.teacher, ctx.task)
@@ -228,7 +221,6 @@ def _prune_step(ctx: _Context, k: int, source: str, target: Path) -> dict:
 def prune(config: PruneConfig, *, progress: Progress | None = None) -> dict:
     """Run ``config``; returns the report (``{"stopped": True, ...}`` when a recovery was stopped early).
     ``progress`` receives each recovery's training progress (kdtool.progress)."""
-    from kdtool.distill import distill
 
     ctx = _Context(config)
     _open_work(ctx)

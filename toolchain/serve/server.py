@@ -18,7 +18,12 @@ import signal
 import sys
 from pathlib import Path
 
+from kdtool.bundle.manifest import MANIFEST, sha256_file, source_digest
+from kdtool.data import Example
+from kdtool.engines import load_engine
 from kdtool.errors import InputError
+from kdtool.predict import predict
+from kdtool.profiles.registry import get_profile
 from kdtool.progress import Progress, say
 from kdtool.serve.config import ServeConfig
 
@@ -37,12 +42,9 @@ def _raise_stop(signum, frame):
 
 def open_engine(config: ServeConfig):
     """The engine for ``config.model`` through the shared loader, with the profile's defaults."""
-    from kdtool.engines import load_engine
 
     device, threads, providers = config.device, config.threads, None
     if config.profile:
-        from kdtool.profiles.registry import get_profile
-
         profile = get_profile(config.profile)
         device = profile.device if device == "auto" else device
         threads = threads or profile.threads
@@ -59,8 +61,6 @@ def model_info(engine, config: ServeConfig) -> dict:
     manifest = getattr(engine, "manifest", None)
     described = engine.describe()
     if manifest is not None:
-        from kdtool.bundle.manifest import MANIFEST, sha256_file
-
         identity = {"name": engine.name, "kind": engine.kind, "precision": manifest.get("precision"),
                     "source_sha256": (manifest.get("source") or {}).get("sha256"),
                     "manifest_sha256": sha256_file(Path(engine.path) / MANIFEST),
@@ -68,8 +68,6 @@ def model_info(engine, config: ServeConfig) -> dict:
         shown = {k: v for k, v in manifest.items() if k != "files"}
         shown["file_count"] = len(manifest.get("files") or {})
     else:
-        from kdtool.bundle.manifest import source_digest
-
         identity = {"name": engine.name, "kind": engine.kind, "precision": described.get("precision"),
                     "source_sha256": source_digest(engine.path)}
         shown = None
@@ -82,8 +80,6 @@ def model_info(engine, config: ServeConfig) -> dict:
 
 def warm_up(engine, config: ServeConfig) -> None:
     """One real answer before the server says it is ready (first-run allocations, lazy inits)."""
-    from kdtool.data import Example
-    from kdtool.predict import predict
 
     ex = Example("warm-up", "¿Quién?", "María construyó un puente en Sevilla en 1905. " * 8, answers=())
     predict(engine, [ex] * min(4, config.max_batch_size), config.predict)

@@ -2,25 +2,26 @@
 
 from __future__ import annotations
 
+from kdtool.data import FeatureConfig
+from kdtool.engines.pytorch import ModelEngine
+from kdtool.models.heads import HEADS
+from kdtool.tasks.pairs import load_pairs, pair_metrics, predict_pairs, tokenize_pairs
+
 LABEL_KEYS = ("labels",)
 
 
 def feature_config(max_length: int, doc_stride: int = 0, max_query_length: int = 64):
     """One window of ``max_length`` tokens per pair: the stride and question limit do not apply."""
-    from kdtool.data import FeatureConfig
 
     return FeatureConfig(max_length, 0, max(1, min(max_query_length, max_length // 2)))
 
 
 def load_examples(path: str | None, limit: int | None = None) -> list:
-    from kdtool.tasks.pairs import load_pairs
-
     return [] if path is None else load_pairs(path, limit=limit).examples
 
 
 def make_features(examples, tokenizer, config, *, with_labels: bool = False):
     """``config`` is the run's FeatureConfig: pairs use its ``max_length`` (no windows, no stride)."""
-    from kdtool.tasks.pairs import tokenize_pairs
 
     return tokenize_pairs(examples, tokenizer, config.max_length, with_labels=with_labels)
 
@@ -39,9 +40,6 @@ def hard_loss(outputs: tuple, batch: dict):
 
 def evaluate(model, tokenizer, examples, features_config, *, batch_size: int, lang: str, device) -> dict:
     """Accuracy/F1 of the in-memory ``model`` on pair ``examples`` (the project's predict + metric path)."""
-    from kdtool.engines.pytorch import ModelEngine
-    from kdtool.models.heads import HEADS
-    from kdtool.tasks.pairs import pair_metrics, predict_pairs
 
     was_training = model.training
     model.eval()

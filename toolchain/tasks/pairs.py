@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kdtool.atomic import atomic_write_text
 from kdtool.data.features import length_sorted_batches, pad_windows
 from kdtool.errors import InputError, require_file
 from kdtool.progress import Progress, counter
@@ -125,8 +126,6 @@ def load_pairs(source, *, limit: int | None = None, require_labels: bool = True)
 
 
 def write_pairs_jsonl(path: Path, rows: Sequence[dict]) -> None:
-    from kdtool.atomic import atomic_write_text
-
     atomic_write_text(Path(path), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+from kdtool.data import FeatureConfig, load_squad, tokenize_examples
+from kdtool.engines.pytorch import ModelEngine
+from kdtool.metrics import squad_evaluate
+from kdtool.predict import PredictConfig, predict
+
 LABEL_KEYS = ("start_positions", "end_positions")
 
 
 def feature_config(max_length: int, doc_stride: int, max_query_length: int = 64):
     """Windows of ``max_length`` tokens overlapping by ``doc_stride`` (checked: stride < length)."""
-    from kdtool.data import FeatureConfig
 
     return FeatureConfig(max_length, doc_stride, max_query_length)
 
 
 def load_examples(path: str | None, limit: int | None = None) -> list:
-    from kdtool.data import load_squad
-
     if path is None:
         return []
     examples = load_squad(path).examples
@@ -22,8 +24,6 @@ def load_examples(path: str | None, limit: int | None = None) -> list:
 
 
 def make_features(examples, tokenizer, config, *, with_labels: bool = False):
-    from kdtool.data import tokenize_examples
-
     return tokenize_examples(examples, tokenizer, config, with_labels=with_labels)
 
 
@@ -41,9 +41,6 @@ def hard_loss(outputs: tuple, batch: dict):
 
 def evaluate(model, tokenizer, examples, features_config, *, batch_size: int, lang: str, device) -> dict:
     """SQuAD F1/EM of the in-memory ``model`` on ``examples`` (the project's predict + metric path)."""
-    from kdtool.engines.pytorch import ModelEngine
-    from kdtool.metrics import squad_evaluate
-    from kdtool.predict import PredictConfig, predict
 
     was_training = model.training
     model.eval()
