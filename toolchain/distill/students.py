@@ -20,6 +20,12 @@ from pathlib import Path
 from kdtool.distill.mapping import layer_map
 from kdtool.errors import InputError
 from kdtool.models import load_config, load_task_model, load_tokenizer, max_positions
+from kdtool.students.bilstm import (
+    BiLSTMConfig,
+    BiLSTMForQuestionAnswering,
+    BiLSTMForSequenceClassification,
+    init_embeddings_from_teacher,
+)
 from kdtool.tasks import TASKS
 
 
@@ -53,8 +59,6 @@ RELATIVE_PRESETS = {
 
 
 def _bilstm(base_config, task):
-    from kdtool.students.bilstm import BiLSTMConfig, BiLSTMForQuestionAnswering, BiLSTMForSequenceClassification
-
     cls = BiLSTMForQuestionAnswering if task.name == "qa" else BiLSTMForSequenceClassification
     limit = max_positions(base_config)
     config = BiLSTMConfig(vocab_size=base_config.vocab_size, embedding_size=min(256, base_config.hidden_size),
@@ -125,8 +129,6 @@ def build_student(spec: str | None, base_dir: str, *, init: str = "random", laye
         model = ARCHITECTURES[spec][1](load_config(base_dir), task)
         desc = {"kind": kind, "source": spec, "init": init}
         if init == "teacher-embeddings":
-            from kdtool.students.bilstm import init_embeddings_from_teacher
-
             teacher = base_model if base_model is not None else load_task_model(base_dir, task, require_head=False)
             desc.update(init_embeddings_from_teacher(model, teacher))
         return model, desc

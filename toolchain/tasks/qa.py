@@ -33,7 +33,7 @@ def soft_mask(batch: dict):
 
 
 def hard_loss(outputs: tuple, batch: dict):
-    from kdtool.losses import span_loss
+    from kdtool.losses import span_loss  # torch: validating an ONNX bundle does not load it
 
     start, end = outputs
     return span_loss(start, end, batch["start_positions"], batch["end_positions"], batch["attention_mask"])
