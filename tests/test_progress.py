@@ -18,6 +18,17 @@ def test_a_log_file_gets_a_line_per_tenth_not_a_frame_per_update():
     assert 10 <= len(lines) <= 12
 
 
+def test_a_task_that_counts_again_from_the_start_gets_its_lines_again():
+    out = io.StringIO()
+    progress = console(out, tty=False)
+    for total in (100, 50):  # a finetune run, then a distill run: both count "train"
+        for done in range(1, total + 1):
+            count(progress, "train", done, total, "step")
+    lines = out.getvalue().splitlines()
+    assert lines.count("train: 100/100 step (100%)") == 1 and lines.count("train: 50/50 step (100%)") == 1
+    assert "train: 1/50 step (2%)" in lines and "train: 25/50 step (50%)" in lines and "train: 30/100 step (30%)" in lines
+
+
 def test_messages_pass_through_with_a_prefix_and_none_is_silent():
     out = io.StringIO()
     progress = prefixed(console(out, tty=False), "    ")

@@ -99,10 +99,11 @@ class console:
         total = event.total or 0
         step = max(total // 10, 1) if total else 0
         last = self._printed.get(event.task)
+        if last is not None and event.done < last:  # the same task name counting again from the start
+            last = None
         finished = bool(total) and event.done >= total
-        if last is not None and not finished and (not step or event.done - last < step):
-            return
-        if last == event.done:
+        crossed = bool(step) and last is not None and event.done // step > last // step  # a new tenth
+        if last == event.done or (last is not None and not finished and not crossed):
             return
         self._printed[event.task] = event.done
         of = f"/{total}" if total else ""

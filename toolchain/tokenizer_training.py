@@ -34,8 +34,9 @@ def train_tokenizer(texts: Iterable[str], kind: str = "bpe", vocab_size: int = 2
         else:
             tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
+        # show_progress=False: library code draws nothing (its bars leave blank lines in a log)
         trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=ROBERTA_SPECIALS, min_frequency=1,
-                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
         tok.train_from_iterator(texts, trainer)
         tok.post_processor = processors.RobertaProcessing(("</s>", tok.token_to_id("</s>")), ("<s>", tok.token_to_id("<s>")),
                                                           trim_offsets=True, add_prefix_space=False)
@@ -49,7 +50,8 @@ def train_tokenizer(texts: Iterable[str], kind: str = "bpe", vocab_size: int = 2
         tok.pre_tokenizer = (pre_tokenizers.Sequence([bert, pre_tokenizers.Digits(individual_digits=True)])
                              if split_digits else bert)
         tok.decoder = decoders.WordPiece()
-        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=BERT_SPECIALS, min_frequency=1)
+        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=BERT_SPECIALS, min_frequency=1,
+                                            show_progress=False)
         tok.train_from_iterator(texts, trainer)
         cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
         tok.post_processor = processors.TemplateProcessing(
