@@ -156,7 +156,8 @@ def start_server(bundle: Path, args, log: Path) -> tuple[subprocess.Popen, str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-c", "import sys; from kdtool.cli import main; sys.exit(main())", "serve", str(bundle),
-           "--port", str(port), "--device", "cpu", "--threads", str(args.threads), "--max-wait-ms", str(args.max_wait_ms),
+           "--port", str(port), "--device", "cpu", "--threads", str(max(1, args.threads // args.instances)),
+           "--instances", str(args.instances), "--max-wait-ms", str(args.max_wait_ms),
            "--max-queue", str(args.max_queue), "--no-access-log"]
     cmd += ["--max-batch-size", str(args.max_batch_size)] if args.max_batch_size else []
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(log, "w"),
@@ -199,7 +200,9 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=2000, help="Most requests per client level.")
     ap.add_argument("--seconds", type=float, default=60, help="Most seconds per client level (and per baseline).")
     ap.add_argument("--rss-requests", type=int, default=10000, help="Requests of the RSS phase (0: skip it).")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2, help="Threads of the sequential engine, and of the server's "
+                    "engine (of each instance with --instances; default there: 2 / instances).")
+    ap.add_argument("--instances", type=int, default=1, help="Engine instances of the server (kdtool serve --instances).")
     ap.add_argument("--max-batch-size", type=int, default=None, help="Default: the server's (4 on a CPU).")
     ap.add_argument("--max-wait-ms", type=float, default=5)
     ap.add_argument("--max-queue", type=int, default=256)

@@ -299,3 +299,39 @@ def test_unsigned_bundle_does_not_start_when_a_signature_is_required(bundle, tmp
     res = CliRunner().invoke(main, ["serve", str(bundle), "--port", str(free_port()), "--device", "cpu",
                                     "--require-signature", str(tmp_path / "signer.pub")])
     assert res.exit_code == 2 and res.stderr.count("\n") == 1 and "is not signed" in res.stderr, res.output
+
+
+def test_two_engine_instances_share_the_queue_and_answer_as_kdtool_answer_does(bundle, questions, tmp_path):
+    two = Server(bundle, tmp_path, "--instances", 2, "--max-wait-ms", 2, "--max-batch-size", 2)
+    try:
+        model = httpx.get(two.url + "/v1/model")
+        assert model.status_code == 200 and model.json()["limits"]["instances"] == 2, two.proc.stderr[-2000:]
+        jobs = [dict(q, id=f"i{i}", context=f"Instancia {i}. " + q["context"]) for i, q in enumerate(questions * 3)]
+        results = {}
+
+        def client(batch):
+            with httpx.Client(timeout=60) as c:
+                for job in batch:
+                    results[job["id"]] = c.post(two.url + "/v1/answer", json=job).json()
+
+        threads = [threading.Thread(target=client, args=(jobs[k::8],)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        src, out = tmp_path / "q.jsonl", tmp_path / "a.jsonl"
+        src.write_text("".join(json.dumps(j, ensure_ascii=False) + "\n" for j in jobs), encoding="utf-8")
+        res = CliRunner().invoke(main, ["answer", str(bundle), "--input", str(src), "--output", str(out),
+                                        "--device", "cpu", "--threads", "1"])
+        assert res.exit_code == 0, res.output
+        for expected in map(json.loads, out.read_text(encoding="utf-8").splitlines()):
+            got = results[expected["id"]]
+            assert (got["id"], got["answer"], got["start"], got["end"]) == \
+                (expected["id"], expected["answer"], expected["start"], expected["end"])
+        text = httpx.get(two.url + "/metrics").text
+        per_instance = dict(re.findall(r'kdtool_serve_instance_questions_total\{instance="(\d)"\} (\S+)', text))
+        assert set(per_instance) == {"0", "1"} and all(float(v) > 0 for v in per_instance.values()), per_instance
+        assert sum(float(v) for v in per_instance.values()) >= len(jobs)
+        assert two.stop() == 0
+    finally:
+        two.proc.kill()

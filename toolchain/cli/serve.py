@@ -26,7 +26,10 @@ from kdtool.cli.options import (
 @device_option()
 @click.option("--profile", "profile_name", default=None,
               help="Device profile (kdtool profiles) for device, threads and providers when not given.")
-@threads_option()
+@threads_option("CPU threads of each engine instance [default: the profile's, or the cores / --instances].")
+@click.option("--instances", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Engine instances, each running batches from the one queue in its own thread (Triton's instance "
+                   "groups); for machines with cores to spare beyond one engine's (on a 2-core CPU one is faster).")
 @click.option("--max-batch-size", type=click.IntRange(min=1), default=None,
               help="Most questions gathered into one batch, and windows per forward pass, across concurrent requests "
                    "[default: 4 on a CPU, 16 on a GPU].")
@@ -52,7 +55,7 @@ from kdtool.cli.options import (
               help="One JSON line per request on stderr.")
 @trust_remote_code_option()
 @require_signature_option
-def command(model, host, port, device, profile_name, threads, max_batch_size, max_wait_ms, max_queue,
+def command(model, host, port, device, profile_name, threads, instances, max_batch_size, max_wait_ms, max_queue,
             max_context_chars, max_body_bytes, request_timeout, api_key_file, max_answer_length, max_length, doc_stride,
             n_best, access_log, trust_remote_code, require_signature):
     """Serve MODEL (a kdtool bundle or a Hugging Face QA directory) over HTTP: POST /v1/answer.
@@ -71,6 +74,7 @@ def command(model, host, port, device, profile_name, threads, max_batch_size, ma
                             postprocess=PostprocessConfig(n_best=n_best, max_answer_length=max_answer_length),
                             batch_size=max_batch_size or 16)
     config = ServeConfig(model=model, host=host, port=port, device=device, profile=profile_name, threads=threads,
+                         instances=instances,
                          trust_remote_code=trust_remote_code, require_signature=require_signature,
                          max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
                          max_queue=max_queue, max_context_chars=max_context_chars, max_body_bytes=max_body_bytes,

@@ -1,15 +1,16 @@
 """Dynamic micro-batching: the questions of concurrent requests share forward passes.
 
-One worker thread owns the tokenizer and the engine (the event loop never runs either; fast
-tokenizers must not be called from two threads at once, and each extra thread hop costs a
-scheduling delay on a busy 2-core device). A request's questions are queued as one :class:`Job`.
-The worker takes the oldest job, waits up to ``max_wait`` for more questions to arrive, takes jobs
-while they fit in ``max_batch_size`` questions (a job is never split: its windows are answered
-together, across windows, exactly as ``kdtool answer`` does), tokenizes each job with the shared
-:func:`kdtool.predict.features_for`, runs all their windows through
-:func:`kdtool.predict.run_features` (length-sorted passes of at most ``max_batch_size`` windows
-with dynamic padding, as the profiler and ``answer`` do) and post-processes each job with
-:func:`kdtool.data.postprocess`.
+One worker thread per engine instance owns that instance's tokenizer and session (the event loop
+never runs either; fast tokenizers must not be called from two threads at once, and each extra
+thread hop costs a scheduling delay on a busy 2-core device); the workers take batches from one
+queue, so with several instances batches run side by side (ONNX Runtime releases the GIL). A
+request's questions are queued as one :class:`Job`. A worker takes the oldest job, waits up to
+``max_wait`` for more questions to arrive, takes jobs while they fit in ``max_batch_size`` questions
+(a job is never split: its windows are answered together, across windows, exactly as ``kdtool
+answer`` does), tokenizes each job with the shared :func:`kdtool.predict.features_for`, runs all
+their windows through :func:`kdtool.predict.run_features` (length-sorted passes of at most
+``max_batch_size`` windows with dynamic padding, as the profiler and ``answer`` do) and
+post-processes each job with :func:`kdtool.data.postprocess`.
 
 Admission is bounded: :meth:`Batcher.admit` counts the questions between arrival and the start of
 their forward pass, and refuses (:class:`QueueFull`) beyond ``max_queue`` rather than letting a
@@ -67,18 +68,21 @@ def merge_features(parts: list[QAFeatures]) -> QAFeatures:
 
 
 class Batcher:
-    def __init__(self, engine: QAEngine, predict: PredictConfig, metrics: ServeMetrics, *, max_batch_size: int,
-                 max_wait_s: float, max_queue: int):
-        self.engine, self.predict, self.metrics = engine, predict, metrics
+    def __init__(self, engines: QAEngine | list[QAEngine], predict: PredictConfig, metrics: ServeMetrics, *,
+                 max_batch_size: int, max_wait_s: float, max_queue: int):
+        self.engines = engines if isinstance(engines, list) else [engines]
+        self.predict, self.metrics = predict, metrics
         self.max_batch_size, self.max_wait_s, self.max_queue = max_batch_size, max_wait_s, max_queue
         self._cond = threading.Condition()
         self._jobs: deque[Job] = deque()
         self._admitted = 0  # questions between admit() and the start of their forward pass
         self._stopping = False
-        self._worker = threading.Thread(target=self._run_forever, name="kdtool-batcher", daemon=True)
+        self._workers = [threading.Thread(target=self._run_forever, args=(engine, str(i)), name=f"kdtool-batcher-{i}",
+                                          daemon=True) for i, engine in enumerate(self.engines)]
 
     def start(self) -> None:
-        self._worker.start()
+        for worker in self._workers:
+            worker.start()
 
     def admit(self, questions: int) -> None:
         """Reserve room for ``questions`` or raise :class:`QueueFull` / :class:`Stopped` at once."""
@@ -113,8 +117,9 @@ class Batcher:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        if self._worker.is_alive():
-            self._worker.join()
+        for worker in self._workers:
+            if worker.is_alive():
+                worker.join()
 
     def _take(self) -> list[Job]:
         """The next jobs to run together; empty once stopping with nothing left."""
@@ -138,13 +143,14 @@ class Batcher:
             self.metrics.queue.set(self._admitted)
             return taken
 
-    def _run_forever(self) -> None:
+    def _run_forever(self, engine: QAEngine, instance: str) -> None:
         while jobs := self._take():
             jobs = [j for j in jobs if not j.abandoned]
             if not jobs:
                 continue
             try:
-                results = self._run(jobs)
+                results = self._run(engine, jobs)
+                self.metrics.instance_questions.labels(instance).inc(sum(j.size for j in jobs))
             except Exception as err:  # resolve every waiter; the app turns it into a 500 line
                 for job in jobs:
                     job.loop.call_soon_threadsafe(_resolve, job.future, None, err)
@@ -152,8 +158,8 @@ class Batcher:
             for job, rows in zip(jobs, results, strict=True):
                 job.loop.call_soon_threadsafe(_resolve, job.future, rows, None)
 
-    def _run(self, jobs: list[Job]) -> list[list[dict]]:
-        features = [features_for(self.engine, j.examples, self.predict) for j in jobs]
+    def _run(self, engine: QAEngine, jobs: list[Job]) -> list[list[dict]]:
+        features = [features_for(engine, j.examples, self.predict) for j in jobs]
         for f in features:
             self.metrics.request_windows.observe(len(f))
         merged = merge_features(features)
@@ -165,7 +171,7 @@ class Batcher:
             self.metrics.batch_seconds.observe(time.perf_counter() - t0)
             t0, done = time.perf_counter(), event.done
 
-        starts, ends = run_features(self.engine, merged, self.max_batch_size, progress=observe)
+        starts, ends = run_features(engine, merged, self.max_batch_size, progress=observe)
         out, at = [], 0
         for job, feats in zip(jobs, features, strict=True):
             n = len(feats)

@@ -16,7 +16,13 @@ class ServeConfig:
     port: int = 8000
     device: str = "auto"
     profile: str | None = None  # a device profile: device, threads and providers when not given
-    threads: int | None = None
+    threads: int | None = None  # per engine instance
+    # engine instances, each with its own worker thread taking batches from the one queue (Triton's
+    # instance groups); threads default to the cores / instances. In-process, 2 instances of 1 thread answer
+    # up to 1.5x the questions of 1 of 2 threads on the 2-core CPU (bench/serve_ceiling.py), but through the
+    # server there they answered fewer (the HTTP layer and the second worker share the same two cores:
+    # bench/results/serve_load_kd_real_int8_instances*.json), so the default is one
+    instances: int = 1
     trust_remote_code: bool = False
     require_signature: Path | None = None  # an Ed25519 public key: refuse a bundle it did not sign
     # questions gathered per batch, and windows per forward pass; None: 4 on a CPU, 16 on a GPU (on the 2-core
@@ -32,7 +38,7 @@ class ServeConfig:
     predict: PredictConfig = field(default_factory=PredictConfig)
 
     def __post_init__(self):
-        for name in ("max_batch_size", "max_queue", "max_context_chars", "max_body_bytes"):
+        for name in ("max_batch_size", "max_queue", "max_context_chars", "max_body_bytes", "instances"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise InputError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.max_wait_ms < 0 or self.request_timeout <= 0:

@@ -23,6 +23,8 @@ class ServeMetrics:
                                        buckets=LATENCY_BUCKETS, registry=r)
         self.request_windows = Histogram("kdtool_serve_request_windows", "Windows per /v1/answer request.",
                                          buckets=WINDOW_BUCKETS, registry=r)
+        self.instance_questions = Counter("kdtool_serve_instance_questions", "Questions answered by each engine instance.",
+                                          ["instance"], registry=r)
         self.queue = Gauge("kdtool_serve_queue_questions", "Questions admitted and not yet running.", registry=r)
         self.model = Info("kdtool_serve_model", "The model being served.", registry=r)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -41,14 +42,16 @@ def _raise_stop(signum, frame):
 
 
 def open_engine(config: ServeConfig):
-    """The engine for ``config.model`` through the shared loader, with the profile's defaults."""
-
+    """One engine instance for ``config.model`` through the shared loader, with the profile's defaults;
+    with several instances each gets ``--threads`` or its share of the cores."""
     device, threads, providers = config.device, config.threads, None
     if config.profile:
         profile = get_profile(config.profile)
         device = profile.device if device == "auto" else device
         threads = threads or profile.threads
         providers = list(profile.providers)
+    if threads is None and config.instances > 1:
+        threads = max(1, (os.cpu_count() or 1) // config.instances)
     # the loader verifies the bundle's bytes (and its signature when a key is given) before any port is bound
     return load_engine(config.model, device=device, threads=threads, providers=providers,
                        trust_remote_code=config.trust_remote_code, require_signature=config.require_signature)
@@ -73,7 +76,7 @@ def model_info(engine, config: ServeConfig) -> dict:
         shown = None
     identity.update(kdtool_version=__version__, device=engine.device)
     limits = {k: getattr(config, k) for k in ("max_batch_size", "max_wait_ms", "max_queue", "max_context_chars",
-                                              "max_body_bytes", "request_timeout")}
+                                              "max_body_bytes", "request_timeout", "instances")}
     return {"identity": identity, "engine": described, "manifest": shown, "limits": limits,
             "max_length": engine.max_length, "auth": config.api_key_file is not None}
 
@@ -120,17 +123,20 @@ def serve(config: ServeConfig, *, progress: Progress | None = None) -> int:
     config.api_key()  # a bad key file or address fails before the (slow) model load
     check_address(config.host, config.port)
     engine = open_engine(config)
+    engines = [engine]
     config = dataclasses.replace(config, max_batch_size=config.batch_size_for(engine.device))
     try:
+        engines += [open_engine(config) for _ in range(config.instances - 1)]
         if config.max_batch_size > 1 and getattr(engine, "max_batch", None):
             if engine.max_batch < config.max_batch_size:
                 say(progress, f"note: the TensorRT engine's profile runs at most {engine.max_batch} windows per pass; "
                                "larger batches run in slices")
-        warm_up(engine, config)
+        for instance in engines:
+            warm_up(instance, config)
         info = model_info(engine, config)
         metrics = ServeMetrics()
         metrics.model.info({k: str(v) for k, v in info["identity"].items() if v is not None})
-        batcher = Batcher(engine, config.predict, metrics, max_batch_size=config.max_batch_size,
+        batcher = Batcher(engines, config.predict, metrics, max_batch_size=config.max_batch_size,
                           max_wait_s=config.max_wait_ms / 1000, max_queue=config.max_queue)
         app = create_app(config, batcher, metrics, info)
         _configure_access_log(config.access_log)
@@ -138,8 +144,10 @@ def serve(config: ServeConfig, *, progress: Progress | None = None) -> int:
             app, host=config.host, port=config.port, log_level="warning", access_log=False, lifespan="on",
             timeout_graceful_shutdown=int(config.request_timeout) + 5, server_header=False))
         auth = "bearer token required" if config.api_key_file else "no authentication"
+        copies = f", {len(engines)} instances" if len(engines) > 1 else ""
         say(progress, f"kdtool serve: {engine.name} ({engine.kind}, {info['identity'].get('precision') or '?'}, "
-                      f"{engine.device}) on http://{config.host}:{config.port} ({auth}); SIGTERM or Ctrl-C drains and stops")
+                      f"{engine.device}{copies}) on http://{config.host}:{config.port} ({auth}); "
+                      "SIGTERM or Ctrl-C drains and stops")
         previous = {s: signal.signal(s, _raise_stop) for s in EXIT_CODES}
         try:
             server.run()
@@ -154,4 +162,5 @@ def serve(config: ServeConfig, *, progress: Progress | None = None) -> int:
                 signal.signal(s, handler)
         return 0
     finally:
-        engine.close()
+        for instance in engines:
+            instance.close()
