@@ -89,12 +89,18 @@ def package(mod: str) -> str:
 
 def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
     """Strongly connected components with more than one member (Tarjan, iterative)."""
-    index, low, on, stack, out, counter = {}, {}, set(), [], [], [0]
+    index, low, on, stack, out = {}, {}, set(), [], []
+
+    def enter(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on.add(node)
+
     for start in sorted(edges):
         if start in index:
             continue
+        enter(start)
         work = [(start, iter(sorted(edges.get(start, ()))))]
-        index[start] = low[start] = counter[0]; counter[0] += 1; stack.append(start); on.add(start)  # noqa: E702
         while work:
             node, it = work[-1]
             nxt = next(it, None)
@@ -104,14 +110,13 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
                     low[work[-1][0]] = min(low[work[-1][0]], low[node])
                 if low[node] == index[node]:
                     comp = []
-                    while True:
-                        w = stack.pop(); on.discard(w); comp.append(w)  # noqa: E702
-                        if w == node:
-                            break
+                    while not comp or comp[-1] != node:
+                        comp.append(stack.pop())
+                        on.discard(comp[-1])
                     if len(comp) > 1:
                         out.append(sorted(comp))
             elif nxt not in index:
-                index[nxt] = low[nxt] = counter[0]; counter[0] += 1; stack.append(nxt); on.add(nxt)  # noqa: E702
+                enter(nxt)
                 work.append((nxt, iter(sorted(edges.get(nxt, ())))))
             elif nxt in on:
                 low[node] = min(low[node], index[nxt])
