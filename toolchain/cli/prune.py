@@ -68,7 +68,8 @@ def _recovery_params() -> list[click.Parameter]:
 @option("--latency-runs", type=int, default=10, help="Timed runs per measured candidate shape.")
 @option("--recover/--no-recover", default=True, help="Distil the teacher into the pruned model after each step.")
 def _command(**options):
-    """Prune MODEL_DIR (heads, FFN neurons, layers) to a budget and recover it by distillation from the teacher."""
+    """Prune MODEL_DIR (heads, FFN neurons, layers; hidden dimensions when asked) to a budget and recover it
+    by distillation from the teacher."""
     from kdtool.prune import PruneConfig, prune
 
     own = {k: options.pop(k) for k in list(options) if k in OWN}

@@ -1,9 +1,10 @@
-"""Structured pruning under distillation (``kdtool prune``): remove the heads, FFN neurons and layers
-that matter least, to a parameter, FLOP or measured-latency budget, and recover with the trainer.
+"""Structured pruning under distillation (``kdtool prune``): remove the heads, FFN neurons, layers and
+(asked for by name) hidden dimensions that matter least, to a parameter, FLOP or measured-latency
+budget, and recover with the trainer.
 
 Modules: ``shapes`` (what a model is made of, parameters and FLOPs), ``importance`` (Taylor scores over
-masks), ``search`` (the pruning path and budget search), ``slicing`` (exact removal into a dense,
-smaller HF model), ``latency`` (candidate shapes measured with kdtool's export and profiler),
+masks), ``search`` (the pruning path and budget search), ``slicing`` (removal into a dense,
+smaller HF model: exact for heads, FFN and layers), ``latency`` (candidate shapes measured with kdtool's export and profiler),
 ``config`` (the typed config and budget), ``pipeline`` (steps, recovery, resume, report).
 """
 

@@ -37,7 +37,7 @@ from kdtool.prune.shapes import encoder_layers, hidden_prunable
 
 
 class Gates:
-    """Mask tensors on heads, FFN neurons and layers of ``model``; active inside ``with gates:``."""
+    """Mask tensors on heads, FFN neurons, layers and hidden dimensions of ``model``; active inside ``with gates:``."""
 
     def __init__(self, model):
         self.model = model
