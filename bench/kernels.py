@@ -35,6 +35,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from latency import emit  # the one print-and-write of a benchmark's JSON (bench/latency.py)
 
 
 def explicit_maps_loss(kind, qs, ks, qt, kt, key_mask):
@@ -197,14 +198,6 @@ def interpreter_correctness() -> dict:
         entry["fused_attention_max_abs_error"] = (out.float() - ref.float()).abs().max().item()
         report[str(dtype).replace("torch.", "")] = entry
     return report
-
-
-def emit(result: dict, out: Path | None) -> None:
-    text = json.dumps(result, indent=2)
-    print(text)
-    if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text + "\n")
 
 
 def main():

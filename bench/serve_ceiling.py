@@ -15,13 +15,13 @@ load generator then only take from that ceiling.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from latency import emit  # noqa: E402  (the one print-and-write of a benchmark's JSON)
 from serve_load import load_questions, machine  # noqa: E402
 
 # name -> (engine instances, threads per instance, questions per call); the first is the baseline
@@ -86,10 +86,7 @@ def main() -> None:
         "questions_per_s": runs,
         "ratio_to_sequential_best_round": {name: round(max(v) / base, 2) for name, v in runs.items()},
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":
