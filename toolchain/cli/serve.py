@@ -33,8 +33,10 @@ from kdtool.cli.options import (
 @click.option("--max-batch-size", type=click.IntRange(min=1), default=None,
               help="Most questions gathered into one batch, and windows per forward pass, across concurrent requests "
                    "[default: 4 on a CPU, 16 on a GPU].")
-@click.option("--max-wait-ms", type=FiniteFloat(min=0), default=5.0, show_default=True,
-              help="How long the first question of a batch waits for more before the batch runs.")
+@click.option("--max-wait-ms", type=FiniteFloat(min=0), default=0.0, show_default=True,
+              help="How long the first question of a batch waits for more before the batch runs. 0: a free worker "
+                   "runs what is queued at once (batches still form from requests that arrive while it runs); "
+                   "a few ms can pay on a GPU, where a bigger pass costs little more.")
 @click.option("--max-queue", type=click.IntRange(min=1), default=256, show_default=True,
               help="Questions admitted and not yet running; beyond it requests get 503 + Retry-After at once.")
 @click.option("--max-context-chars", type=click.IntRange(min=1), default=20_000, show_default=True,

@@ -28,7 +28,12 @@ class ServeConfig:
     # questions gathered per batch, and windows per forward pass; None: 4 on a CPU, 16 on a GPU (on the 2-core
     # CPU, passes of 8-16 padded windows cost more per question than passes of 4: bench/results/serve_load_*)
     max_batch_size: int | None = None
-    max_wait_ms: float = 5.0  # how long the first question of a batch waits for company
+    # how long the first question of a batch waits for company. 0: none; a worker that is free runs what is
+    # queued at once, and batches form from the requests that arrive while it runs. On the 2-core CPU that
+    # answered 1.76x the questions/s of a 5 ms wait at 1 client and 1.26x at 16, with the same batch sizes
+    # under load (bench/results/serve_load_kd_real_int8_wait{0,5}.json); raise it for a GPU, where a pass of
+    # 16 windows costs little more than one
+    max_wait_ms: float = 0.0
     max_queue: int = 256  # questions admitted and not yet running; beyond it: 503 at once
     max_context_chars: int = 20_000  # a longer context is refused with 413
     max_body_bytes: int = 1 << 20  # a larger request body is refused with 413
