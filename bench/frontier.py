@@ -79,6 +79,64 @@ def plot(points: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def _interpolate(x: float, xs: list[float], ys: list[float]) -> float | None:
+    """y at ``x`` on the polyline through (xs, ys) (xs ascending), linear in log(x); None outside it."""
+    import math
+
+    for i in range(len(xs) - 1):
+        (x0, y0), (x1, y1) = (xs[i], ys[i]), (xs[i + 1], ys[i + 1])
+        if x0 <= x <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (math.log(x / x0) / math.log(x1 / x0))
+    return None
+
+
+def targets(points: list[dict], teacher_f1: float) -> dict:
+    """The issue's three targets, per engine (the F1 and the speed-up of the same bundle):
+
+    - ``pruned_vs_layer_dropped``: each pruned point's F1 minus the layer-dropped line's at the same measured
+      latency (interpolated between its neighbours in log-latency; None outside the line's span); target >= 3;
+    - ``retained_at_2x`` / ``retained_at_4x``: the best F1 retained among points at least that much faster than
+      the FP32 teacher; targets >= 0.95 and >= 0.85.
+    """
+    out: dict = {"target": {"pruned_vs_layer_dropped": ">= 3 F1 at equal latency",
+                            "retained_at_2x": ">= 0.95", "retained_at_4x": ">= 0.85"}}
+    for engine, f1_key in (("int8", "f1_int8"), ("fp32", "f1")):
+        ms_key = f"question_ms_{engine}"
+        line = sorted((p[ms_key], p[f1_key]) for p in points if p["method"] == "layer-dropped" and p.get(ms_key))
+        gaps = {}
+        for p in points:
+            if p["method"] == "pruned" and p.get(ms_key):
+                ref = _interpolate(p[ms_key], [m for m, _ in line], [f for _, f in line])
+                gaps[p["name"]] = None if ref is None else round(p[f1_key] - ref, 2)
+        best = {}
+        for k in (2, 4):
+            fast = [p for p in points if (p.get(f"speedup_{engine}") or 0) >= k]
+            top = max(fast, key=lambda p: p[f1_key], default=None)
+            best[f"retained_at_{k}x"] = top and {"name": top["name"], "speedup": top[f"speedup_{engine}"],
+                                                  "f1": top[f1_key], "retained": round(top[f1_key] / teacher_f1, 4)}
+        out[engine] = {"pruned_vs_layer_dropped": gaps, **best}
+    return out
+
+
+def markdown_table(result: dict) -> str:
+    """The README's frontier table for a result JSON."""
+    t = result["teacher"]
+    lines = ["| student | shape | params | FLOPs kept | F1 / EM | F1 INT8 | FP32 ms/q | INT8 ms/q | FP32 speed-up "
+             "| INT8 speed-up | F1 retained (FP32 / INT8) |", "|" + " --- |" * 11,
+             f"| teacher | 6 layers, 12 heads, FFN 1536 | | 100% | {t['f1']} / {t['exact_match']} | | "
+             f"{t['question_ms_fp32_bundle']:.1f} | | 1.0x | | |"]
+    for p in result["points"]:  # the run's order: layer-dropped by depth, then pruned by budget
+        heads = p["heads_per_layer"]
+        shape = (f"{p['layers']} layer{'s' if p['layers'] > 1 else ''}, "
+                 f"{'/'.join(map(str, heads)) if len(set(heads)) > 1 else heads[0]} heads, FFN {p['ffn']}")
+        flops = f"{100 * p['flops_kept']:.1f}%" if p.get("flops_kept") else ""
+        lines.append(f"| {p['name']} | {shape} | {p['parameters'] / 1e6:.1f}M | {flops} | {p['f1']} / {p['exact_match']} "
+                     f"| {p['f1_int8']} | {p['question_ms_fp32']:.1f} | {p['question_ms_int8']:.1f} | "
+                     f"{p['speedup_fp32']}x | {p['speedup_int8']}x | {p['f1'] / t['f1']:.3f} / "
+                     f"{p['f1_int8'] / t['f1']:.3f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--teacher", default="bench/out/kd_real/teacher")
@@ -111,7 +169,14 @@ def main() -> None:
     ap.add_argument("--stop-before-profile", action="store_true",
                     help="train, export and score, then stop: the timing stage can then run alone under the bench lock")
     ap.add_argument("--precision", default=None, help="training; default: bf16 where the CPU has native bf16, else fp32")
+    ap.add_argument("--table", default=None, metavar="RESULT_JSON",
+                    help="print the Markdown table and the targets of a finished run's JSON, and exit")
     args = ap.parse_args()
+    if args.table:
+        result = json.loads(Path(args.table).read_text())
+        print(markdown_table(result))
+        print(json.dumps(targets(result["points"], result["teacher"]["f1"]), indent=2))
+        return
 
     from kdtool.distill.runtime import cpu_has_bf16
 
@@ -234,7 +299,8 @@ def main() -> None:
         "dev_questions_scored": json.loads(validate_json.read_text())["data"].get("questions_scored"),
         "profile": {"questions": teacher_row["questions"], "loadavg_before": prof["settings"].get("loadavg_before"),
                     "loadavg_after": prof["settings"].get("loadavg_after"), "threads": args.threads},
-        "points": points, "wall_seconds_this_invocation": {k: round(x, 1) for k, x in seconds.items()},
+        "points": points, "targets": targets(points, t_f1),
+        "wall_seconds_this_invocation": {k: round(x, 1) for k, x in seconds.items()},
     }
     text = json.dumps(result, indent=2)
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)
