@@ -61,11 +61,12 @@ def plot(points: list[dict], path: Path) -> None:
             pts = sorted((p for p in points
                           if p["method"] == method and p.get(f"speedup_{engine}") and p["f1_retained"] is not None),
                          key=lambda p: p[f"speedup_{engine}"])
-            if pts:
-                ax.plot([p[f"speedup_{engine}"] for p in pts], [p["f1_retained"] for p in pts], style, marker=marker,
+            if pts:  # each line's F1 is its own engine's: the INT8 bundle's F1 for the INT8 line
+                kept = [p["f1_retained"] * (p["f1_int8"] / p["f1"] if engine == "int8" and p["f1"] else 1) for p in pts]
+                ax.plot([p[f"speedup_{engine}"] for p in pts], kept, style, marker=marker,
                         label=f"{method}, {engine.upper()} bundle")
-                for p in pts:
-                    ax.annotate(p["name"], (p[f"speedup_{engine}"], p["f1_retained"]), fontsize=7,
+                for p, y in zip(pts, kept, strict=True):
+                    ax.annotate(p["name"], (p[f"speedup_{engine}"], y), fontsize=7,
                                 textcoords="offset points", xytext=(3, 3))
     ax.axhline(0.95, color="grey", lw=0.5, ls=":")
     ax.axhline(0.85, color="grey", lw=0.5, ls=":")
@@ -170,10 +171,11 @@ def main() -> None:
                     help="train, export and score, then stop: the timing stage can then run alone under the bench lock")
     ap.add_argument("--precision", default=None, help="training; default: bf16 where the CPU has native bf16, else fp32")
     ap.add_argument("--table", default=None, metavar="RESULT_JSON",
-                    help="print the Markdown table and the targets of a finished run's JSON, and exit")
+                    help="print the Markdown table and the targets of a finished run's JSON, redraw the PNG beside it, and exit")
     args = ap.parse_args()
     if args.table:
         result = json.loads(Path(args.table).read_text())
+        plot(result["points"], Path(args.table).with_suffix(".png"))  # redraw the plot beside it
         print(markdown_table(result))
         print(json.dumps(targets(result["points"], result["teacher"]["f1"]), indent=2))
         return
