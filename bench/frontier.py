@@ -122,9 +122,13 @@ def targets(points: list[dict], teacher_f1: float) -> dict:
 def markdown_table(result: dict) -> str:
     """The README's frontier table for a result JSON."""
     t = result["teacher"]
+    config = Path(t["path"]) / "config.json"
+    c = json.loads(config.read_text()) if config.is_file() else None
+    shape = (f"{c['num_hidden_layers']} layers, {c['num_attention_heads']} heads, FFN {c['intermediate_size']}"
+             if c else "")
     lines = ["| student | shape | params | FLOPs kept | F1 / EM | F1 INT8 | FP32 ms/q | INT8 ms/q | FP32 speed-up "
              "| INT8 speed-up | F1 retained (FP32 / INT8) |", "|" + " --- |" * 11,
-             f"| teacher | 6 layers, 12 heads, FFN 1536 | | 100% | {t['f1']} / {t['exact_match']} | | "
+             f"| teacher | {shape} | | 100% | {t['f1']} / {t['exact_match']} | | "
              f"{t['question_ms_fp32_bundle']:.1f} | | 1.0x | | |"]
     for p in result["points"]:  # the run's order: layer-dropped by depth, then pruned by budget
         heads = p["heads_per_layer"]

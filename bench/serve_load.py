@@ -28,6 +28,7 @@ import socket
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +92,12 @@ def sequential(bundle: Path, questions: list[dict], threads: int, seconds: float
             **percentiles(ms)}
 
 
+def metrics_text(url: str) -> str:
+    import httpx
+
+    return httpx.get(url + "/metrics").text
+
+
 def batch_histogram(text: str) -> dict[str, float]:
     return {m.group(1): float(m.group(2))
             for m in re.finditer(r'kdtool_serve_batch_windows_bucket\{le="([^"]+)"\} (\S+)', text)}
@@ -112,7 +119,9 @@ def batch_distribution(before: str, after: str) -> dict:
 
 
 async def closed_loop(url: str, questions: list[dict], clients: int, max_requests: int, seconds: float,
-                      progress=None) -> dict:
+                      progress=None, timed_from=None) -> dict:
+    """One row; ``timed_from`` (if given) is called once the connections are open, before the timed loop, and
+    what it returns is the row's ``"at_start"``."""
     import httpx
 
     lat, status, sent, done = [], {}, 0, 0
@@ -145,6 +154,7 @@ async def closed_loop(url: str, questions: list[dict], clients: int, max_request
         # the row times answers, not TCP handshakes and the server's accept of a new connection
         q = questions[0]
         await asyncio.gather(*(c.post(url + "/v1/answer", json=dict(q, id=f"warm-up#{k}")) for k in range(clients)))
+        at_start = await asyncio.to_thread(timed_from) if timed_from else None
         deadline = time.perf_counter() + seconds
         t0 = time.perf_counter()
         await asyncio.gather(*(client(c, k) for k in range(clients)))
@@ -152,7 +162,7 @@ async def closed_loop(url: str, questions: list[dict], clients: int, max_request
     ok = status.get("200", 0)
     return {"clients": clients, "requests": sum(status.values()), "seconds": round(elapsed, 2),
             "questions_per_s": round(ok / elapsed, 2), **percentiles(lat),
-            "status": status, "errors": sum(v for k, v in status.items() if k != "200")}
+            "status": status, "errors": sum(v for k, v in status.items() if k != "200"), "at_start": at_start}
 
 
 def start_server(bundle: Path, args, log: Path) -> tuple[subprocess.Popen, str]:
@@ -220,7 +230,6 @@ def main() -> None:
     if args.bundle is None or args.data is None:
         ap.error("give BUNDLE and --data (or --table RESULT.json)")
     sys.path.insert(0, str(ROOT / "bench"))
-    import httpx
     from latency import emit
 
     questions = load_questions(args.data, 5000)
@@ -236,9 +245,10 @@ def main() -> None:
     try:
         result["server_rss_mb_ready"] = rss_mb(proc.pid)
         for clients in [int(c) for c in args.clients.split(",")]:
-            before = httpx.get(url + "/metrics").text
-            row = asyncio.run(closed_loop(url, questions, clients, args.requests, args.seconds))
-            row["batch"] = batch_distribution(before, httpx.get(url + "/metrics").text)
+            # metrics read once the warm-up requests are answered: the row counts the timed batches only
+            row = asyncio.run(closed_loop(url, questions, clients, args.requests, args.seconds,
+                                          timed_from=partial(metrics_text, url)))
+            row["batch"] = batch_distribution(row.pop("at_start"), metrics_text(url))
             row["server_peak_rss_mb"] = rss_mb(proc.pid, "VmHWM")
             row["p99_over_p50"] = round(row["p99_ms"] / row["p50_ms"], 2) if row["p50_ms"] else None
             rows.append(row)
