@@ -22,6 +22,7 @@ from pathlib import Path
 
 from kdtool.errors import InputError
 from kdtool.paths import output_lock
+from kdtool.signals import raise_if_terminated
 
 MARKER = ".kdtool"  # a file every kdtool output directory carries, so --overwrite is safe
 
@@ -174,6 +175,7 @@ def _write_directory(target: Path, kind: str) -> Iterator[Path]:
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the output gets a normal directory's mode
     try:
         yield tmp
+        raise_if_terminated()  # never commit an output after a SIGTERM, even one Python dropped
         (tmp / MARKER).write_text(json.dumps({"kind": kind}) + "\n")
         _fsync_dir(tmp)
         if target.exists():
@@ -211,6 +213,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        raise_if_terminated()
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

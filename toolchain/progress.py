@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
 
+from kdtool.signals import raise_if_terminated
+
 
 @dataclass(frozen=True)
 class Event:
@@ -28,13 +30,15 @@ Progress = Callable[[Event], None]
 
 
 def say(progress: Progress | None, message: str) -> None:
-    """Send a line to ``progress`` if there is one."""
+    """Send a line to ``progress`` if there is one; a stage boundary, so a pending SIGTERM is raised here."""
+    raise_if_terminated()
     if progress is not None:
         progress(Event(message=message))
 
 
 def count(progress: Progress | None, task: str, done: int, total: int | None = None, unit: str = "it") -> None:
     """Report that ``done`` of ``total`` units of ``task`` are finished."""
+    raise_if_terminated()
     if progress is not None:
         progress(Event(task=task, done=done, total=total, unit=unit))
 

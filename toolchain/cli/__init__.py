@@ -9,7 +9,8 @@ into one line on stderr and the error's exit code. ``--debug`` shows the traceba
 Usage errors (a bad option value, a missing argument, an unknown command) are one line too and
 exit 2; an operating-system error (permission denied, disk full) is one line and exits 1;
 Ctrl-C exits 130; SIGTERM is handled the same way (the command cleans up through the same
-``KeyboardInterrupt`` path, says so in one line) and exits 143. Python warnings from libraries are hidden unless ``--debug``.
+``KeyboardInterrupt`` path, says so in one line) and exits 143, also when it lands in a ``__del__``
+(see :mod:`kdtool.signals`). Python warnings from libraries are hidden unless ``--debug``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import warnings
 
 import click
 
-from kdtool import __version__
+from kdtool import __version__, signals
 from kdtool.errors import KdtoolError
 
 # name -> module; a command whose module is not there (yet) is simply not listed.
@@ -52,21 +53,8 @@ COMMANDS: dict[str, str] = {
 }
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the program is, so that every ``finally`` and ``except KeyboardInterrupt`` cleans up."""
-
-
-_SIGNALLED = {"term": False}
-
-
-def _on_sigterm(signum, frame):
-    _SIGNALLED["term"] = True
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM while cleaning up ends the process
-    raise Terminated()
-
-
 def _interrupt_code() -> int:
-    return 143 if _SIGNALLED["term"] else 130  # 128 + the signal number, as shells report it
+    return 143 if signals.termination_requested() else 130  # 128 + the signal number, as shells report it
 
 
 class KdtoolGroup(click.Group):
@@ -90,14 +78,16 @@ class KdtoolGroup(click.Group):
     def invoke(self, ctx):
         debug = ctx.params.get("debug") or os.environ.get("KDTOOL_DEBUG") == "1"
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            signals.raise_if_terminated()  # a SIGTERM whose exception Python dropped (in a __del__) still ends as one
+            return result
         except KdtoolError as err:
             if debug:
                 traceback.print_exc()
             click.echo(f"Error: {_one_line(str(err))}", err=True)
             ctx.exit(err.exit_code)
         except KeyboardInterrupt:
-            click.echo("Terminated (SIGTERM)." if _SIGNALLED["term"] else "Interrupted.", err=True)
+            click.echo("Terminated (SIGTERM)." if signals.termination_requested() else "Interrupted.", err=True)
             ctx.exit(_interrupt_code())
         except SystemExit as err:  # a command that reported its own interruption exits 130; SIGTERM is 143
             if err.code == 130:
@@ -108,7 +98,7 @@ class KdtoolGroup(click.Group):
                 traceback.print_exc()
             _usage_exit(err)
         except click.exceptions.Exit as err:
-            if err.exit_code == 130 and _SIGNALLED["term"]:
+            if err.exit_code == 130 and signals.termination_requested():
                 ctx.exit(143)
             raise
         except (click.ClickException, click.Abort, BrokenPipeError):
@@ -171,11 +161,15 @@ def main(debug: bool, max_input_size: int | None) -> None:
       kdtool validate  teacher student bundle --data dev.json     # F1/EM drift
       kdtool profile   teacher student bundle                     # latency side by side
     """
-    _SIGNALLED["term"] = False
+    signals.reset()
+    click.get_current_context().call_on_close(signals.reset)  # library calls after an in-process run are not "terminated"
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)  # restored when the command ends (in-process callers)
+        previous = signal.signal(signal.SIGTERM, signals.on_sigterm)  # restored when the command ends
         if previous is not None:
             click.get_current_context().call_on_close(lambda: signal.signal(signal.SIGTERM, previous))
+        hook = sys.unraisablehook  # a SIGTERM that lands in a __del__: no "Exception ignored" traceback
+        sys.unraisablehook = signals.quiet_unraisable
+        click.get_current_context().call_on_close(lambda: setattr(sys, "unraisablehook", hook))
     _quiet_home()
     if max_input_size:  # an environment variable so that worker processes inherit it; restored for in-process callers
         before = os.environ.get("KDTOOL_MAX_INPUT_BYTES")
