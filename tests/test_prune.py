@@ -93,10 +93,11 @@ def test_prune_one_shot_to_flops_exports_with_parity_and_runs_int8(roberta_dir, 
 
     out = tmp_path / "pruned"
     res = _prune([roberta_dir, "-o", out, "--train", squad_file, "--dev", squad_file, "--target-flops", "45%",
-                  "--seq-len", "128", "--epochs", "1", "--max-train-examples", "16", "--max-dev-examples", "8", *COMMON],
+                  "--seq-len", "128", "--epochs", "2", "--max-train-examples", "16", "--max-dev-examples", "8", *COMMON],
                  tmp_path)
     assert res.exit_code == 0, res.output
     report = json.loads((out / "prune_report.json").read_text())
+    assert report["steps"][0]["recovery"]["stages"] == ["intermediate", "prediction"]  # the default: two-stage
     assert report["flops_kept"] <= 0.45 and report["after"]["flops"] < report["before"]["flops"]
     assert report["steps"][0]["recovery"]["best"] is not None and "f1" in report["steps"][0]["dev_after_pruning"]
     assert not (tmp_path / "pruned.work").exists()
@@ -176,6 +177,7 @@ def test_iterative_schedule_stopped_mid_recovery_resumes(roberta_dir, squad_file
     assert res.exit_code == 0, res.output
     report = json.loads((out / "prune_report.json").read_text())
     assert [s["step"] for s in report["steps"]] == [1, 2] and report["parameters_kept"] <= 0.80
+    assert report["steps"][1]["recovery"]["stages"] == ["joint"]  # one epoch has no room for two stages
     assert report["steps"][0]["after"]["parameters"] > report["steps"][1]["after"]["parameters"]
     assert report["steps"][1]["source"].endswith("step-1/recovered")
     assert not work.exists() and first  # step 1's pruned model was reused, not re-scored (the work dir held it)

@@ -30,7 +30,8 @@ def _recovery_params() -> list[click.Parameter]:
         if p.name == "schedule":
             p = copy.copy(p)
             p.name, p.opts = "recovery_schedule", ["--recovery-schedule"]
-            p.help = p.help.replace("[default: from --strategy]", "[default: joint]")
+            p.help = p.help.replace("[default: from --strategy]", "[default: two-stage, --intermediate-epochs half "
+                                    "of --epochs; joint for a single epoch]")
         if p.name == "attention_loss":
             p = copy.copy(p)
             p.help = p.help.replace("[default: from --strategy]", "[default: none: pruned layers keep different "
