@@ -9,8 +9,8 @@ fine-tuned MiniLM-L6 teacher (bench/kd_real.py):
 2. pruned students, ``--flops`` (70, 50, 30 % of the teacher's FLOPs at ``--seq``): ``kdtool prune`` of the
    teacher (heads, FFN, layers) with recovery by distillation from it for the same epochs on the same
    windows, so every student gets the same number of optimizer steps. ``--recovery-schedule two-stage``
-   (the default here) recovers as the layer-dropped students train (1 intermediate epoch, then prediction
-   epochs); ``joint`` is prune's own default, which fails at 30% of the FLOPs (13.0 dev F1 against 31.7);
+   (prune's default) recovers as the layer-dropped students train (1 intermediate epoch, then prediction
+   epochs); ``joint`` (every loss summed) fails at 30% of the FLOPs (13.0 dev F1 against 31.7);
 3. every student exported to an FP32 and an INT8 bundle (``kdtool export``);
 4. ``kdtool validate``: F1/EM of the teacher, each student and each INT8 bundle on the same dev questions
    (``--dev-questions 0``: all of them);
