@@ -158,7 +158,7 @@ def main() -> None:
     ap.add_argument("--results", default="bench/results/frontier.json")
     ap.add_argument("--png", default="bench/results/frontier.png")
     ap.add_argument("--layers", default="1,2,3,4", help="layer-dropped students' depths")
-    ap.add_argument("--flops", default="70,50,30", help="pruned students' FLOP budgets (% of the teacher at --seq)")
+    ap.add_argument("--flops", default="70,50,30", help="pruned students' FLOP budgets (%% of the teacher at --seq)")
     ap.add_argument("--prune", default="heads,ffn,layers")
     ap.add_argument("--recovery-schedule", default="two-stage", choices=["two-stage", "joint", "prediction"],
                     help="pruned students' recovery (two-stage: 1 intermediate epoch, as the layer-dropped students)")
