@@ -4,10 +4,10 @@ The CLI installs :func:`on_sigterm`, which raises :class:`Terminated` wherever t
 every ``finally`` and ``except KeyboardInterrupt`` cleans up as for Ctrl-C. Python cannot deliver
 that exception everywhere: a signal that arrives while a ``__del__`` method or a weakref callback
 runs (a regex or tokenizer object being collected, say) has its exception printed as "Exception
-ignored in ..." and dropped, and the program carries on. So the request is also remembered, and
-:func:`raise_if_terminated` raises it again at the points that must not be passed after a
-SIGTERM: every progress event, and the rename that commits an output (:mod:`kdtool.atomic`).
-:func:`quiet_unraisable` keeps the dropped exception from printing a traceback.
+ignored in ..." and dropped, and the program carries on. :func:`quiet_unraisable` (the CLI's
+``sys.unraisablehook``) sees exactly those drops: it keeps the exception quiet and marks it, and
+:func:`raise_if_terminated` raises it again at the points that must not be passed after a SIGTERM:
+every progress event, and the rename that commits an output (:mod:`kdtool.atomic`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the program is, so that every ``finally`` and ``except KeyboardInterrupt`` cleans up."""
 
 
-_state = {"term": False}
+_state = {"term": False, "dropped": False}
 
 
 def on_sigterm(signum, frame) -> None:
@@ -35,17 +35,21 @@ def termination_requested() -> bool:
 
 
 def reset() -> None:
-    _state["term"] = False
+    _state.update(term=False, dropped=False)
 
 
 def raise_if_terminated() -> None:
-    """Raise :class:`Terminated` if a SIGTERM came whose exception Python dropped (see the module doc)."""
-    if _state["term"]:
+    """Raise the :class:`Terminated` that Python dropped, once; a delivered one is never raised again (its
+    cleanup may still report progress and write files)."""
+    if _state["dropped"]:
+        _state["dropped"] = False
         raise Terminated()
 
 
 def quiet_unraisable(unraisable) -> None:
-    """A ``sys.unraisablehook`` that drops a :class:`Terminated` (remembered, raised later) and passes the rest on."""
+    """A ``sys.unraisablehook``: a dropped :class:`Terminated` is kept for :func:`raise_if_terminated`, quietly;
+    anything else goes to Python's own hook."""
     if isinstance(unraisable.exc_value, Terminated):
+        _state["dropped"] = True
         return
     sys.__unraisablehook__(unraisable)
