@@ -46,9 +46,9 @@ def _session(nodes, inputs, outputs, initializers, threads: int):
     graph = helper.make_graph(nodes, "ceiling", inputs, outputs, initializers)
     model = helper.make_model(graph, ir_version=9, opset_imports=[helper.make_opsetid("", 17),
                                                                   helper.make_opsetid("com.microsoft", 1)])
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as kdtool's engine runs
+    from kdtool.engines.ort import session_options  # as kdtool's engine runs, exact INT8 included
+
+    opts = session_options(threads=threads)
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 

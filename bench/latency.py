@@ -65,15 +65,12 @@ class RawOrt:
 
     kind = "onnxruntime"
 
-    def __init__(self, path: Path, threads: int, config: dict | None = None):
+    def __init__(self, path: Path, threads: int, int8_activations: bool = False):
         import onnxruntime as ort
 
-        opts = ort.SessionOptions()
-        for key, value in (config or {}).items():
-            opts.add_session_config_entry(key, value)
-        opts.intra_op_num_threads = threads
-        opts.log_severity_level = 3
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as kdtool's engine
+        from kdtool.engines.ort import session_options  # as kdtool's engine, exact INT8 included
+
+        opts = session_options(threads=threads, int8_activations=int8_activations)
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.names = [i.name for i in self.session.get_inputs()]
         self.path = path
@@ -178,7 +175,6 @@ def qat_variants(work: Path, student: Path, teacher: Path, calib: Path | None, t
     from kdtool.engines.pytorch import TorchQAEngine
     from kdtool.export.config import ExportConfig
     from kdtool.export.pipeline import export_model
-    from kdtool.export.qat import INT8_ALLOWED_KEY
     from kdtool.export.samples import sample_windows
     from kdtool.models import load_qa_model, load_tokenizer
     from kdtool.models.qat import quantize_model
@@ -206,7 +202,7 @@ def qat_variants(work: Path, student: Path, teacher: Path, calib: Path | None, t
                                      "kdtool export --precision int8 (fused graph: QAttention + int8 MatMuls, per-channel)"),
             "student_int8_qat": (load_engine(qat, device="cpu", threads=threads),
                                  "kdtool export --precision int8-qat (QDQ, int8 Linear inputs and QK^T/PV; ORT u8 x s8)"),
-            "ablation_int8_qat_s8": (RawOrt(qat / "model.onnx", threads, {INT8_ALLOWED_KEY: "1"}),
+            "ablation_int8_qat_s8": (RawOrt(qat / "model.onnx", threads, int8_activations=True),
                                      "the int8-qat graph with s8 x s8 activations (session.qdqisint8allowed=1)")}
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from kdtool.engines.base import input_feed
+from kdtool.engines.ort import session_options
 from kdtool.errors import KdtoolError
 
 log = logging.getLogger(__name__)
@@ -63,13 +64,10 @@ def export_onnx(model_dir: Path, out_dir: Path, *, opset: int, trust_remote_code
 
 
 def ort_session(path: Path, *, threads: int | None = None, providers=("CPUExecutionProvider",)):
+    """An ONNX Runtime session on ``path`` with kdtool's session options (exact INT8 on this CPU)."""
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), opts, providers=list(providers))
+    return ort.InferenceSession(str(path), session_options(threads=threads), providers=list(providers))
 
 
 QA_OUTPUTS = ("start_logits", "end_logits")

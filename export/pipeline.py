@@ -13,6 +13,7 @@ from pathlib import Path
 
 from kdtool.atomic import atomic_directory, check_output_dir, scratch_dir
 from kdtool.bundle import manifest as B
+from kdtool.bundle.arithmetic import this_machine
 from kdtool.bundle.precision import Precision, get_precision
 from kdtool.bundle.verified import open_verified_bundle
 from kdtool.engines.trt import ENGINE_FILE, build_unavailable_reason
@@ -21,10 +22,12 @@ from kdtool.export import trt as T
 from kdtool.export.config import ExportConfig
 from kdtool.export.fp16 import convert_fp16
 from kdtool.export.fusion import fuse_transformer
+from kdtool.export.int8_forms import WEIGHT_FORMS, to_u8_weights, weight_form
 from kdtool.export.onnx_export import custom_exporter, export_onnx, parity, torch_logits
 from kdtool.export.qat import export_qat_onnx, ort_integer_kernels, qdq_summary
 from kdtool.export.quantize import quantize_int8_dynamic, quantize_int8_static
 from kdtool.export.samples import sample_windows
+from kdtool.export.self_test import certified_on, write_self_test
 from kdtool.models import count_parameters, load_task_model, load_tokenizer, max_positions
 from kdtool.profiles import DeviceProfile, get_profile
 from kdtool.progress import Progress, say
@@ -53,6 +56,15 @@ def _copy_onnx(src: Path, dst: Path) -> None:
     model = onnx.load(str(src))
     onnx.save_model(model, str(dst), save_as_external_data=model.ByteSize() > (1 << 31) - (1 << 26),
                     location=dst.name + ".data")
+
+
+def _target(profile, precision: Precision) -> tuple[str, str]:
+    """The INT8 arithmetic class the export is for, and where that came from (the profile, else this machine)."""
+    if profile is not None and profile.int8_arithmetic:
+        return profile.int8_arithmetic, f"profile {profile.name}"
+    if profile is not None and profile.device == "cuda" and precision.int8:
+        return "tensorrt", f"profile {profile.name}"
+    return this_machine().arithmetic, "this machine"
 
 
 def _resolve(config: ExportConfig) -> tuple[object, Precision]:
@@ -138,9 +150,16 @@ def export_model(config: ExportConfig, *, progress: Progress | None = None) -> P
             say(progress, "[3/6] transformer fusion (ORT optimizer)")
             graph = work / "fused.onnx"
             fusion = fuse_transformer(plain, graph, model.config, gelu_approximation=config.fast_gelu)
-        say(progress, f"[4/6] precision {precision.name}")
         final = out / MODEL_FILE
+        target, target_from = _target(profile, precision)
+        form = weight_form(target, reduce_range=config.reduce_range) if precision.int8 else None
+        say(progress, f"[4/6] precision {precision.name}" + (
+            f" for {target} INT8 arithmetic ({target_from}: {this_machine().describe()}"
+            f"{'; --profile exports for another CPU' if target_from == 'this machine' else ''}), {form} weights"
+            if precision.int8 else ""))
         quant = _apply_precision(precision, graph, final, config, calibration, fused=fuse)
+        if form == "u8":
+            quant.update(to_u8_weights(final))
         say(progress, "[5/6] parity of the bundled graph against PyTorch")
         final_parity = _safe_parity(reference, final, checks, task)
         if qat:
@@ -152,6 +171,9 @@ def export_model(config: ExportConfig, *, progress: Progress | None = None) -> P
         trt_section = None
         if config.trt:
             trt_section = _trt_stage(plain, out, precision, calibration, config, profile, progress)
+        say(progress, "[5b] self-test: golden windows and the logits of the bundled graphs, on this machine")
+        self_test = write_self_test(out, checks[0], task, precision,
+                                    [MODEL_FILE] + ([T.TRT_ONNX_FILE] if trt_section is not None else []))
         tokenizer.save_pretrained(out)
         model.config.save_pretrained(out)
         inputs, outputs = _onnx_io(final)
@@ -161,7 +183,10 @@ def export_model(config: ExportConfig, *, progress: Progress | None = None) -> P
             model=MODEL_FILE, precision=precision.name, opset=config.opset, max_seq_length=max_len,
             inputs=inputs, outputs=outputs, num_parameters=count_parameters(model),
             parity={"plain_onnx": plain_parity, "bundle": final_parity}, fusion=fusion, quantization=quant,
-            device_profile=profile.to_dict() if profile else None, tensorrt=trt_section, task=task.optimum_task)
+            device_profile=profile.to_dict() if profile else None, tensorrt=trt_section, task=task.optimum_task,
+            certified_on=certified_on(), self_test=self_test,
+            int8={"target": target, "target_from": target_from, "weights": form, "about": WEIGHT_FORMS[form]}
+            if precision.int8 else None)
         if trt_section is not None:
             manifest["trt_onnx"] = T.TRT_ONNX_FILE
             if trt_section["built"]:

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
+from kdtool.engines.ort import session_options
 from kdtool.errors import IntegrityError, KdtoolError
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
-INT8_ALLOWED_KEY = "session.qdqisint8allowed"  # ORT session option: "1" keeps s8 activations on x86
 
 
 def _wrapper(model, names, outputs):
@@ -191,10 +191,4 @@ def _is_const_q(node, consts) -> bool:
 
 def ort_session_options(int8_activations: bool):
     """ORT CPU options for a QDQ graph: ``int8_activations`` keeps s8 x s8, else ORT's exact u8 rewrite."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if int8_activations:
-        opts.add_session_config_entry(INT8_ALLOWED_KEY, "1")
-    return opts
+    return session_options(int8_activations=int8_activations)

@@ -7,8 +7,6 @@ travels with the machine and software that produced it.
 from __future__ import annotations
 
 import os
-import re
-from pathlib import Path
 
 import numpy as np
 
@@ -22,19 +20,6 @@ def _version(package: str) -> str | None:
         return None
 
 
-def _cpu_model() -> str:
-    import platform
-
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        match = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
-        if match:
-            return match.group(1).strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def environment(settings: dict, profile) -> dict:
     import platform
 
@@ -42,12 +27,15 @@ def environment(settings: dict, profile) -> dict:
     import torch
 
     from kdtool import __version__
+    from kdtool.bundle.arithmetic import this_machine
+
+    machine = this_machine()
 
     cuda = settings["device"].startswith("cuda")
     return {
         "kdtool": __version__, "python": platform.python_version(), "platform": platform.platform(),
         "torch": torch.__version__, "transformers": _version("transformers"), "onnxruntime": _version("onnxruntime"),
-        "numpy": np.__version__, "cpu": _cpu_model(), "cpu_cores_logical": os.cpu_count(),
+        "numpy": np.__version__, "cpu": machine.cpu, "int8_arithmetic": machine.to_dict(), "cpu_cores_logical": os.cpu_count(),
         "cpu_cores_physical": psutil.cpu_count(logical=False),
         "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
         "threads": settings["threads"] or torch.get_num_threads(),

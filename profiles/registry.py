@@ -15,6 +15,7 @@ from importlib import resources
 
 import yaml
 
+from kdtool.bundle.arithmetic import ARITHMETIC
 from kdtool.bundle.precision import PRECISIONS as PRECISION_TABLE
 from kdtool.errors import InputError
 
@@ -57,8 +58,12 @@ class DeviceProfile:
     seq_lengths: tuple[int, ...]
     latency_budget_ms: float | None = None
     tensorrt: TrtShapes | None = None
+    # the target's integer arithmetic (kdtool.bundle.arithmetic): the INT8 form an export for it writes
+    int8_arithmetic: str | None = None
 
     def __post_init__(self):
+        if self.int8_arithmetic is not None and self.int8_arithmetic not in ARITHMETIC:
+            raise ValueError(f"int8_arithmetic must be one of {', '.join(ARITHMETIC)}, got {self.int8_arithmetic!r}")
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.precision not in PRECISIONS:

@@ -34,6 +34,8 @@ class AnswerConfig:
     max_answer_length: int = 30  # tokens
     trust_remote_code: bool = False
     require_signature: str | None = None  # a public key the bundle's manifest must be signed with
+    self_test: bool = True  # run a bundle's self-test on this device before answering (kdtool.engines.device)
+    strict: bool = False  # refuse a bundle exported for another INT8 arithmetic class, or one without a self-test
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,8 @@ def answer_file(config: AnswerConfig, *, progress: Progress | None = None) -> An
     total = check_jsonl(config.input) if config.input else 1
     check_output_file(config.output, "--output", parent_must_exist=True)
     engine = load_engine(config.model, device=config.device, threads=config.threads,
-                         trust_remote_code=config.trust_remote_code, require_signature=config.require_signature)
+                         trust_remote_code=config.trust_remote_code, require_signature=config.require_signature,
+                         self_test=config.self_test, strict=config.strict)
     predict = PredictConfig(postprocess=PostprocessConfig(max_answer_length=config.max_answer_length),
                             batch_size=config.batch_size)
     parts = jsonl_chunks(config.input) if config.input else \

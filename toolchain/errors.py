@@ -26,6 +26,12 @@ class IntegrityError(KdtoolError):
     exit_code = 2
 
 
+class DeviceCheckFailed(KdtoolError):
+    """A bundle's self-test failed on this device: it does not compute what the bundle was certified with."""
+
+    exit_code = 1
+
+
 class EnvironmentUnsupported(KdtoolError):
     """The machine lacks what the request needs (a GPU, TensorRT, a package)."""
 

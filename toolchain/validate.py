@@ -42,6 +42,8 @@ class ValidateConfig:
     trust_remote_code: bool = False  # let model directories run their own code (auto_map)
     task: str = "auto"  # auto: the reference model's task (kdtool.tasks); qa or pair-classification
     require_signature: str | None = None  # a public key: every bundle among the models must be signed by it
+    self_test: bool = True  # run each bundle's self-test on this device before scoring it (kdtool.engines.device)
+    strict: bool = False  # refuse a bundle exported for another INT8 arithmetic class, or one without a self-test
 
 
 # tasks other than QA, scored beside the QA path below: task name -> "module:function"
@@ -61,6 +63,7 @@ class ModelScore:
     em_drop: float = 0.0
     agreement: float = 100.0  # % of questions with the same answer text as the reference
     within_budget: bool | None = None
+    self_test: dict | None = None  # a bundle's self-test on this device (kdtool.bundle.selftest.SelfTestResult)
 
 
 @dataclass
@@ -117,7 +120,8 @@ def validate(config: ValidateConfig, *, progress: Progress | None = None) -> Val
         for path in config.models:
             engine = load_engine(path, device=config.device, threads=config.threads,
                                  trust_remote_code=config.trust_remote_code,
-                                 require_signature=bundle_signature(path, config.require_signature))
+                                 require_signature=bundle_signature(path, config.require_signature),
+                                 self_test=config.self_test, strict=config.strict)
             try:
                 pcfg = PredictConfig(feature_config_for(engine, config.features), post, config.batch_size)
                 say(progress, f"scoring {engine.name} on {len(examples)} questions")
@@ -126,8 +130,9 @@ def validate(config: ValidateConfig, *, progress: Progress | None = None) -> Val
                 seconds = time.perf_counter() - t0
                 metrics = squad_evaluate(examples, {k: p.text for k, p in preds.items()}, config.lang)
                 result.predictions[path] = preds
+                checked = getattr(engine, "self_test_result", None)
                 result.scores.append(ModelScore(engine.name, str(path), engine.kind, metrics["exact_match"], metrics["f1"],
-                                                seconds, metrics))
+                                                seconds, metrics, self_test=checked.to_dict() if checked else None))
             finally:
                 engine.close()
     except KeyboardInterrupt:

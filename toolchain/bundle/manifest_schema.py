@@ -40,6 +40,9 @@ FIELDS: dict[str, tuple[tuple, bool]] = {
     "source": ((dict, type(None)), False),
     "fusion": ((dict, type(None)), False),
     "quantization": ((dict, type(None)), False),
+    "int8": ((dict, type(None)), False),  # the INT8 arithmetic class exported for, and the weights' form
+    "certified_on": ((dict, type(None)), False),  # the machine the parity checks and the self-test ran on
+    "self_test": ((dict, type(None)), False),  # kdtool.bundle.selftest: its file, graphs and bounds
 }
 
 

@@ -29,6 +29,10 @@ class Precision:
     trt_graph: str  # how the TRT-ready graph is made: one of TRT_GRAPHS
     providers: tuple[str, ...]  # ONNX Runtime execution providers that can run the bundled graph
     about: str = ""
+    # the bundle's self-test (kdtool.bundle.selftest): the largest |logit difference| from the logits the export
+    # machine's ONNX Runtime gave that a device may show, on CPU engines and on CUDA/TensorRT ones
+    self_test_cpu: float = 1e-3
+    self_test_cuda: float = 1e-2
 
     @property
     def trt_calibrated(self) -> bool:
@@ -39,6 +43,10 @@ class Precision:
     def int8(self) -> bool:
         """INT8 weights: what --reduce-range can narrow."""
         return self.trt_precision == "int8"
+
+    @property
+    def self_test_bound(self) -> dict[str, float]:
+        return {"cpu": self.self_test_cpu, "cuda": self.self_test_cuda}
 
     @property
     def exact(self) -> bool:

@@ -178,11 +178,23 @@ def main(debug: bool, max_input_size: int | None) -> None:
             lambda: os.environ.pop("KDTOOL_MAX_INPUT_BYTES") if before is None
             else os.environ.__setitem__("KDTOOL_MAX_INPUT_BYTES", before))
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _notices_to_stderr(debug)
     if not debug:
         for noisy in ("transformers", "optimum", "onnxruntime", "torch"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         warnings.filterwarnings("ignore")  # library warnings would break the one-line error rule
+
+
+def _notices_to_stderr(debug: bool) -> None:
+    """kdtool's own warnings (``logging.getLogger("kdtool...")``) as one ``Warning:`` line each on this command's stderr."""
+    handler = logging.StreamHandler(sys.stderr)  # the stream of this invocation (a test runner swaps it)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s" if debug else "Warning: %(message)s"))
+    logger = logging.getLogger("kdtool")
+    before = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    click.get_current_context().call_on_close(lambda: (logger.removeHandler(handler), setattr(logger, "propagate", before)))
 
 
 def _quiet_home() -> None:

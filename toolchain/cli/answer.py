@@ -11,6 +11,7 @@ import click
 from kdtool.cli.options import (
     TEXT,
     batch_size_option,
+    device_check_options,
     device_option,
     max_answer_length_option,
     require_signature_option,
@@ -33,8 +34,9 @@ from kdtool.cli.options import (
 @max_answer_length_option
 @trust_remote_code_option()
 @require_signature_option
+@device_check_options
 def command(model, question, context, input_file, output, device, threads, batch_size, max_answer_length,
-            trust_remote_code, require_signature):
+            trust_remote_code, require_signature, no_self_test, strict):
     """Answer with MODEL (a Hugging Face QA directory or a kdtool bundle); JSON lines with score and offsets."""
     from kdtool.answer import AnswerConfig, answer_file
     from kdtool.paths import guard_outputs
@@ -51,7 +53,8 @@ def command(model, question, context, input_file, output, device, threads, batch
     result = answer_file(AnswerConfig(model=model, input=input_file, question=question, context=context, output=output,
                                       device=device, threads=threads, batch_size=batch_size,
                                       max_answer_length=max_answer_length, trust_remote_code=trust_remote_code,
-                                      require_signature=require_signature))
+                                      require_signature=require_signature, self_test=not no_self_test,
+                                      strict=strict))
     if result.interrupted:
         where = f" to {output}" if output else ""
         click.echo(f"Interrupted: {result.written} of {result.total} answers written{where}.", err=True)

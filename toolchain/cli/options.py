@@ -70,6 +70,16 @@ require_signature_option = click.option(
          "(kdtool keygen, export --sign-key).")
 
 
+def device_check_options(f):
+    """``--no-self-test`` and ``--strict``: the device checks a bundle gets when it opens (kdtool.engines.device)."""
+    f = click.option("--strict", is_flag=True,
+                     help="Refuse a bundle exported for another INT8 arithmetic class than this device's, "
+                          "or one that carries no self-test, instead of warning.")(f)
+    return click.option("--no-self-test", "no_self_test", is_flag=True,
+                        help="Skip the bundle's self-test (its golden windows through this engine, against the "
+                             "logits they gave where it was certified), which runs when a bundle opens.")(f)
+
+
 # ---------------------------------------------------------------------------------------------
 # training runs: finetune, distill, prune (its recovery)
 

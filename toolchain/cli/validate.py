@@ -11,6 +11,7 @@ from kdtool.atomic import atomic_directory, atomic_write_json, check_output_dir,
 from kdtool.cli.options import (
     FINITE,
     batch_size_option,
+    device_check_options,
     device_option,
     max_answer_length_option,
     n_best_option,
@@ -57,9 +58,10 @@ def _safe_name(name: str, taken: set[str]) -> str:
 @threads_option("CPU threads per model (default: all).")
 @trust_remote_code_option("model directories", "their")
 @require_signature_option
+@device_check_options
 def command(reference, candidates, data, task, lang, max_f1_drop, json_out, predictions_dir, overwrite, limit, batch_size,
             max_length, doc_stride, max_answer_length, n_best, null_threshold, device, threads, trust_remote_code,
-            require_signature):
+            require_signature, no_self_test, strict):
     """Score REFERENCE and each CANDIDATE (model dirs or bundles) on --data and compare them.
 
     Prints F1, EM, the drop against the reference and the share of questions with the same
@@ -82,7 +84,8 @@ def command(reference, candidates, data, task, lang, max_f1_drop, json_out, pred
                             batch_size=batch_size, features=features,
                             n_best=n_best, max_answer_length=max_answer_length,
                             null_score_diff_threshold=null_threshold, device=device, threads=threads,
-                            trust_remote_code=trust_remote_code, task=task, require_signature=require_signature)
+                            trust_remote_code=trust_remote_code, task=task, require_signature=require_signature,
+                            self_test=not no_self_test, strict=strict)
     with console() as progress:
         result = validate(config, progress=progress)
     click.echo(f"{result.data_report['source']}: {result.data_report['questions_scored']} questions, lang={lang}")

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kdtool.bundle.arithmetic import this_machine
+from kdtool.bundle.selftest import SelfTest, SelfTestResult, compare, parse_self_test
 from kdtool.bundle.verified import VerifiedBundle, check_tokenizer_fits, open_verified_bundle
 from kdtool.errors import IntegrityError
 from kdtool.models import MODEL_INPUTS, dir_size_bytes, load_tokenizer
@@ -73,13 +75,23 @@ def verified(path, bundle) -> VerifiedBundle:
 
 
 class BundleEngine(QAEngine):
-    """What the engines of a kdtool bundle share: the verified bytes, the tokenizer, the manifest."""
+    """What the engines of a kdtool bundle share: the verified bytes, the tokenizer, the manifest, the self-test."""
+
+    graph_member: str = ""  # the bundle file this engine runs (its self-test compares against that graph's logits)
+    providers: tuple[str, ...] | list[str] = ()
+    self_test_data: SelfTest | None = None
 
     def _init_common(self, path: Path, bundle) -> None:
         self.verified = verified(path, bundle)
         self.path, self.manifest = Path(path), self.verified.manifest
         self.name = self.path.name
         self.max_length = self.manifest.get("max_seq_length")
+        rel = (self.manifest.get("self_test") or {}).get("file")
+        if rel is not None:  # covered by the checksums and the signature like every member
+            if not isinstance(rel, str) or rel not in self.verified.data:
+                raise IntegrityError(f"bundle {self.path}: manifest.json names self-test {rel!r} but does not list it; "
+                                     "export the bundle again")
+            self.self_test_data = parse_self_test(self.verified.member(rel), f"bundle {self.path}")
         with self.verified.private_copy(self.verified.tokenizer_files()) as copy:  # the verified bytes, not the path
             self.tokenizer = load_tokenizer(copy)
         if "config.json" in self.verified.data:
@@ -101,3 +113,23 @@ class BundleEngine(QAEngine):
         d.update(precision=self.manifest.get("precision"), bundle_schema=self.manifest.get("schema_version"),
                  signed_by=self.verified.signed_by)
         return d
+
+    def self_test(self) -> SelfTestResult | None:
+        """Run the bundle's golden windows through this engine and compare with the logits it was certified with.
+
+        None when the bundle carries no self-test for the graph this engine runs (bundles exported before it).
+        """
+        test = self.self_test_data
+        if test is None or self.graph_member not in test.graphs:
+            return None
+        batch = dict(test.inputs)
+        got = self.run(batch)
+        worst, agreement, bound = compare(test, self.graph_member, self.device, got)
+        machine = {"gpu": self.gpu_name()} if self.device.startswith("cuda") else this_machine().to_dict()
+        return SelfTestResult(passed=bool(worst <= bound), max_abs_logit_diff=worst, argmax_agreement=agreement,
+                              bound=bound, graph=self.graph_member, device=self.device, engine=self.kind,
+                              providers=tuple(self.providers), windows=len(batch["input_ids"]), machine=machine,
+                              made_on=test.made_on)
+
+    def gpu_name(self) -> str:
+        return "CUDA GPU"

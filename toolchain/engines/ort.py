@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from kdtool.bundle.arithmetic import ort_exactness_config
 from kdtool.bundle.precision import CPU, CUDA, TRT_EP, manifest_precision
 from kdtool.engines.base import BundleEngine, input_feed
 from kdtool.errors import EnvironmentUnsupported, InputError
@@ -29,6 +30,32 @@ def choose_providers(manifest: dict, device: str, requested=None) -> list[str]:
     return chosen + ([CPU] if CPU not in chosen else [])
 
 
+INT8_ALLOWED_KEY = "session.qdqisint8allowed"  # ORT session option: "1" keeps s8 activations on x86
+
+
+def session_options(*, threads: int | None = None, spinning: bool = False, int8_activations: bool = False):
+    """THE ONNX Runtime session options of kdtool: every session it opens (engines, export parity, QAT checks).
+
+    Errors-only logging, full graph optimization, ``threads`` intra-op threads, worker threads that sleep
+    between ops unless ``spinning`` (busy-waiting halves throughput on a CPU shared with other processes:
+    bench/latency.py), and exact INT8 products on this CPU (:func:`kdtool.bundle.arithmetic.ort_exactness_config`);
+    ``int8_activations`` keeps s8 activations (``session.qdqisint8allowed``) instead of ORT's u8 rewrite.
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    if int8_activations:
+        opts.add_session_config_entry(INT8_ALLOWED_KEY, "1")
+    for key, value in ort_exactness_config(int8_activations=int8_activations).items():
+        opts.add_session_config_entry(key, value)
+    return opts
+
+
 class OrtEngine(BundleEngine):
     """``model.onnx`` of a verified bundle on ONNX Runtime; ``run`` gives the head's ``outputs``."""
 
@@ -43,21 +70,15 @@ class OrtEngine(BundleEngine):
         manifest = self.manifest
         self.outputs = list(outputs)
         self.providers = choose_providers(manifest, device, providers)
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        threads = threads or (manifest.get("device_profile") or {}).get("threads")
-        if threads:
-            opts.intra_op_num_threads = int(threads)
-        # ORT's worker threads busy-wait between ops by default; on a CPU shared with other processes
-        # that halves throughput (bench/latency.py), so they sleep unless asked to spin.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+        opts = session_options(threads=threads or (manifest.get("device_profile") or {}).get("threads"),
+                               spinning=spinning)
         try:
             self.session = self._session(manifest["model"], opts)
         except Exception as err:  # ORT raises its own exception types for graphs it cannot load
             raise InputError(f"bundle {self.path}: ONNX Runtime cannot load {manifest['model']} "
                              f"({str(err).splitlines()[0][:160]})") from None
         self.providers = self.session.get_providers()
+        self.graph_member = manifest["model"]
         self.device = "cuda" if any(p in (CUDA, TRT_EP) for p in self.providers[:1]) else "cpu"
         self.input_names = tuple(i.name for i in self.session.get_inputs())
         if not manifest.get("num_parameters"):  # counted from the verified graph while its bytes are still here

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from kdtool.bundle.verified import VerifiedBundle, open_verified_bundle
 from kdtool.engines.base import QAEngine
+from kdtool.engines.device import check_on_device
 from kdtool.errors import InputError
 from kdtool.models.heads import HEADS, Head, detect_head
 
@@ -73,12 +74,15 @@ def bundle_signature(path, public_key):
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?|tensorrt")
 
 
-def load_engine(path, *, task: str | None = None, device: str = "auto", require_signature=None, **options) -> QAEngine:
+def load_engine(path, *, task: str | None = None, device: str = "auto", require_signature=None, self_test: bool = False,
+                strict: bool = False, **options) -> QAEngine:
     """Open ``path`` with the first engine kind that accepts it.
 
     ``task``: the head to open (a :data:`~kdtool.models.heads.HEADS` name); None reads it from the files.
     ``device``: "auto", "cpu", "cuda[:N]" or "tensorrt" (a bundle's engine, required).
     ``require_signature``: a public key file; the bundle must be signed by it.
+    ``self_test``: run a bundle's self-test on the opened engine (:mod:`kdtool.engines.device`); a failure raises.
+    ``strict``: refuse a bundle exported for another INT8 arithmetic class, or one without a self-test.
     ``options`` go to the loader (``threads``, ``trust_remote_code``, ``providers``, ``spinning``, ...).
     """
     p = Path(path)
@@ -101,5 +105,8 @@ def load_engine(path, *, task: str | None = None, device: str = "auto", require_
     opening = Opening(p, head, str(device), bundle)
     for kind in ENGINE_KINDS:
         if kind.accepts(opening):
-            return kind.open(opening, **options)
+            engine = kind.open(opening, **options)
+            if self_test or strict:
+                check_on_device(engine, self_test=self_test, strict=strict)
+            return engine
     raise InputError(f"{p}: no engine opens it on device {device}")

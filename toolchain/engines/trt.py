@@ -94,6 +94,7 @@ class TrtEngine(BundleEngine):
 
         self._init_common(path, bundle)
         manifest = self.manifest
+        self.graph_member, self.providers = manifest.get("trt_onnx") or "", ("TensorRT",)
         check_engine_version(manifest["tensorrt"].get("version"), str(trt.__version__), self.path)
         check_engine_gpu(manifest["tensorrt"].get("gpu"), gpu_identity(),
                          manifest["tensorrt"].get("hardware_compatibility_level") or "none", self.path)
@@ -136,6 +137,9 @@ class TrtEngine(BundleEngine):
             self.context.execute_async_v3(self._stream.cuda_stream)
         self._stream.synchronize()
         return tuple(tensors[name].float().cpu().numpy() for name in self.outputs)
+
+    def gpu_name(self) -> str:
+        return (gpu_identity() or {}).get("name") or "CUDA GPU"
 
     def synchronize(self) -> None:
         self._torch.cuda.synchronize()

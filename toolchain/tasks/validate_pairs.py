@@ -79,7 +79,8 @@ def validate_pairs(config, *, progress: Progress | None = None) -> PairValidatio
         for path in config.models:
             engine = load_engine(path, device=config.device, threads=config.threads,
                                  trust_remote_code=config.trust_remote_code,
-                                 require_signature=bundle_signature(path, config.require_signature))
+                                 require_signature=bundle_signature(path, config.require_signature),
+                                 self_test=config.self_test, strict=config.strict)
             try:
                 say(progress, f"scoring {engine.name} on {len(ds)} pairs")
                 t0 = time.perf_counter()
