@@ -44,86 +44,82 @@ def weight_form(target: str, *, reduce_range: bool) -> str:
 def to_u8_weights(path: Path) -> dict:
     """Rewrite the graph at ``path`` so that every constant s8 weight of an integer product is u8.
 
-    ``w`` becomes ``w + 128`` and its zero point ``z + 128`` (128 where there was none), shaped like the
-    scale, so every dequantized value and integer product stays the same. Returns what was converted.
+    ``w`` becomes ``w + 128`` and its zero point ``z + 128`` (128 where there was none, shaped like the
+    scale), so every dequantized value and integer product stays the same. Constants may be initializers
+    or ``Constant`` nodes (the TorchScript exporter writes zero points as such). Returns what was converted.
     """
     import onnx
     from onnx import numpy_helper
 
     model = onnx.load(str(path))
     graph = model.graph
-    inits = {i.name: i for i in graph.initializer}
-    converted: dict[str, str] = {}  # s8 initializer -> its u8 twin
+    consts = _constants(graph)
+    twins: dict[str, str] = {}  # s8 constant -> its u8 initializer
+
+    def twin(name: str, values: np.ndarray) -> str:
+        if name not in twins:
+            twins[name] = f"{name}_u8"
+            graph.initializer.append(numpy_helper.from_array((values.astype(np.int16) + 128).astype(np.uint8), twins[name]))
+        return twins[name]
+
     nodes = 0
     for node in graph.node:
         slots = WEIGHT_SLOTS.get(node.op_type)
         if slots is None or len(node.input) <= slots[0]:
             continue
         w_idx, zp_idx = slots
-        weight = inits.get(node.input[w_idx])
-        if weight is None or weight.data_type != onnx.TensorProto.INT8:
+        weight = consts.get(node.input[w_idx])
+        if weight is None or weight.dtype != np.int8:
             continue
-        zp_name = node.input[zp_idx] if len(node.input) > zp_idx and node.input[zp_idx] else ""
-        zp = inits.get(zp_name) if zp_name else None
-        if zp_name and (zp is None or zp.data_type != onnx.TensorProto.INT8):
+        zp_name = node.input[zp_idx] if len(node.input) > zp_idx else ""
+        zp = consts.get(zp_name) if zp_name else None
+        if zp_name and (zp is None or zp.dtype != np.int8):
             continue  # a zero point computed at run time: leave the node as it is
-        node.input[w_idx] = _u8_twin(graph, weight, converted, numpy_helper)
-        if zp is not None:
-            u8_zp = _u8_twin(graph, zp, converted, numpy_helper)
-        else:
-            u8_zp = _new_zero_point(graph, node, slots, inits, numpy_helper)
+        if zp is None:  # none means 0: a u8 zero point of 128, shaped like a DequantizeLinear's scale
+            scale = consts.get(node.input[1]) if node.op_type == "DequantizeLinear" and len(node.input) > 1 else None
+            zp_name, zp = f"{node.input[w_idx]}_zero_point", np.zeros(() if scale is None else scale.shape, np.int8)
+        node.input[w_idx] = twin(node.input[w_idx], weight)
         while len(node.input) <= zp_idx:
             node.input.append("")
-        node.input[zp_idx] = u8_zp
+        node.input[zp_idx] = twin(zp_name, zp)
         nodes += 1
     used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
     for init in [i for i in graph.initializer if i.name not in used]:
         graph.initializer.remove(init)
+    for const in [n for n in graph.node if n.op_type == "Constant" and n.output[0] not in used]:
+        graph.node.remove(const)
     onnx.save_model(model, str(path))
-    return {"weights": "u8", "u8_weight_nodes": nodes, "u8_initializers": len(converted)}
+    return {"weights": "u8", "u8_weight_nodes": nodes, "u8_constants": len(twins)}
 
 
-def _u8_twin(graph, tensor, converted: dict, numpy_helper) -> str:
-    if tensor.name not in converted:
-        values = numpy_helper.to_array(tensor).astype(np.int16) + 128
-        name = f"{tensor.name}_u8"
-        graph.initializer.append(numpy_helper.from_array(values.astype(np.uint8), name))
-        converted[tensor.name] = name
-    return converted[tensor.name]
+def _constants(graph) -> dict[str, np.ndarray]:
+    from onnx import numpy_helper
 
-
-def _new_zero_point(graph, node, slots, inits, numpy_helper) -> str:
-    """A u8 zero point of 128 where the node had none: shaped like a DequantizeLinear's scale, else a scalar."""
-    shape: tuple[int, ...] = ()
-    if node.op_type == "DequantizeLinear" and len(node.input) > 1 and node.input[1] in inits:
-        shape = tuple(inits[node.input[1]].dims)
-    name = f"{node.input[slots[0]]}_zero_point"
-    if name not in {i.name for i in graph.initializer}:
-        graph.initializer.append(numpy_helper.from_array(np.full(shape, 128, np.uint8), name))
-    return name
+    values = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant":
+            for a in node.attribute:
+                if a.name == "value":
+                    values[node.output[0]] = numpy_helper.to_array(a.t)
+    return values
 
 
 def count_weight_forms(path: Path) -> dict:
     """How many constant weights of integer products are s8, s8 within 7 bits, and u8 (a graph's INT8 form)."""
     import onnx
-    from onnx import numpy_helper
 
-    graph = onnx.load(str(path)).graph
-    inits = {i.name: i for i in graph.initializer}
+    consts = _constants(onnx.load(str(path)).graph)
     counts = {"s8": 0, "s7": 0, "u8": 0}
     seen = set()
-    for node in graph.node:
+    for node in onnx.load(str(path)).graph.node:
         slots = WEIGHT_SLOTS.get(node.op_type)
-        if slots is None or len(node.input) <= slots[0] or node.input[slots[0]] not in inits:
-            continue
-        name = node.input[slots[0]]
-        if name in seen:
+        name = node.input[slots[0]] if slots is not None and len(node.input) > slots[0] else None
+        if name is None or name not in consts or name in seen:
             continue
         seen.add(name)
-        tensor = inits[name]
-        if tensor.data_type == onnx.TensorProto.UINT8:
+        values = consts[name]
+        if values.dtype == np.uint8:
             counts["u8"] += 1
-        elif tensor.data_type == onnx.TensorProto.INT8:
-            values = numpy_helper.to_array(tensor)
+        elif values.dtype == np.int8:
             counts["s7" if values.size and np.abs(values.astype(np.int16)).max() <= 64 else "s8"] += 1
     return counts

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 pytest.importorskip("modelopt.torch.quantization")
 
 from kdtool.cli import main  # noqa: E402
+from kdtool.export.int8_forms import count_weight_forms, to_u8_weights  # noqa: E402
 from kdtool.export.onnx_export import run_session, torch_logits  # noqa: E402
 from kdtool.export.qat import export_qat_onnx, ort_integer_kernels, ort_session_options, qdq_summary  # noqa: E402
 from kdtool.export.samples import sample_windows  # noqa: E402
@@ -67,6 +68,18 @@ def test_qdq_graph_matches_fake_quantized_model(kind, request, tmp_path, squad_f
             mask = batch["attention_mask"].astype(bool)
             for r, g in zip(ref, got, strict=True):
                 assert np.abs(r - g)[mask].max() < TOLERANCE
+    # the x86-avx2 form: the same weights as u8 (zero point 128), exact in a plain ONNX Runtime session on any CPU
+    u8 = tmp_path / "qat-u8.onnx"
+    u8.write_bytes(path.read_bytes())
+    assert to_u8_weights(u8)["u8_weight_nodes"] == 6 * layers + 1
+    assert count_weight_forms(u8)["s8"] == 0 and ort_integer_kernels(u8)["float_matmuls"] == 0
+    plain = ort.SessionOptions()
+    plain.log_severity_level = 3
+    session = ort.InferenceSession(str(u8), plain, providers=["CPUExecutionProvider"])
+    for ref, batch in zip(reference, windows, strict=True):
+        mask = batch["attention_mask"].astype(bool)
+        for r, g in zip(ref, run_session(session, batch), strict=True):
+            assert np.abs(r - g)[mask].max() < TOLERANCE
 
 
 def test_fake_quantization_changes_the_model(roberta_dir, squad_file):
