@@ -1,14 +1,17 @@
 """``export_model``: a Hugging Face QA directory in, a verified deployable bundle out.
 
-Stages (each reported through ``progress``): check inputs -> Optimum ONNX export -> parity with
-PyTorch on real feature windows -> ORT transformer fusion -> precision (FP32 / FP16 / INT8
-dynamic / INT8 static QDQ) -> optional TensorRT-ready ONNX and engine -> tokenizer, config,
-manifest. Everything is written inside :func:`kdtool.atomic.atomic_directory`, so a failed or
-killed export leaves no bundle behind.
+Stages (each reported through ``progress``): check inputs -> plain ONNX export (Optimum, or the QAT
+QDQ graph) -> parity with PyTorch on real feature windows -> ORT transformer fusion -> the bundled
+graph at its precision, in the INT8 form of the target's arithmetic -> optional TensorRT-ready ONNX
+and engine -> the self-test -> tokenizer, config, manifest. What a precision does at each stage is
+its class in :mod:`kdtool.export.precisions`; nothing here branches on a precision's name.
+Everything is written inside :func:`kdtool.atomic.atomic_directory`, so a failed or killed export
+leaves no bundle behind.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from kdtool.atomic import atomic_directory, check_output_dir, scratch_dir
@@ -20,12 +23,11 @@ from kdtool.engines.trt import ENGINE_FILE, build_unavailable_reason
 from kdtool.errors import EnvironmentUnsupported, InputError, IntegrityError, require_file
 from kdtool.export import trt as T
 from kdtool.export.config import ExportConfig
-from kdtool.export.fp16 import convert_fp16
 from kdtool.export.fusion import fuse_transformer
 from kdtool.export.int8_forms import WEIGHT_FORMS, to_u8_weights, weight_form
-from kdtool.export.onnx_export import custom_exporter, export_onnx, parity, torch_logits
-from kdtool.export.qat import export_qat_onnx, ort_integer_kernels, qdq_summary
-from kdtool.export.quantize import quantize_int8_dynamic, quantize_int8_static
+from kdtool.export.onnx_export import custom_exporter, parity, torch_logits
+from kdtool.export.onnx_io import onnx_io
+from kdtool.export.precisions import PrecisionExport, precision_export
 from kdtool.export.samples import sample_windows
 from kdtool.export.self_test import certified_on, write_self_test
 from kdtool.models import count_parameters, load_task_model, load_tokenizer, max_positions
@@ -36,26 +38,22 @@ from kdtool.tasks import resolve_task
 MODEL_FILE = "model.onnx"
 
 
-def _onnx_io(path: Path) -> tuple[list[dict], list[dict]]:
-    import onnx
+@dataclass
+class _Job:
+    """What the stages of one export share, prepared before anything is written."""
 
-    graph = onnx.load(str(path), load_external_data=False).graph
-    inits = {i.name for i in graph.initializer}
-
-    def describe(v):
-        t = v.type.tensor_type
-        return {"name": v.name, "dtype": onnx.TensorProto.DataType.Name(t.elem_type).lower(),
-                "shape": [d.dim_param or d.dim_value for d in t.shape.dim]}
-
-    return [describe(v) for v in graph.input if v.name not in inits], [describe(v) for v in graph.output]
-
-
-def _copy_onnx(src: Path, dst: Path) -> None:
-    import onnx
-
-    model = onnx.load(str(src))
-    onnx.save_model(model, str(dst), save_as_external_data=model.ByteSize() > (1 << 31) - (1 << 26),
-                    location=dst.name + ".data")
+    config: ExportConfig
+    profile: DeviceProfile | None
+    precision: Precision
+    behaviour: PrecisionExport
+    task: object
+    model: object
+    tokenizer: object
+    max_len: int
+    checks: list  # real feature windows for the parity checks (the first batch is the self-test's)
+    reference: list  # PyTorch logits on ``checks``
+    calibration: list | None
+    fuse: bool
 
 
 def _target(profile, precision: Precision) -> tuple[str, str]:
@@ -65,33 +63,6 @@ def _target(profile, precision: Precision) -> tuple[str, str]:
     if profile is not None and profile.device == "cuda" and precision.int8:
         return "tensorrt", f"profile {profile.name}"
     return this_machine().arithmetic, "this machine"
-
-
-def _resolve(config: ExportConfig) -> tuple[object, Precision]:
-    profile = get_profile(config.profile) if config.profile else None
-    precision = get_precision(config.precision or (profile.precision if profile else "fp32"))
-    if config.calibration_data is not None:
-        require_file(config.calibration_data, "calibration data")
-    if precision.calibrated and config.calibration_data is None:
-        raise InputError(f"--precision {precision.name} needs real calibration features: pass --calibration-data SQUAD.json")
-    if precision.quantizer == "qat":
-        from kdtool.models.qat import is_qat_dir  # defers torch to the QAT export
-
-        if not is_qat_dir(config.model_dir):
-            raise InputError(f"--precision int8-qat exports a quantization-aware-trained model, and {config.model_dir} "
-                             "has no modelopt_state.pth; train it with kdtool distill/finetune --qat, or use "
-                             "--precision int8")
-        if config.reduce_range:
-            raise InputError("--reduce-range requantizes weights; an int8-qat graph keeps the scales it was trained with: "
-                             "drop it")
-        if config.fast_gelu:
-            raise InputError("--fast-gelu rewrites the fused FP32 graph; an int8-qat graph is not fused: drop --fast-gelu")
-    elif config.trt and precision.trt_calibrated and config.calibration_data is None:
-        raise InputError("--trt at INT8 needs calibrated Q/DQ scales: pass --calibration-data SQUAD.json")
-    if config.reduce_range and not precision.int8:
-        raise InputError(f"--reduce-range narrows INT8 weights, but the precision is {precision.name}; "
-                         "add --precision int8 (or int8-static), or drop --reduce-range")
-    return profile, precision
 
 
 def _max_length(config: ExportConfig, profile, model) -> int:
@@ -104,118 +75,117 @@ def _max_length(config: ExportConfig, profile, model) -> int:
     return int(wanted)
 
 
-def export_model(config: ExportConfig, *, progress: Progress | None = None) -> Path:
-    """Export ``config.model_dir`` to a bundle at ``config.output``; return the bundle path.
-
-    Each stage is reported to ``progress`` as a line (:mod:`kdtool.progress`)."""
-    check_output_dir(config.output, config.overwrite, kind="bundle")  # fail before minutes of work, not after
-    profile, precision = _resolve(config)
+def _prepare(config: ExportConfig, progress: Progress | None) -> _Job:
+    profile = get_profile(config.profile) if config.profile else None
+    precision = get_precision(config.precision or (profile.precision if profile else "fp32"))
+    if config.calibration_data is not None:
+        require_file(config.calibration_data, "calibration data")
+    behaviour = precision_export(precision)
+    behaviour.check(config)
     task = resolve_task(None, config.model_dir)  # what the head is decides the Optimum task and the outputs
     model = load_task_model(config.model_dir, task, trust_remote_code=config.trust_remote_code).eval()
-    custom = custom_exporter(model.config.model_type)
-    qat = precision.quantizer == "qat"  # the graph is the fake-quantized model itself, exported as QDQ (export/qat.py)
-    fuse = config.fuse and not qat and (custom is None or custom.fuse)
     tokenizer = load_tokenizer(config.model_dir, trust_remote_code=config.trust_remote_code)
     max_len = _max_length(config, profile, model)
     data = config.calibration_data
     say(progress, f"[1/6] reference logits: PyTorch FP32 on {'windows of ' + data.name if data else 'built-in examples'}")
     checks = sample_windows(tokenizer, data, config.parity_samples, max_len, batch_size=4)
-    reference = torch_logits(model, checks, task.outputs)
-    calibration = None
-    if precision.calibrated or (config.trt and precision.trt_calibrated):
-        # one shape for every window: histogram calibrators (entropy, percentile) stack activations across batches
-        calibration = sample_windows(tokenizer, data, config.calibration_samples, max_len, pad_to_max=True)
+    # one shape for every calibration window: histogram calibrators (entropy, percentile) stack activations
+    calibration = sample_windows(tokenizer, data, config.calibration_samples, max_len, pad_to_max=True) \
+        if behaviour.needs_calibration(config) else None
+    return _Job(config, profile, precision, behaviour, task, model, tokenizer, max_len, checks,
+                torch_logits(model, checks, task.outputs), calibration,
+                behaviour.fuse(config, custom_exporter(model.config.model_type)))
 
+
+def export_model(config: ExportConfig, *, progress: Progress | None = None) -> Path:
+    """Export ``config.model_dir`` to a bundle at ``config.output``; return the bundle path.
+
+    Each stage is reported to ``progress`` as a line (:mod:`kdtool.progress`)."""
+    check_output_dir(config.output, config.overwrite, kind="bundle")  # fail before minutes of work, not after
+    job = _prepare(config, progress)
     with scratch_dir("export") as work, \
             atomic_directory(config.output, overwrite=config.overwrite, kind="bundle") as out:
-        work = Path(work)
-        say(progress, f"[2/6] ONNX export ({'QAT QDQ' if qat else 'kdtool' if custom else 'Optimum'}, {task.optimum_task}, "
-            f"opset {config.opset})")
-        if qat:
-            plain = export_qat_onnx(model, work / "plain" / MODEL_FILE, checks[0], opset=config.opset,
-                                    outputs=task.outputs)
-        else:
-            plain = export_onnx(config.model_dir, work / "plain", opset=config.opset,
-                                trust_remote_code=config.trust_remote_code, task=task.optimum_task,
-                                model_type=model.config.model_type)
-        plain_parity = parity(reference, plain, checks, task.outputs, task.per_token)
-        if qat:
-            plain_parity["reference"] = "pytorch fake-quantized (QAT)"
-        if plain_parity["max_abs_logit_diff"] > (config.qat_parity_tolerance if qat else config.parity_tolerance):
-            raise IntegrityError(f"ONNX export of {config.model_dir} differs from PyTorch by "
-                                 f"{plain_parity['max_abs_logit_diff']:.2e} (> "
-                                 f"{config.qat_parity_tolerance if qat else config.parity_tolerance}); not bundling it")
+        plain, plain_parity = _plain_stage(job, Path(work), progress)
         graph, fusion = plain, {}
-        if fuse:
+        if job.fuse:
             say(progress, "[3/6] transformer fusion (ORT optimizer)")
-            graph = work / "fused.onnx"
-            fusion = fuse_transformer(plain, graph, model.config, gelu_approximation=config.fast_gelu)
-        final = out / MODEL_FILE
-        target, target_from = _target(profile, precision)
-        form = weight_form(target, reduce_range=config.reduce_range) if precision.int8 else None
-        say(progress, f"[4/6] precision {precision.name}" + (
-            f" for {target} INT8 arithmetic ({target_from}: {this_machine().describe()}"
-            f"{'; --profile exports for another CPU' if target_from == 'this machine' else ''}), {form} weights"
-            if precision.int8 else ""))
-        quant = _apply_precision(precision, graph, final, config, calibration, fused=fuse)
-        if form == "u8":
-            quant.update(to_u8_weights(final))
-        say(progress, "[5/6] parity of the bundled graph against PyTorch")
-        final_parity = _safe_parity(reference, final, checks, task)
-        if qat:
-            final_parity["reference"] = plain_parity["reference"]
-        # FastGelu is an approximation by choice: its FP32 graph is not held to the exactness tolerance
-        if precision.exact and not config.fast_gelu and (final_parity["max_abs_logit_diff"] or 0) > config.parity_tolerance:
-            raise IntegrityError(f"the fused FP32 graph differs from PyTorch by {final_parity['max_abs_logit_diff']:.2e} "
-                                 f"(> {config.parity_tolerance}); export with --no-fuse")
-        trt_section = None
-        if config.trt:
-            trt_section = _trt_stage(plain, out, precision, calibration, config, profile, progress)
+            graph = Path(work) / "fused.onnx"
+            fusion = fuse_transformer(plain, graph, job.model.config, gelu_approximation=config.fast_gelu)
+        quant, int8 = _precision_stage(job, graph, out / MODEL_FILE, progress)
+        final_parity = _bundle_parity(job, out / MODEL_FILE, plain_parity, progress)
+        trt_section = _trt_stage(job, plain, out, progress) if config.trt else None
         say(progress, "[5b] self-test: golden windows and the logits of the bundled graphs, on this machine")
-        self_test = write_self_test(out, checks[0], task, precision,
-                                    [MODEL_FILE] + ([T.TRT_ONNX_FILE] if trt_section is not None else []))
-        tokenizer.save_pretrained(out)
-        model.config.save_pretrained(out)
-        inputs, outputs = _onnx_io(final)
-        manifest = B.new_manifest(
-            source={"path": str(config.model_dir.resolve()), "sha256": B.source_digest(config.model_dir),
-                    "model_type": model.config.model_type, "architectures": list(model.config.architectures or [])},
-            model=MODEL_FILE, precision=precision.name, opset=config.opset, max_seq_length=max_len,
-            inputs=inputs, outputs=outputs, num_parameters=count_parameters(model),
-            parity={"plain_onnx": plain_parity, "bundle": final_parity}, fusion=fusion, quantization=quant,
-            device_profile=profile.to_dict() if profile else None, tensorrt=trt_section, task=task.optimum_task,
-            certified_on=certified_on(), self_test=self_test,
-            int8={"target": target, "target_from": target_from, "weights": form, "about": WEIGHT_FORMS[form]}
-            if precision.int8 else None)
-        if trt_section is not None:
-            manifest["trt_onnx"] = T.TRT_ONNX_FILE
-            if trt_section["built"]:
-                manifest.update(engine=ENGINE_FILE, timing_cache=T.TIMING_CACHE_FILE)
+        graphs = [MODEL_FILE] + ([T.TRT_ONNX_FILE] if trt_section is not None else [])
+        self_test = write_self_test(out, job.checks[0], job.task, job.precision, graphs)
         say(progress, "[6/6] manifest and checksums")
-        B.write_manifest(out, manifest)
+        _write_manifest(job, out, parity={"plain_onnx": plain_parity, "bundle": final_parity}, fusion=fusion,
+                        quantization=quant, tensorrt=trt_section, self_test=self_test, int8=int8)
     return config.output
 
 
-def _apply_precision(precision: Precision, graph: Path, final: Path, config: ExportConfig, calibration, *,
-                     fused: bool) -> dict:
-    """The bundled graph at ``precision`` from the (fused) FP32 ``graph``: its quantizer decides how."""
-    if precision.quantizer == "none":
-        _copy_onnx(graph, final)
-        return {"mode": "none"}
-    if precision.quantizer == "qat":
-        _copy_onnx(graph, final)
-        return {"mode": "qat", "format": "QDQ", "weights": "int8 per-channel, symmetric", "activations":
-                "int8 per-tensor, symmetric (ORT on x86 runs them as u8, exactly)",
-                "scales": "the --qat model's (max-calibrated, fixed while its weights trained)",
-                **qdq_summary(final), "ort_cpu": ort_integer_kernels(final)}
-    if precision.quantizer == "fp16":
-        return convert_fp16(graph, final)
+def _plain_stage(job: _Job, work: Path, progress: Progress | None) -> tuple[Path, dict]:
+    """The plain ONNX graph and its parity against PyTorch; a graph off by more than the tolerance is refused."""
+    config, behaviour = job.config, job.behaviour
+    custom = custom_exporter(job.model.config.model_type)
+    name = behaviour.exporter_name if behaviour.exporter_name != "Optimum" or custom is None else "kdtool"
+    say(progress, f"[2/6] ONNX export ({name}, {job.task.optimum_task}, opset {config.opset})")
+    plain = behaviour.plain_graph(job.model, config, work, job.checks, job.task)
+    found = dict(parity(job.reference, plain, job.checks, job.task.outputs, job.task.per_token),
+                 reference=behaviour.reference_name)
+    tolerance = behaviour.plain_tolerance(config)
+    if found["max_abs_logit_diff"] > tolerance:
+        raise IntegrityError(f"ONNX export of {config.model_dir} differs from PyTorch by "
+                             f"{found['max_abs_logit_diff']:.2e} (> {tolerance}); not bundling it")
+    return plain, found
 
-    if precision.quantizer == "dynamic":
-        return quantize_int8_dynamic(graph, final, fused=fused, per_channel=config.per_channel,
-                                     reduce_range=config.reduce_range)
-    return quantize_int8_static(graph, final, calibration, method=config.calibration_method,
-                                per_channel=config.per_channel, fused=fused, reduce_range=config.reduce_range)
+
+def _precision_stage(job: _Job, graph: Path, final: Path, progress: Progress | None) -> tuple[dict, dict | None]:
+    """The bundled graph at the precision; INT8 weights in the form of the target's arithmetic class."""
+    precision = job.precision
+    if not precision.int8:
+        say(progress, f"[4/6] precision {precision.name}")
+        return job.behaviour.bundle_graph(graph, final, job.config, job.calibration, fused=job.fuse), None
+    target, source = _target(job.profile, precision)
+    form = weight_form(target, reduce_range=job.config.reduce_range)
+    hint = "; --profile exports for another CPU" if source == "this machine" else ""
+    say(progress, f"[4/6] precision {precision.name} for {target} INT8 arithmetic ({source}: "
+                  f"{this_machine().describe()}{hint}), {form} weights")
+    quant = job.behaviour.bundle_graph(graph, final, job.config, job.calibration, fused=job.fuse)
+    if form == "u8":
+        quant.update(to_u8_weights(final))
+    return quant, {"target": target, "target_from": source, "weights": form, "about": WEIGHT_FORMS[form]}
+
+
+def _bundle_parity(job: _Job, final: Path, plain_parity: dict, progress: Progress | None) -> dict:
+    say(progress, "[5/6] parity of the bundled graph against PyTorch")
+    found = _safe_parity(job.reference, final, job.checks, job.task)
+    found["reference"] = plain_parity["reference"]
+    limit = job.config.parity_tolerance
+    # FastGelu is an approximation by choice: its FP32 graph is not held to the exactness tolerance
+    if job.behaviour.gates_bundle_parity and not job.config.fast_gelu and (found["max_abs_logit_diff"] or 0) > limit:
+        raise IntegrityError(f"the fused FP32 graph differs from PyTorch by {found['max_abs_logit_diff']:.2e} "
+                             f"(> {limit}); export with --no-fuse")
+    return found
+
+
+def _write_manifest(job: _Job, out: Path, **sections) -> None:
+    config, model = job.config, job.model
+    job.tokenizer.save_pretrained(out)
+    model.config.save_pretrained(out)
+    inputs, outputs = onnx_io(out / MODEL_FILE)
+    manifest = B.new_manifest(
+        source={"path": str(config.model_dir.resolve()), "sha256": B.source_digest(config.model_dir),
+                "model_type": model.config.model_type, "architectures": list(model.config.architectures or [])},
+        model=MODEL_FILE, precision=job.precision.name, opset=config.opset, max_seq_length=job.max_len,
+        inputs=inputs, outputs=outputs, num_parameters=count_parameters(model),
+        device_profile=job.profile.to_dict() if job.profile else None, task=job.task.optimum_task,
+        certified_on=certified_on(), **sections)
+    trt_section = sections.get("tensorrt")
+    if trt_section is not None:
+        manifest["trt_onnx"] = T.TRT_ONNX_FILE
+        if trt_section["built"]:
+            manifest.update(engine=ENGINE_FILE, timing_cache=T.TIMING_CACHE_FILE)
+    B.write_manifest(out, manifest)
 
 
 def _safe_parity(reference, path: Path, checks, task) -> dict:
@@ -227,18 +197,16 @@ def _safe_parity(reference, path: Path, checks, task) -> dict:
                 "skipped": f"not runnable on ONNX Runtime CPU: {str(err).splitlines()[0][:160]}"}
 
 
-def _trt_stage(plain: Path, out: Path, precision: Precision, calibration, config: ExportConfig, profile,
-               progress: Progress | None) -> dict:
-    trt_precision = precision.trt_precision
+def _trt_stage(job: _Job, plain: Path, out: Path, progress: Progress | None) -> dict:
+    trt_precision = job.precision.trt_precision
     say(progress, f"[4b] TensorRT-ready ONNX ({trt_precision})")
-    info = T.make_trt_onnx(plain, out / T.TRT_ONNX_FILE, precision, calibration=calibration,
-                           method=config.calibration_method)
+    info = job.behaviour.trt_graph(plain, out / T.TRT_ONNX_FILE, job.config, job.calibration)
     reason = build_unavailable_reason()
     if reason:
         section = T.engine_manifest(None, reason=reason, trt_precision=trt_precision)
     else:
         say(progress, "[4c] TensorRT engine build")
-        shapes = profile.tensorrt if profile and profile.tensorrt else None
+        shapes = job.profile.tensorrt if job.profile and job.profile.tensorrt else None
         build = T.build_engine(out / T.TRT_ONNX_FILE, out / ENGINE_FILE, out / T.TIMING_CACHE_FILE, trt_precision, shapes)
         section = T.engine_manifest(build, trt_precision=trt_precision)
     section["onnx"] = info

@@ -10,39 +10,17 @@ and ``kdtool build-engine BUNDLE`` rebuilds on the target.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from kdtool.bundle.precision import TRT_BUILDER_FLAGS, Precision
+from kdtool.bundle.precision import TRT_BUILDER_FLAGS
 from kdtool.engines.trt import build_unavailable_reason, gpu_identity
 from kdtool.errors import EnvironmentUnsupported, KdtoolError
-from kdtool.export.fp16 import convert_fp16
-from kdtool.export.quantize import quantize_int8_static
 from kdtool.profiles import TrtShapes
 
 TIMING_CACHE_FILE = "timing.cache"
 TRT_ONNX_FILE = "model.trt.onnx"
 DEFAULT_SHAPES = TrtShapes(min_shape=(1, 16), opt_shape=(1, 384), max_shape=(8, 384))
-
-
-def make_trt_onnx(plain_onnx: Path, dst: Path, precision: Precision, *, calibration=None, method: str = "minmax") -> dict:
-    """Write the TRT-ready graph for ``precision`` (a row of :mod:`kdtool.bundle.precision`); ``calibration``
-    batches are needed where ``precision.trt_calibrated``."""
-    made = {"precision": precision.trt_precision}
-    if precision.trt_graph == "plain":
-        shutil.copyfile(plain_onnx, dst)
-        return {**made, "form": "plain ONNX"}
-    if precision.trt_graph == "fp16":
-        info = convert_fp16(plain_onnx, dst)
-        return {**made, "form": "FP16 with Cast nodes", **info}
-    if precision.trt_graph == "qdq-qat":  # already explicit, symmetric Q/DQ with the QAT model's scales (kdtool.export.qat)
-        shutil.copyfile(plain_onnx, dst)
-        return {**made, "form": "symmetric INT8 Q/DQ from quantization-aware training (its own scales)"}
-
-    info = quantize_int8_static(plain_onnx, dst, calibration, method=method, per_channel=True, symmetric=True,
-                                op_types=["MatMul", "Gemm"])
-    return {**made, "form": "symmetric INT8 Q/DQ (explicit quantization)", **info}
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,11 @@
-"""THE precision table: every precision a bundle can have, one frozen row each, read by the export
-pipeline (which quantizer, whether calibration windows are needed, the exactness gate), the TensorRT
-stage (the TRT-ready graph, the builder's precision and flags) and the engines (which ONNX Runtime
-execution providers can run the graph). A new precision is one row here.
+"""THE precision table: every precision a bundle can have, one frozen row each.
 
-``name`` is what the manifest's ``precision`` field and ``kdtool export --precision`` say.
+A row is what every layer needs to know about a precision without importing the exporter: its name
+(the manifest's ``precision`` and ``kdtool export --precision``), whether the bundled graph needs
+calibration windows, the TensorRT precision, the ONNX Runtime execution providers that can run the
+graph, and the bounds of the bundle's self-test. How the export makes the graphs is one class per
+precision, named by ``exporter`` ("module:Class") and imported only by the export pipeline
+(:mod:`kdtool.export.precisions`). A new precision is one row here plus one module there.
 """
 
 from __future__ import annotations
@@ -13,20 +15,15 @@ from dataclasses import dataclass
 from kdtool.errors import InputError
 
 CPU, CUDA, TRT_EP = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
-QUANTIZERS = ("none", "fp16", "dynamic", "static", "qat")
 TRT_PRECISIONS = ("fp32", "fp16", "int8")
-# how the TRT-ready graph is made from the plain FP32 one: as it is, FP16 through Cast nodes, symmetric Q/DQ
-# with scales calibrated on real windows, or the Q/DQ graph of quantization-aware training (its own scales)
-TRT_GRAPHS = ("plain", "fp16", "qdq-calibrated", "qdq-qat")
 
 
 @dataclass(frozen=True)
 class Precision:
     name: str  # in the manifest ("precision") and on the CLI (--precision)
-    quantizer: str  # how the bundled graph is made from the FP32 one: one of QUANTIZERS
+    exporter: str  # "module:Class" of its export behaviour (kdtool.export.precisions)
     calibrated: bool  # the bundled graph needs calibration windows (--calibration-data)
     trt_precision: str  # the TRT-ready graph's and the TensorRT builder's precision (manifest tensorrt.precision)
-    trt_graph: str  # how the TRT-ready graph is made: one of TRT_GRAPHS
     providers: tuple[str, ...]  # ONNX Runtime execution providers that can run the bundled graph
     about: str = ""
     # the bundle's self-test (kdtool.bundle.selftest): the largest |logit difference| from the logits the export
@@ -35,33 +32,25 @@ class Precision:
     self_test_cuda: float = 1e-2
 
     @property
-    def trt_calibrated(self) -> bool:
-        """The TRT-ready graph needs calibration windows (--trt at this precision needs --calibration-data)."""
-        return self.trt_graph == "qdq-calibrated"
-
-    @property
     def int8(self) -> bool:
-        """INT8 weights: what --reduce-range can narrow."""
+        """INT8 weights: what --reduce-range can narrow, and what the target's arithmetic class decides."""
         return self.trt_precision == "int8"
 
     @property
     def self_test_bound(self) -> dict[str, float]:
         return {"cpu": self.self_test_cpu, "cuda": self.self_test_cuda}
 
-    @property
-    def exact(self) -> bool:
-        """The bundled graph must match PyTorch to the FP32 parity tolerance."""
-        return self.quantizer == "none"
 
-
+_X = "kdtool.export.precisions."
 # ORT's CUDA provider does not run INT8 graphs: INT8 rows list TensorRT and the CPU only
 PRECISIONS: dict[str, Precision] = {p.name: p for p in (
-    Precision("fp32", "none", False, "fp32", "plain", (TRT_EP, CUDA, CPU), "the fused FP32 graph"),
-    Precision("fp16", "fp16", False, "fp16", "fp16", (TRT_EP, CUDA, CPU), "FP16 weights and activations"),
-    Precision("int8", "dynamic", False, "int8", "qdq-calibrated", (TRT_EP, CPU),
+    Precision("fp32", _X + "fp32:Fp32", False, "fp32", (TRT_EP, CUDA, CPU), "the fused FP32 graph"),
+    Precision("fp16", _X + "fp16:Fp16", False, "fp16", (TRT_EP, CUDA, CPU), "FP16 weights and activations"),
+    Precision("int8", _X + "int8_dynamic:Int8Dynamic", False, "int8", (TRT_EP, CPU),
               "INT8 weights, activations quantized at run time"),
-    Precision("int8-static", "static", True, "int8", "qdq-calibrated", (TRT_EP, CPU), "INT8 with calibrated activation scales"),
-    Precision("int8-qat", "qat", False, "int8", "qdq-qat", (TRT_EP, CPU),
+    Precision("int8-static", _X + "int8_static:Int8Static", True, "int8", (TRT_EP, CPU),
+              "INT8 with calibrated activation scales"),
+    Precision("int8-qat", _X + "int8_qat:Int8Qat", False, "int8", (TRT_EP, CPU),
               "INT8 Q/DQ with the scales of quantization-aware training"),
 )}
 
