@@ -38,7 +38,7 @@ class Walk:
     Shared by the units: ``alive`` (the original layers still there) and, per original layer, ``heads_left``
     (its remaining heads, least important first) and ``removed_heads``; each unit keeps the rest of its
     state in ``state[name]`` (:meth:`~kdtool.prune.units.PruningUnit.start`). ``now`` is the current shape
-    while the units are asked for their moves.
+    while the units are asked for their moves; ``ffn_step`` the FFN unit's step (``--ffn-step``).
     """
 
     def __init__(self, shape: Shape, scores: dict, structures: tuple[str, ...], *, seq_len: int, base_params,
@@ -51,8 +51,8 @@ class Walk:
         self.removed_heads: dict[int, list[int]] = {i: [] for i in range(n)}
         self.alive = [i for i in range(n) if i not in dropped_layers]
         self.lost = float(sum(scores["layers"][i] for i in dropped_layers))
-        self.state = {}
-        for name, unit in UNITS.items():
+        self.state: dict = {}
+        for name, unit in UNITS.items():  # in order: a unit's start may read the states before it
             self.state[name] = unit.start(self)
         self.now = self.shape()
 
