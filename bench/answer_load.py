@@ -20,17 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from harness import rss_mb
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def peak_rss_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
 
 
 def make_model(root: Path) -> Path:
@@ -85,7 +77,7 @@ def main() -> None:
         checkpoints = sorted({max(1, args.questions // 10), args.questions})
         samples, last_hwm = {}, None
         while proc.poll() is None:
-            hwm = peak_rss_mb(proc.pid)
+            hwm = rss_mb(proc.pid, "VmHWM")
             last_hwm = hwm or last_hwm
             done = count_lines(out)
             for c in checkpoints:

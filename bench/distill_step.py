@@ -31,23 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-PAPER = {"teacher": dict(vocab_size=50262, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-                         intermediate_size=4096, max_position_embeddings=514),
-         "student": dict(hidden_size=512, num_hidden_layers=6, num_attention_heads=16, intermediate_size=3072)}
-TINY = {"teacher": dict(vocab_size=1000, hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=128,
-                        max_position_embeddings=514),
-        "student": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)}
-
-
-def build(tiny: bool = False):
-    import torch
-    from transformers import RobertaConfig
-
-    torch.manual_seed(0)
-    shapes = TINY if tiny else PAPER
-    teacher_cfg = RobertaConfig(type_vocab_size=1, **shapes["teacher"])
-    student_cfg = RobertaConfig(**{**teacher_cfg.to_dict(), **shapes["student"]})
-    return teacher_cfg, student_cfg
+from harness import PAPER, TINY, paper_configs
 
 
 def run_variant(variant: str, batch: int, seq: int, steps: int, tiny: bool = False) -> dict:
@@ -62,7 +46,7 @@ def run_variant(variant: str, batch: int, seq: int, steps: int, tiny: bool = Fal
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     attn = "eager" if variant == "seed" else "sdpa"
-    teacher_cfg, student_cfg = build(tiny)
+    teacher_cfg, student_cfg = paper_configs(tiny)
     teacher = AutoModelForQuestionAnswering.from_config(teacher_cfg, attn_implementation=attn).to(device).eval()
     student = AutoModelForQuestionAnswering.from_config(student_cfg, attn_implementation=attn).to(device).train()
     lmap = default_layer_map(student_cfg.num_hidden_layers, teacher_cfg.num_hidden_layers)

@@ -29,17 +29,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-
-def sh(args: list[str]) -> float:
-    print("+", " ".join(args), file=sys.stderr, flush=True)
-    t0 = time.perf_counter()
-    subprocess.run(args, check=True)
-    return time.perf_counter() - t0
+from harness import sh
 
 
 def train_steps(model_dir: Path) -> int | None:

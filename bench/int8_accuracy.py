@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+from harness import sh
 
 VARIANTS = {
     "onnx-fp32": ["--precision", "fp32"],
@@ -60,13 +60,6 @@ def calibrated_copy(student: Path, train: Path, out: Path, windows: int, max_len
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
-
-
-def sh(args: list[str]) -> float:
-    print("+", " ".join(args), file=sys.stderr, flush=True)
-    t0 = time.perf_counter()
-    subprocess.run(args, check=True)
-    return time.perf_counter() - t0
 
 
 def main() -> None:

@@ -28,15 +28,12 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from latency import SHAPES, build_model, emit, make_tokenizer  # noqa: E402  (the same models latency.py measures)
+from harness import PAPER, build_model, emit, make_tokenizer  # the same models latency.py measures
 
 
 def _session(nodes, inputs, outputs, initializers, threads: int):
@@ -166,7 +163,7 @@ def main() -> None:
     from kdtool.engines.pytorch import TorchQAEngine
 
     torch.set_num_threads(args.threads)
-    shape = SHAPES["student"]
+    shape = PAPER["student"]
     d, f, layers, seq = shape["hidden_size"], shape["intermediate_size"], shape["num_hidden_layers"], args.seq
     heads = shape["num_attention_heads"]
     linears = {"qkv": (d, 3 * d), "attention_output": (d, d), "ffn_in": (d, f), "ffn_out": (f, d)}

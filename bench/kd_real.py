@@ -19,21 +19,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-
-def sh(args: list[str]) -> float:
-    print("+", " ".join(args), file=sys.stderr, flush=True)
-    t0 = time.perf_counter()
-    subprocess.run(args, check=True)
-    return time.perf_counter() - t0
-
-
-def report(path: Path) -> dict:
-    return json.loads(next(path.glob("*_report.json")).read_text())
+from harness import report, sh
 
 
 def chance_baselines(dev_file: Path, n: int) -> dict:

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from latency import emit  # the one print-and-write of a benchmark's JSON (bench/latency.py)
+from harness import emit
 
 
 def explicit_maps_loss(kind, qs, ks, qt, kt, key_mask):

@@ -17,7 +17,6 @@ the cost of a query with other processes' load taken out: the most stable ratio 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -26,38 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-SQUAD_ES = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad-es" / "squad-es-v1.1-pool.json"
-SHAPES = {"teacher": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
-          "student": dict(hidden_size=512, num_hidden_layers=6, num_attention_heads=16, intermediate_size=3072)}
-
-
-def build_model(out: Path, shape: str, tokenizer) -> Path:
-    import torch
-    from transformers import AutoModelForQuestionAnswering, RobertaConfig
-
-    torch.manual_seed(0)
-    config = RobertaConfig(vocab_size=50262, max_position_embeddings=514, type_vocab_size=1,
-                           pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.cls_token_id,
-                           eos_token_id=tokenizer.sep_token_id, **SHAPES[shape])
-    config.architectures = ["RobertaForQuestionAnswering"]
-    AutoModelForQuestionAnswering.from_config(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
-
-
-def paper_models(work: Path, tok) -> tuple[Path, Path]:
-    """The paper-shape teacher and student under ``work``: built once, reused by later runs with the same ``--workdir``."""
-    return tuple(work / name if (work / name / "config.json").is_file() else build_model(work / name, name, tok)
-                 for name in ("teacher", "student"))
-
-
-def make_tokenizer():
-    from kdtool.export.samples import BUILTIN
-    from kdtool.tokenizer_training import train_tokenizer
-
-    texts = [t for pair in BUILTIN for t in pair] * 20
-    return train_tokenizer(texts, "bpe", vocab_size=600)
+from harness import SQUAD_ES, emit, make_tokenizer, paper_models, time_engines
 
 
 class RawOrt:
@@ -206,50 +174,6 @@ def qat_variants(work: Path, student: Path, teacher: Path, calib: Path | None, t
                                      "the int8-qat graph with s8 x s8 activations (session.qdqisint8allowed=1)")}
 
 
-def measure(engines: dict, batch: dict, rounds: int, warmup: int = 2) -> dict:
-    """Round-robin timing of every engine; spinning ones after the rest, each on its own.
-
-    ORT worker threads that spin keep busy-waiting for a while after a run, so an interleaved
-    spinning session slows whichever engine runs next (measured: the next engine 1.5x slower).
-    """
-    import torch
-
-    times = {name: [] for name in engines}
-    cpu = {name: [] for name in engines}
-
-    def once(name, engine):
-        if engine.kind == "pytorch":  # set per call: ORT sessions own their thread pools
-            torch.set_num_threads(engine._threads)
-        t, c = time.perf_counter(), time.process_time()
-        engine.run(batch)
-        times[name].append((time.perf_counter() - t) * 1000)
-        cpu[name].append((time.process_time() - c) * 1000)
-
-    quiet = {n: e for n, (e, _) in engines.items() if "spinning" not in n}
-    for engine in quiet.values():
-        for _ in range(warmup):
-            engine.run(batch)
-    for _ in range(rounds):
-        for name, engine in quiet.items():
-            once(name, engine)
-    for name, (engine, _) in engines.items():
-        if name not in quiet:
-            for _ in range(warmup):
-                engine.run(batch)
-            for _ in range(rounds):
-                once(name, engine)
-    return times, cpu
-
-
-def emit(result: dict, out: Path | None) -> None:
-    """Print the benchmark's JSON, and write it to ``out`` too when given."""
-    text = json.dumps(result, indent=2)
-    print(text)
-    if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text + "\n")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -276,7 +200,7 @@ def main() -> None:
                  "attention_mask": np.ones((1, args.seq), dtype=np.int64)}
         batch["input_ids"][0, 0], batch["input_ids"][0, -1] = tok.cls_token_id, tok.sep_token_id
         t0 = time.time()
-        times, cpu = measure(engines, batch, args.rounds)
+        times, cpu = time_engines(engines, batch, args.rounds)
         teacher_ms = float(np.median(times["teacher_pytorch_fp32"]))
         teacher_cpu = float(np.median(cpu["teacher_pytorch_fp32"]))
         result = {

@@ -24,9 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from latency import SQUAD_ES, emit, make_tokenizer, measure, paper_models  # noqa: E402
+from harness import SQUAD_ES, emit, make_tokenizer, paper_models, time_engines
 
 
 def small_squad(src: Path, dst: Path, questions: int) -> Path:
@@ -102,7 +100,7 @@ def main() -> None:
                  "attention_mask": np.ones((1, args.seq), dtype=np.int64)}
         load_before = os.getloadavg()
         t0 = time.time()
-        times, cpu = measure(engines, batch, args.rounds)
+        times, cpu = time_engines(engines, batch, args.rounds)
         teacher_ms = float(np.median(times["teacher_pytorch_fp32"]))
         cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
         result = {

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from latency import emit  # the one print-and-write of a benchmark's JSON (bench/latency.py)
+from harness import emit
 
 
 def main() -> None:

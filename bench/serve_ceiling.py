@@ -20,9 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from latency import emit  # noqa: E402  (the one print-and-write of a benchmark's JSON)
-from serve_load import load_questions, machine  # noqa: E402
+from harness import emit, load_questions, machine
 
 # name -> (engine instances, threads per instance, questions per call); the first is the baseline
 ARRANGEMENTS = {

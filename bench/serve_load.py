@@ -32,34 +32,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def rss_mb(pid: int, field: str = "VmRSS") -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        return None
-    return None
-
-
-def machine() -> dict:
-    info = Path("/proc/cpuinfo").read_text()
-    name = re.search(r"model name\s*:\s*(.*)", info)
-    flags = set(re.search(r"flags\s*:\s*(.*)", info).group(1).split())
-    return {"cpu": name.group(1) if name else "?", "cores": os.cpu_count(),
-            "avx512_vnni": "avx512_vnni" in flags, "avx512_bf16": "avx512_bf16" in flags,
-            "loadavg": [round(x, 2) for x in os.getloadavg()]}
-
-
-def load_questions(path: Path, limit: int) -> list[dict]:
-    from kdtool.data import load_squad
-
-    examples = load_squad(path, strict=False).examples[:limit]
-    return [{"id": ex.id, "question": ex.question, "context": ex.context} for ex in examples]
+from harness import emit, load_questions, machine, rss_mb
 
 
 def percentiles(ms: list[float]) -> dict:
@@ -229,9 +202,6 @@ def main() -> None:
         return
     if args.bundle is None or args.data is None:
         ap.error("give BUNDLE and --data (or --table RESULT.json)")
-    sys.path.insert(0, str(ROOT / "bench"))
-    from latency import emit
-
     questions = load_questions(args.data, 5000)
     result = {"bench": "serve_load", "bundle": str(args.bundle), "data": str(args.data), "questions": len(questions),
               "machine_before": machine(), "settings": {k: v for k, v in vars(args).items() if k not in ("out",)},

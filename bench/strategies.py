@@ -21,25 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
-import time
 from pathlib import Path
+
+from harness import report, sh
 
 STRATEGIES = ["tinybert", "distilbert", "pkd-skip", "pkd-last", "bilstm", "shared-projection"]
 STUDENT = {"tinybert": "s3.json", "distilbert": "s3.json", "pkd-skip": "s3.json", "pkd-last": "s3.json",
            "bilstm": "bilstm", "shared-projection": "half-width"}
-
-
-def sh(args: list[str], log) -> float:
-    print("+", " ".join(args), file=sys.stderr, flush=True)
-    t0 = time.perf_counter()
-    subprocess.run(args, check=True, stdout=log, stderr=log)
-    return time.perf_counter() - t0
-
-
-def report(path: Path) -> dict:
-    return json.loads(next(path.glob("*_report.json")).read_text())
 
 
 def main() -> None:

@@ -98,3 +98,10 @@ def test_recomputed_qk_reproduce_the_models_own_attention(request, fixture):
             probs = torch.softmax(s.masked_fill(mask[:, None, None, :] == 0, float("-inf")), -1)
             torch.testing.assert_close(probs[0], out.attentions[k - 1][0], rtol=1e-4, atol=1e-5)
             torch.testing.assert_close(probs[1, :, :7], out.attentions[k - 1][1, :, :7], rtol=1e-4, atol=1e-5)
+
+
+def test_every_architecture_named_in_the_presets_has_a_builder():
+    from kdtool.distill.presets import ARCHITECTURES
+    from kdtool.distill.students import BUILDERS
+
+    assert set(BUILDERS) == set(ARCHITECTURES)

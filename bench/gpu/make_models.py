@@ -1,7 +1,7 @@
 """Save the paper-shape teacher and student (random weights) as Hugging Face directories for ``kdtool profile``.
 
-The shapes are bench/distill_step.py's (one home): teacher RoBERTa-large (24 x 1024, 16 heads, FFN 4096,
-vocab 50262), student 6 x 512, 16 heads, FFN 3072; ``--tiny`` gives that script's tiny pair for the CPU
+The shapes are bench/harness.py's (one home): teacher RoBERTa-large (24 x 1024, 16 heads, FFN 4096,
+vocab 50262), student 6 x 512, 16 heads, FFN 3072; ``--tiny`` gives its tiny pair for the CPU
 dry run. The tokenizer is a small BPE trained on kdtool's built-in sample sentences: the profiler draws
 token ids from the tokenizer's vocabulary, and latency does not depend on which ids they are.
 
@@ -14,31 +14,14 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/, for distill_step's shapes
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/, for the shared harness
 
-from distill_step import build  # noqa: E402
-
-
-def make_tokenizer():
-    from kdtool.export.samples import BUILTIN
-    from kdtool.tokenizer_training import train_tokenizer
-
-    return train_tokenizer([t for pair in BUILTIN for t in pair] * 20, "bpe", vocab_size=600)
+from harness import build_model, make_tokenizer  # noqa: E402
 
 
 def save_models(out: Path, tiny: bool) -> dict[str, Path]:
-    from transformers import AutoModelForQuestionAnswering
-
     tokenizer = make_tokenizer()
-    paths = {}
-    for name, config in zip(("teacher", "student"), build(tiny), strict=True):
-        config.pad_token_id, config.bos_token_id, config.eos_token_id = (tokenizer.pad_token_id, tokenizer.cls_token_id,
-                                                                         tokenizer.sep_token_id)
-        config.architectures = ["RobertaForQuestionAnswering"]
-        paths[name] = out / name
-        AutoModelForQuestionAnswering.from_config(config).save_pretrained(paths[name])
-        tokenizer.save_pretrained(paths[name])
-    return paths
+    return {name: build_model(out / name, name, tokenizer, tiny) for name in ("teacher", "student")}
 
 
 def main() -> None:

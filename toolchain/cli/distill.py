@@ -11,7 +11,7 @@ import click
 from kdtool.cli.finetune import finish
 from kdtool.cli.options import FINITE, option, training_options
 from kdtool.distill.config import ATTENTION_LOSS_KINDS, PREDICTION_LOSS_KINDS, PROJECTIONS, SCHEDULES, STUDENT_INITS
-from kdtool.distill.students import ARCHITECTURES, PRESETS, RELATIVE_PRESETS
+from kdtool.distill.presets import ARCHITECTURES, PRESETS, RELATIVE_PRESETS
 from kdtool.losses import LOSSES
 from kdtool.progress import console
 from kdtool.strategies import STRATEGIES

@@ -40,6 +40,23 @@ def _recovery_params() -> list[click.Parameter]:
     return params
 
 
+class UnitsOption(click.Option):
+    """``--prune``: its help lists the registered pruning units and its default is theirs
+    (kdtool.prune.units), read only when the help is shown or the command runs: the units load torch,
+    and ``kdtool --help`` imports this module."""
+
+    def get_default(self, ctx, call=True):
+        from kdtool.prune.units import default_structures
+
+        return ",".join(default_structures())
+
+    def get_help_record(self, ctx):
+        from kdtool.prune.units import structures_help
+
+        self.help = f"{self.help.partition(':')[0]}: {structures_help()}."
+        return super().get_help_record(ctx)
+
+
 @click.command(context_settings={"show_default": True})
 @click.argument("model", type=click.Path(), metavar="MODEL_DIR")
 @option("--teacher", "teacher_dir", type=click.Path(file_okay=False), default=None,
@@ -51,10 +68,7 @@ def _recovery_params() -> list[click.Parameter]:
 @option("--profile", default=None, help="Device profile (kdtool profiles) for --target-latency: threads, precision.")
 @option("--seq-len", type=int, default=None,
         help="Sequence length of FLOPs and latency [default: the profile's longest, else 384].")
-@option("--prune", "structures", default="heads,ffn,layers",
-        help="Structures to remove, comma-separated: heads (per layer), ffn (one width for all layers), layers, "
-             "hidden (the residual stream's width, in steps of one head size; not in the default because it "
-             "changes every LayerNorm's statistics, so only recovery brings the model back).")
+@option("--prune", "structures", cls=UnitsOption, help="Structures to remove, comma-separated")
 @option("--schedule", "prune_schedule", type=click.Choice(["one-shot", "iterative"]), default="one-shot",
         help="one-shot: score, prune and recover once; iterative: --steps rounds of score, prune, recover.")
 @option("--steps", type=int, default=1, help="Rounds of an iterative schedule (geometric steps towards the budget).")

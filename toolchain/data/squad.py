@@ -180,6 +180,31 @@ def _answers(raw, context: str, path: Path, where: str, report: LoadReport, coun
     return kept
 
 
+def _question(qa, qw: str, context: str, title: str, path: Path, report: LoadReport, strict: bool) -> Example | None:
+    """One checked question of a paragraph (``qw`` its JSON path), counted in ``report``; None when it is dropped."""
+    _expect(isinstance(qa, dict) and isinstance(qa.get("question"), str) and "id" in qa, path, qw,
+            "lacks a string 'question' or an 'id'")
+    _expect(isinstance(qa["id"], str) or (isinstance(qa["id"], int) and not isinstance(qa["id"], bool)),
+            path, qw + ".id", f"is {type(qa['id']).__name__}, not a string")
+    _expect(isinstance(qa.get("is_impossible", False), bool), path, qw + ".is_impossible",
+            f"is {qa.get('is_impossible')!r:.20}, not true or false (a JSON boolean, unquoted)")
+    report.questions_in_file += 1
+    impossible = qa.get("is_impossible", False)
+    if not context.strip() or not qa["question"].strip():
+        report.questions_dropped_empty += 1  # nothing to answer from, or nothing asked
+        return None
+    answers = _answers(qa.get("answers", []), context, path, qw + ".answers", report, True, strict)
+    plausible = _answers(qa.get("plausible_answers", []), context, path, qw + ".plausible_answers", report, False, False)
+    if impossible:
+        report.unanswerable += 1
+        answers = []
+    elif not answers:
+        report.questions_dropped_no_answer += 1
+        return None
+    report.answers_kept += len(answers)
+    return Example(str(qa["id"]), qa["question"], context, tuple(answers), title, impossible, tuple(plausible))
+
+
 def parse_squad(obj, source: str | Path, *, version: str | None = None, strict: bool = True) -> SquadDataset:
     """Validate a parsed SQuAD JSON object and turn it into a :class:`SquadDataset`.
 
@@ -207,31 +232,10 @@ def parse_squad(obj, source: str | Path, *, version: str | None = None, strict: 
             context = para["context"]
             report.paragraphs += 1
             for q, qa in enumerate(para["qas"]):
-                qw = f"{pw}.qas[{q}]"
-                _expect(isinstance(qa, dict) and isinstance(qa.get("question"), str) and "id" in qa, path, qw,
-                        "lacks a string 'question' or an 'id'")
-                _expect(isinstance(qa["id"], str) or (isinstance(qa["id"], int) and not isinstance(qa["id"], bool)),
-                        path, qw + ".id", f"is {type(qa['id']).__name__}, not a string")
-                _expect(isinstance(qa.get("is_impossible", False), bool), path, qw + ".is_impossible",
-                        f"is {qa.get('is_impossible')!r:.20}, not true or false (a JSON boolean, unquoted)")
-                report.questions_in_file += 1
-                impossible = qa.get("is_impossible", False)
+                example = _question(qa, f"{pw}.qas[{q}]", context, title, path, report, strict)
                 saw_impossible |= "is_impossible" in qa
-                if not context.strip() or not qa["question"].strip():
-                    report.questions_dropped_empty += 1  # nothing to answer from, or nothing asked
-                    continue
-                answers = _answers(qa.get("answers", []), context, path, qw + ".answers", report, True, strict)
-                plausible = _answers(qa.get("plausible_answers", []), context, path, qw + ".plausible_answers", report,
-                                     False, False)
-                if impossible:
-                    report.unanswerable += 1
-                    answers = []
-                elif not answers:
-                    report.questions_dropped_no_answer += 1
-                    continue
-                report.answers_kept += len(answers)
-                examples.append(Example(str(qa["id"]), qa["question"], context, tuple(answers), title, impossible,
-                                        tuple(plausible)))
+                if example is not None:
+                    examples.append(example)
     report.questions_kept = len(examples)
     report.version = version or ("2.0" if saw_impossible or declared.startswith("2") else "1.1")
     if not examples:

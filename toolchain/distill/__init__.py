@@ -12,10 +12,26 @@ bookkeeping, the step log), ``finish`` (report and output directory), ``checkpoi
 checkpoints, exact resume), ``logits_cache`` (teacher logits on disk), ``runtime`` (Accelerate, evaluation).
 """
 
-from kdtool.distill.config import DistillConfig, TrainConfig
-from kdtool.distill.mapping import default_layer_map, head_groups, layer_map
-from kdtool.distill.students import PRESETS, StudentShape, build_student
-from kdtool.distill.trainer import distill, finetune, train
+from importlib import import_module
+
+# name -> its module, imported when the name is first asked for: the command-line options import
+# ``kdtool.distill.config`` (light) and must not load the trainer and students (torch, transformers) with it
+_NAMES = {
+    **dict.fromkeys(("DistillConfig", "TrainConfig"), "kdtool.distill.config"),
+    **dict.fromkeys(("default_layer_map", "head_groups", "layer_map"), "kdtool.distill.mapping"),
+    **dict.fromkeys(("PRESETS", "StudentShape"), "kdtool.distill.presets"),
+    "build_student": "kdtool.distill.students",
+    **dict.fromkeys(("distill", "finetune", "train"), "kdtool.distill.trainer"),
+}
+
+
+def __getattr__(name: str):
+    if name not in _NAMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(_NAMES[name]), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "DistillConfig", "PRESETS", "StudentShape", "TrainConfig", "build_student", "default_layer_map", "distill",

@@ -16,11 +16,11 @@ import json
 from dataclasses import asdict, dataclass, fields
 
 from kdtool.errors import InputError
-from kdtool.losses import ATTENTION_LOSSES, LOSSES, PREDICTION_KINDS, weight_fields, with_weight_fields
+from kdtool.losses import ATTENTION_KINDS, LOSSES, PREDICTION_KINDS, weight_fields, with_weight_fields
 from kdtool.strategies import get_strategy
 
 SCHEDULES = ("two-stage", "joint", "prediction")
-ATTENTION_LOSS_KINDS = (*ATTENTION_LOSSES, "none")
+ATTENTION_LOSS_KINDS = (*ATTENTION_KINDS, "none")
 PREDICTION_LOSS_KINDS = PREDICTION_KINDS
 PROJECTIONS = ("shared", "per-layer", "none")
 STUDENT_INITS = ("random", "teacher-layers", "teacher-bottom", "teacher-embeddings")

@@ -7,17 +7,18 @@ for each student layer k, teacher layer g(k) (the layer map) when the layer shap
 ``teacher-bottom`` copies teacher layers 1..S instead (Patient KD); ``teacher-embeddings`` only the
 embeddings (for the BiLSTM: the teacher's token embeddings projected to its width).
 
-Besides transformer shapes, :data:`RELATIVE_PRESETS` derive a shape from the teacher's (``half-width``)
-and :data:`ARCHITECTURES` build other students (``bilstm``: kdtool.students.bilstm).
+The presets (shapes, :data:`~kdtool.distill.presets.RELATIVE_PRESETS` derived from the teacher's,
+and the names of other architectures) are data in :mod:`kdtool.distill.presets`; :data:`BUILDERS`
+builds the other architectures (``bilstm``: kdtool.students.bilstm).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 from kdtool.distill.mapping import layer_map
+from kdtool.distill.presets import ARCHITECTURES, PRESETS, RELATIVE_PRESETS
 from kdtool.errors import InputError
 from kdtool.models import load_config, load_task_model, load_tokenizer, max_positions
 from kdtool.students.bilstm import (
@@ -27,35 +28,6 @@ from kdtool.students.bilstm import (
     init_embeddings_from_teacher,
 )
 from kdtool.tasks import TASKS
-
-
-@dataclass(frozen=True)
-class StudentShape:
-    layers: int
-    hidden: int
-    heads: int
-    intermediate: int
-    about: str = ""
-
-    def config_overrides(self) -> dict:
-        return {"num_hidden_layers": self.layers, "hidden_size": self.hidden, "num_attention_heads": self.heads,
-                "intermediate_size": self.intermediate}
-
-
-PRESETS: dict[str, StudentShape] = {
-    "tinyroberta-es": StudentShape(6, 512, 16, 3072, "SpanishTinyRoBERTa, the paper's student (51M with a 50k vocabulary)"),
-    "tinybert-6l": StudentShape(6, 768, 12, 3072, "TinyBERT-6 / DistilBERT shape"),
-    "tinybert-4l": StudentShape(4, 312, 12, 1200, "TinyBERT-4"),
-    "small-4l-256": StudentShape(4, 256, 4, 1024, "a small student"),
-    "micro-2l-128": StudentShape(2, 128, 2, 512, "a very small student for smoke tests"),
-}
-
-# shapes derived from the base model's config: name -> (layers, hidden, heads, intermediate) from it
-RELATIVE_PRESETS = {
-    "half-width": ("the teacher's depth at half its width, heads and FFN (DualTrain+SharedProj's narrower student)",
-                   lambda c: StudentShape(c.num_hidden_layers, c.hidden_size // 2, max(1, c.num_attention_heads // 2),
-                                          c.intermediate_size // 2)),
-}
 
 
 def _bilstm(base_config, task):
@@ -68,10 +40,8 @@ def _bilstm(base_config, task):
     return cls(config)
 
 
-# non-transformer students: name -> (about, builder(base_config, task) -> model)
-ARCHITECTURES = {
-    "bilstm": ("BiLSTM: embedding 256, one bidirectional LSTM layer of 256 per direction, task head", _bilstm),
-}
+# non-transformer students: name -> builder(base_config, task) -> model (what each is: presets.ARCHITECTURES)
+BUILDERS = {"bilstm": _bilstm}
 
 SHORT_KEYS = {"layers": "num_hidden_layers", "hidden": "hidden_size", "heads": "num_attention_heads",
               "intermediate": "intermediate_size"}
@@ -126,7 +96,7 @@ def build_student(spec: str | None, base_dir: str, *, init: str = "random", laye
         if init not in ("random", "teacher-embeddings"):
             raise InputError(f"--student-init {init} copies transformer layers; the {spec} student can start "
                              "random or from teacher-embeddings")
-        model = ARCHITECTURES[spec][1](load_config(base_dir), task)
+        model = BUILDERS[spec](load_config(base_dir), task)
         desc = {"kind": kind, "source": spec, "init": init}
         if init == "teacher-embeddings":
             teacher = base_model if base_model is not None else load_task_model(base_dir, task, require_head=False)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from kdtool.kernels import attention_prob_mse as fused_attention_prob_mse  # triton loads only when a kernel runs
+from kdtool.losses.registry import ATTENTION_KINDS
 
 TINYBERT_MASK = -10000.0  # the additive key mask in TinyBERT's code
 MASK_FLOOR = -100.0  # TinyBERT zeroes every score <= this (masked keys drop out)
@@ -111,4 +112,4 @@ def attention_prob_mse(student_q, student_k, teacher_q, teacher_k, key_mask) -> 
     return attention_prob_mse_explicit(student_q, student_k, teacher_q, teacher_k, key_mask)
 
 
-ATTENTION_LOSSES = {"scores": attention_score_mse, "probs": attention_prob_mse}
+ATTENTION_LOSSES = dict(zip(ATTENTION_KINDS, (attention_score_mse, attention_prob_mse), strict=True))

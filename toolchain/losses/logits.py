@@ -11,8 +11,6 @@ from collections.abc import Sequence
 
 import torch
 
-PREDICTION_KINDS = ("kl", "soft-ce", "mse")
-
 
 def logits_mse(student_logits: Sequence[torch.Tensor], teacher_logits: Sequence[torch.Tensor],
                mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -17,13 +17,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # the registry is read by every command's options (kdtool --help): it must not load torch
+    import torch
 
 STAGES = ("finetune", "intermediate", "prediction", "joint")
 # what a loss may read: gold labels, the teacher's logits, both models' hidden states, the teacher's Q/K
 INPUTS = ("labels", "teacher_outputs", "hidden", "teacher_qk")
+# the choices of --attention-loss (besides "none") and --prediction-loss; their functions are in
+# kdtool.losses.attention (ATTENTION_LOSSES) and kdtool.losses.logits (prediction_loss)
+ATTENTION_KINDS = ("scores", "probs")
+PREDICTION_KINDS = ("kl", "soft-ce", "mse")
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from kdtool.errors import InputError
-from kdtool.prune.search import DEFAULT_STRUCTURES, STRUCTURES
+from kdtool.prune.units import UNITS, default_structures
 
 SCHEDULES = ("one-shot", "iterative")
 LATENCY_ENGINES = ("bundle", "pytorch")
@@ -64,11 +64,11 @@ def parse_budget(target_params: str | None, target_flops: str | None, target_lat
 
 def parse_structures(text) -> tuple[str, ...]:
     items = [s.strip() for s in (text.split(",") if isinstance(text, str) else text) if s.strip()]
-    unknown = [s for s in items if s not in STRUCTURES]
+    unknown = [s for s in items if s not in UNITS]
     if unknown or not items:
         raise InputError(f"unknown structure {', '.join(unknown) or '(none)'} in --prune; choose from: "
-                         f"{', '.join(STRUCTURES)} (comma-separated)")
-    return tuple(s for s in STRUCTURES if s in items)
+                         f"{', '.join(UNITS)} (comma-separated)")
+    return tuple(s for s in UNITS if s in items)
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ class PruneConfig:
     target_latency_ms: float | None = None
     profile: str | None = None
     seq_len: int | None = None  # FLOPs and latency at this length; default: the profile's longest, else 384
-    structures: tuple[str, ...] = DEFAULT_STRUCTURES
+    structures: tuple[str, ...] = field(default_factory=default_structures)  # registered units (kdtool.prune.units)
     schedule: str = "one-shot"
     steps: int = 1
     importance_examples: int = 256

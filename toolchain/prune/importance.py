@@ -1,21 +1,15 @@
-"""Importance of heads, FFN neurons, hidden dimensions and layers: first-order Taylor scores over masks.
+"""Importance of every pruning unit: first-order Taylor scores over masks.
 
 :class:`Gates` puts a mask of ones on every prunable unit of a BERT-style model through forward
-hooks, so the model itself is unchanged and keeps its SDPA attention:
-
-- head h of layer l: its context vector (``probs @ V`` for that head) is multiplied by ``heads[l][h]``,
-  which is Michel et al. (2019)'s gate xi_h (HF's ``head_mask`` scales the probabilities, the same thing);
-- FFN neuron j of layer l: the GELU output is multiplied by ``ffn[l][j]``;
-- layer l: its output becomes ``x + g_l * (layer(x) - x)``, so ``g_l = 0`` is the layer removed;
-- hidden dimension d: every LayerNorm of the embeddings and the layers (each writes the residual stream)
-  has its output's dimension d multiplied by ``hidden[d]``, one gate shared by all of them (CoFi's
-  ``hidden_z``), and so has any hidden-wide dense layer of the task head (a pooler), which slicing
-  narrows with them. A dimension removed by hand (:meth:`Gates.set`) also drops out of those LayerNorms'
-  mean and variance, which is what the sliced model computes (:mod:`kdtool.prune.slicing`).
+hooks, so the model itself is unchanged and keeps its SDPA attention. Each registered unit
+(:mod:`kdtool.prune.units`) says where its masks go: head h of layer l on its context vector
+(Michel et al. 2019's gate), FFN neuron j on the GELU output, layer l on its residual update
+(``x + g_l * (layer(x) - x)``), hidden dimension d on every LayerNorm that writes the residual stream
+(CoFi's ``hidden_z``).
 
 The importance of a unit is ``sum over batches |dL/d gate|`` at gates = 1, the first-order estimate
 of how much the loss grows when that gate goes to 0 (Michel et al. for heads; the Taylor criterion of
-Molchanov et al. 2019 and Model Optimizer's gradnas for neurons). All three share one unit (loss
+Molchanov et al. 2019 and Model Optimizer's gradnas for neurons). All share one unit (loss
 change), which is what lets :mod:`kdtool.prune.search` compare a head with a slice of FFN.
 
 ``L`` is the distillation loss against the teacher: KL(teacher || model) x T^2 on the task's logits
@@ -29,113 +23,57 @@ from __future__ import annotations
 import contextlib
 
 import torch
-import torch.nn.functional as F
 
 from kdtool.distill.objective import model_inputs, task_outputs
 from kdtool.losses import prediction_loss
-from kdtool.prune.shapes import encoder_layers, hidden_prunable
+from kdtool.prune.shapes import encoder_layers
+from kdtool.prune.units import UNITS
 
 
 class Gates:
-    """Mask tensors on heads, FFN neurons, layers and hidden dimensions of ``model``; active inside ``with gates:``."""
+    """Mask tensors of every registered pruning unit on ``model`` (``masks[name]``); active inside ``with gates:``."""
 
     def __init__(self, model):
         self.model = model
         self.layers = encoder_layers(model)
-        self.heads = [torch.ones(layer.attention.self.num_attention_heads) for layer in self.layers]
-        self.ffn = [torch.ones(layer.intermediate.dense.out_features) for layer in self.layers]
-        self.layer = torch.ones(len(self.layers))
-        self.hidden = torch.ones(model.config.hidden_size)
-        self._kept: torch.Tensor | None = None  # hidden dimensions left after set(hidden=...), None: all
+        self.state: dict = {}  # what a unit's hooks read besides its masks (hidden: the dimensions kept)
+        self.masks = {name: unit.masks(self) for name, unit in UNITS.items()}
         self._handles: list = []
 
     def tensors(self) -> list[torch.Tensor]:
-        return [*self.heads, *self.ffn, self.layer, self.hidden]
+        return [t for masks in self.masks.values() for t in masks]
 
     def requires_grad_(self, flag: bool = True) -> Gates:
         for t in self.tensors():
             t.requires_grad_(flag)
         return self
 
-    def set(self, *, heads: dict[int, list[int]] | None = None, ffn: dict[int, list[int]] | None = None,
-            layers: list[int] | None = None, hidden: list[int] | None = None) -> Gates:
-        """Zero the listed units: ``heads`` and ``ffn`` map a layer to positions; ``layers`` lists layers,
-        ``hidden`` dimensions of the residual stream."""
-        if hidden:
-            self._kept = torch.tensor(sorted(set(range(len(self.hidden))) - set(hidden)), dtype=torch.long)
+    def set(self, **zeros) -> Gates:
+        """Zero the listed units, by unit name: ``heads={layer: [positions]}``, ``ffn={layer: [neurons]}``,
+        ``layers=[...]``, ``hidden=[dimensions of the residual stream]`` (a plan's entries)."""
+        unknown = sorted(set(zeros) - set(UNITS))
+        if unknown:
+            raise TypeError(f"Gates.set() got unknown pruning units {unknown}; registered: {', '.join(UNITS)}")
         with torch.no_grad():
-            self.hidden[list(hidden or [])] = 0.0
-            for i, hs in (heads or {}).items():
-                self.heads[i][hs] = 0.0
-            for i, js in (ffn or {}).items():
-                self.ffn[i][js] = 0.0
-            for i in layers or []:
-                self.layer[i] = 0.0
+            for name, positions in zeros.items():
+                if positions:
+                    UNITS[name].zero(self, self.masks[name], positions)
         return self
 
     def __enter__(self):
-        for i, layer in enumerate(self.layers):
-            att = layer.attention.self
-            self._handles.append(att.register_forward_hook(self._head_hook(i, att)))
-            self._handles.append(layer.intermediate.register_forward_hook(
-                lambda mod, args, out, i=i: out * self.ffn[i].to(out.dtype)))
-            self._handles.append(layer.register_forward_hook(self._layer_hook(i), with_kwargs=True))
-        for norm in self._hidden_norms():
-            self._handles.append(norm.register_forward_hook(self._hidden_hook))
-        for dense in self._hidden_head_layers():
-            self._handles.append(dense.register_forward_hook(lambda mod, args, out: out * self.hidden.to(out.dtype)))
+        for name, unit in UNITS.items():
+            self._handles += unit.hooks(self, self.masks[name])
         return self
-
-    def _hidden_head_layers(self) -> list[torch.nn.Linear]:
-        """Hidden-wide layers of the task head (a pooler, RoBERTa's classification dense layer): slicing
-        narrows their outputs with the residual stream, so the same gate masks them."""
-        if not hidden_prunable(self.model):
-            return []
-        inside = {id(m) for m in self.model.base_model.encoder.modules()}
-        inside |= {id(m) for m in self.model.base_model.embeddings.modules()}
-        return [m for m in self.model.modules() if isinstance(m, torch.nn.Linear) and id(m) not in inside
-                and m.out_features == len(self.hidden)]
-
-    def _hidden_norms(self) -> list[torch.nn.LayerNorm]:
-        """The LayerNorms that write the residual stream (none when the model's hidden width cannot be pruned)."""
-        if not hidden_prunable(self.model):
-            return []
-        norms = [m for m in self.model.base_model.embeddings.modules() if isinstance(m, torch.nn.LayerNorm)]
-        for layer in self.layers:
-            norms += [layer.attention.output.LayerNorm, layer.output.LayerNorm]
-        return norms
-
-    def _hidden_hook(self, mod, args, out):
-        if self._kept is not None:  # the removed dimensions leave the statistics too (what slicing computes)
-            x, kept = args[0], self._kept
-            out = torch.zeros_like(out)
-            out[..., kept] = F.layer_norm(x[..., kept], (len(kept),), mod.weight[kept], mod.bias[kept], mod.eps)
-        return out * self.hidden.to(out.dtype)
 
     def __exit__(self, *exc):
         for h in self._handles:
             h.remove()
         self._handles.clear()
 
-    def _head_hook(self, i, att):
-        def hook(mod, args, out):
-            ctx = out[0]
-            b, n, _ = ctx.shape
-            gated = (ctx.view(b, n, att.num_attention_heads, att.attention_head_size)
-                     * self.heads[i].to(ctx.dtype)[:, None]).view(b, n, -1)
-            return (gated, *out[1:])
-        return hook
-
-    def _layer_hook(self, i):
-        def hook(mod, args, kwargs, out):
-            x = args[0] if args else kwargs["hidden_states"]
-            g = self.layer[i].to(x.dtype)
-            return (x + g * (out[0] - x), *out[1:])
-        return hook
-
 
 def score_units(model, batches, task, *, teacher=None, temperature: float = 1.0) -> dict:
-    """``{"heads": [[..] per layer], "ffn": [[..] per layer], "layers": [..]}``: sum over ``batches`` of |dL/d gate|.
+    """``{unit: scores}`` (``"heads": [[..] per layer], "ffn": [[..] per layer], "layers": [..], "hidden": [..]``):
+    sum over ``batches`` of |dL/d gate|.
 
     ``batches`` are feature batches with labels (tensors); ``teacher`` (default: none, hard loss only)
     gives the soft targets. The model runs in eval mode (no dropout), its weights get no gradient.
@@ -167,9 +105,12 @@ def score_units(model, batches, task, *, teacher=None, temperature: float = 1.0)
         for p, f in zip(model.parameters(), flags, strict=True):
             p.requires_grad_(f)
         model.train(was_training)
-    n = len(gates.heads)
-    return {"heads": [t.tolist() for t in totals[:n]], "ffn": [t.tolist() for t in totals[n:2 * n]],
-            "layers": totals[-2].tolist(), "hidden": totals[-1].tolist()}
+    scores, k = {}, 0
+    for name, unit in UNITS.items():
+        m = len(gates.masks[name])
+        scores[name] = unit.scores(totals[k:k + m])
+        k += m
+    return scores
 
 
 @contextlib.contextmanager

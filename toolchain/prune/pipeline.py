@@ -32,8 +32,9 @@ from kdtool.prune.config import PruneConfig
 from kdtool.prune.importance import score_units
 from kdtool.prune.latency import measure_dir, measure_plan
 from kdtool.prune.search import Point, bisect_latency, choose_within, pruning_path
-from kdtool.prune.shapes import Shape, base_params, encoder_layers, hidden_prunable
+from kdtool.prune.shapes import Shape, base_params, encoder_layers
 from kdtool.prune.slicing import Plan, apply_plan
+from kdtool.prune.units import UNITS
 from kdtool.tasks import resolve_task
 
 SCORING = ("first-order Taylor |dL/d gate| summed over batches at gates = 1 (Michel et al. 2019 for heads; "
@@ -119,10 +120,10 @@ class _Context:
         self.tokenizer = load_tokenizer(config.model)
         self.model = _load(config.model, self.task)
         encoder_layers(self.model)  # a one-line error for models that are not BERT-style
-        if "hidden" in config.structures and not hidden_prunable(self.model):
-            raise InputError(f"{config.model}: its embeddings are projected to the hidden width (no LayerNorm of that "
-                             "width starts the residual stream), so kdtool cannot prune hidden dimensions; "
-                             "drop 'hidden' from --prune")
+        for name in config.structures:
+            reason = UNITS[name].refusal(self.model)
+            if reason:
+                raise InputError(f"{config.model}: {reason}; drop '{name}' from --prune")
         if config.recover:
             _recovery_config(config, self.task, self.teacher, config.model, self.work / "check", False)
         self.base = base_params(self.model)
@@ -136,8 +137,7 @@ class _Context:
         self._check_reachable()
 
     def _check_reachable(self) -> None:
-        zeros = {"heads": [[0.0] * h for h in self.shape.heads], "ffn": [[0.0] * self.shape.ffn] * self.shape.layers,
-                 "layers": [0.0] * self.shape.layers, "hidden": [0.0] * self.shape.hidden}
+        zeros = {name: unit.no_scores(self.shape) for name, unit in UNITS.items()}
         cost = "params" if self.budget.kind == "params" else "flops"
         path = pruning_path(self.shape, zeros, self.config.structures, seq_len=self.seq_len, base_params=self.base,
                             cost=cost, ffn_step=self.config.ffn_step)

@@ -1,18 +1,10 @@
 """From importance scores to the shape that meets a budget.
 
 :func:`pruning_path` removes units one move at a time, from the full model down to the smallest
-shape the chosen structures allow (one head per layer, one FFN slice, one layer). Each move is the
-one that loses the least importance per unit of cost saved (FLOPs at the sequence length, or
-parameters for a parameter budget), among:
-
-- ``heads``: the least important remaining head of any layer that keeps more than one;
-- ``ffn``: the ``ffn_step`` least important remaining neurons of every layer (one width for all);
-- ``layers``: the least important remaining layer (its heads and neurons go with it);
-- ``hidden``: the ``head_dim`` least important remaining hidden dimensions (the residual stream of every
-  layer, the embeddings and the task head). Hugging Face derives the head size from ``hidden_size //
-  num_attention_heads``, so the hidden width moves in steps of one head size and every layer keeps at most
-  ``hidden // head_dim`` heads: a layer over that loses its least important heads in the same move, and
-  their importance counts against it.
+shape the chosen structures allow (one head per layer, one FFN slice, one layer, one head size of
+hidden width). Each registered unit (:mod:`kdtool.prune.units`) offers its next move; the one taken is
+the one that loses the least importance per unit of cost saved (FLOPs at the sequence length, or
+parameters for a parameter budget), the first registered among equals.
 
 Importance is in one unit across structures (first-order loss change, :mod:`kdtool.prune.importance`),
 so the comparison is meaningful; it is a first-order estimate, which is why ``--schedule iterative``
@@ -26,11 +18,7 @@ from dataclasses import dataclass
 
 from kdtool.prune.shapes import Shape
 from kdtool.prune.slicing import Plan
-
-STRUCTURES = ("heads", "ffn", "hidden", "layers")
-# What --prune removes unless told: the structures whose slicing is exact. Hidden dimensions move every
-# LayerNorm's statistics, so they are asked for by name.
-DEFAULT_STRUCTURES = ("heads", "ffn", "layers")
+from kdtool.prune.units import UNITS, default_ffn_step
 
 
 @dataclass(frozen=True)
@@ -44,87 +32,71 @@ class Point:
     lost_importance: float
 
 
-def default_ffn_step(ffn: int) -> int:
-    """FFN width moves in steps of 1/32 of the width, rounded to a multiple of 8 (GEMM-friendly)."""
-    return max(8, (ffn // 32) // 8 * 8) if ffn >= 64 else 1
+class Walk:
+    """The state of a walk down the pruning path, which the units' moves read and change.
+
+    Shared by the units: ``alive`` (the original layers still there) and, per original layer, ``heads_left``
+    (its remaining heads, least important first) and ``removed_heads``; each unit keeps the rest of its
+    state in ``state[name]`` (:meth:`~kdtool.prune.units.PruningUnit.start`). ``now`` is the current shape
+    while the units are asked for their moves; ``ffn_step`` the FFN unit's step (``--ffn-step``).
+    """
+
+    def __init__(self, shape: Shape, scores: dict, structures: tuple[str, ...], *, seq_len: int, base_params,
+                 cost: str, ffn_step: int | None, dropped_layers: tuple[int, ...]):
+        self.origin, self.scores, self.structures = shape, scores, tuple(structures)
+        self.seq_len, self.base_params, self.cost = seq_len, base_params, cost
+        self.ffn_step = ffn_step or default_ffn_step(shape.ffn)
+        n = shape.layers
+        self.heads_left = {i: sorted(range(shape.heads[i]), key=lambda h: scores["heads"][i][h]) for i in range(n)}
+        self.removed_heads: dict[int, list[int]] = {i: [] for i in range(n)}
+        self.alive = [i for i in range(n) if i not in dropped_layers]
+        self.lost = float(sum(scores["layers"][i] for i in dropped_layers))
+        self.state: dict = {}
+        for name, unit in UNITS.items():  # in order: a unit's start may read the states before it
+            self.state[name] = unit.start(self)
+        self.now = self.shape()
+
+    def active(self, name: str) -> bool:
+        return name in self.structures
+
+    def shape(self) -> Shape:
+        s = Shape(tuple(self.origin.heads[i] - len(self.removed_heads[i]) for i in self.alive), self.origin.ffn,
+                  self.origin.hidden, self.origin.head_dim)
+        for unit in UNITS.values():
+            s = unit.narrow(self, s)
+        return s
+
+    def cost_of(self, shape: Shape) -> int:
+        return shape.params(self.base_params) if self.cost == "params" else shape.flops(self.seq_len)
+
+    def saved(self, after: Shape) -> int:
+        """What a move from the current shape to ``after`` saves, in the walk's cost."""
+        return self.cost_of(self.now) - self.cost_of(after)
+
+    def point(self) -> Point:
+        plan = Plan(**{name: unit.removed(self) for name, unit in UNITS.items()})
+        return Point(plan, self.now, self.now.params(self.base_params), self.now.flops(self.seq_len), self.lost)
 
 
 def pruning_path(shape: Shape, scores: dict, structures: tuple[str, ...], *, seq_len: int, base_params,
                  cost: str = "flops", ffn_step: int | None = None, dropped_layers: tuple[int, ...] = ()) -> list[Point]:
     """Points from ``shape`` (removing nothing but ``dropped_layers``) down to the smallest reachable shape.
 
-    ``base_params``: the parameters outside the layers, an :class:`~kdtool.prune.shapes.Outside` (or an int
-    when the hidden width stays)."""
-    step = ffn_step or default_ffn_step(shape.ffn)
-    n = shape.layers
-    heads_left = {i: sorted(range(shape.heads[i]), key=lambda h: scores["heads"][i][h]) for i in range(n)}
-    ffn_order = {i: sorted(range(shape.ffn), key=lambda j: scores["ffn"][i][j]) for i in range(n)}
-    hidden_order = sorted(range(shape.hidden), key=lambda d: scores["hidden"][d]) if "hidden" in structures else []
-    ffn_removed, hidden_removed, layers_alive = 0, 0, [i for i in range(n) if i not in dropped_layers]
-    removed_heads: dict[int, list[int]] = {i: [] for i in range(n)}
-    lost = float(sum(scores["layers"][i] for i in dropped_layers))
-
-    def current() -> Point:
-        heads = tuple(shape.heads[i] - len(removed_heads[i]) for i in layers_alive)
-        s = Shape(heads, shape.ffn - ffn_removed, shape.hidden - hidden_removed, shape.head_dim)
-        plan = Plan(heads={i: list(v) for i, v in removed_heads.items() if v and i in layers_alive},
-                    ffn={i: ffn_order[i][:ffn_removed] for i in range(n)} if ffn_removed else {},
-                    layers=[i for i in range(n) if i not in layers_alive], hidden=hidden_order[:hidden_removed])
-        return Point(plan, s, s.params(base_params), s.flops(seq_len), lost)
-
-    def narrower_hidden() -> tuple[dict[int, int], float, float]:
-        """The hidden move: heads each layer must lose, its importance, and the cost it saves."""
-        width = shape.hidden - hidden_removed - shape.head_dim
-        forced = {i: max(0, len(heads_left[i]) - width // shape.head_dim) for i in layers_alive}
-        imp = sum(scores["hidden"][d] for d in hidden_order[hidden_removed:hidden_removed + shape.head_dim])
-        imp += sum(scores["heads"][i][h] for i, k in forced.items() for h in heads_left[i][:k])
-        now = current().shape
-        after = Shape(tuple(h - forced[i] for h, i in zip(now.heads, layers_alive, strict=True)), now.ffn, width,
-                      now.head_dim)
-        saved = (now.params(base_params) - after.params(base_params) if cost == "params"
-                 else now.flops(seq_len) - after.flops(seq_len))
-        return forced, imp, saved
-
-    def saving(kind: str, arg=None) -> float:
-        s = current().shape
-        if cost == "params":
-            per = {"heads": s.head_params(), "ffn": s.ffn_params_per_neuron() * step * len(layers_alive)}
-            return per[kind] if kind != "layers" else s.layer_params(shape.heads[arg] - len(removed_heads[arg]))
-        per = {"heads": s.head_flops(seq_len), "ffn": s.ffn_flops_per_neuron(seq_len) * step * len(layers_alive)}
-        return per[kind] if kind != "layers" else s.layer_flops(shape.heads[arg] - len(removed_heads[arg]), seq_len)
-
-    path = [current()]
+    ``scores``: the units' importance (:func:`~kdtool.prune.importance.score_units`); ``base_params``: the
+    parameters outside the layers, an :class:`~kdtool.prune.shapes.Outside` (or an int when the hidden width
+    stays)."""
+    walk = Walk(shape, scores, structures, seq_len=seq_len, base_params=base_params, cost=cost, ffn_step=ffn_step,
+                dropped_layers=dropped_layers)
+    path = [walk.point()]
     while True:
-        moves = []  # (importance per cost, kind, arg, importance)
-        if "heads" in structures:
-            cands = [(scores["heads"][i][heads_left[i][0]], i) for i in layers_alive if len(heads_left[i]) > 1]
-            if cands:
-                imp, i = min(cands)
-                moves.append((imp / saving("heads"), "heads", i, imp))
-        if "ffn" in structures and shape.ffn - ffn_removed - step >= 1:
-            imp = sum(scores["ffn"][i][j] for i in layers_alive for j in ffn_order[i][ffn_removed:ffn_removed + step])
-            moves.append((imp / saving("ffn"), "ffn", None, imp))
-        if "layers" in structures and len(layers_alive) > 1:
-            imp, i = min((scores["layers"][i], i) for i in layers_alive)
-            moves.append((imp / saving("layers", i), "layers", i, imp))
-        if "hidden" in structures and shape.hidden - hidden_removed - shape.head_dim >= shape.head_dim:
-            forced, imp, saved = narrower_hidden()
-            moves.append((imp / saved, "hidden", forced, imp))
+        moves = [m for name, unit in UNITS.items() if name in structures for m in [unit.move(walk)] if m is not None]
         if not moves:
             return path
-        _, kind, arg, imp = min(moves, key=lambda m: m[0])
-        if kind == "heads":
-            removed_heads[arg].append(heads_left[arg].pop(0))
-        elif kind == "ffn":
-            ffn_removed += step
-        elif kind == "hidden":
-            for i, k in arg.items():
-                removed_heads[i] += [heads_left[i].pop(0) for _ in range(k)]
-            hidden_removed += shape.head_dim
-        else:
-            layers_alive.remove(arg)
-        lost += imp
-        path.append(current())
+        move = min(moves, key=lambda m: m.ratio)  # the first of equals: registration order
+        move.take()
+        walk.lost += move.importance
+        walk.now = walk.shape()
+        path.append(walk.point())
 
 
 def first_within(path: list[Point], limit: float, key: str) -> Point | None:

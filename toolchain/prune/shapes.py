@@ -9,6 +9,9 @@ lowers the most heads a layer can keep to ``hidden // head_dim``.
 The parameters outside the layers (embeddings, task head) are a polynomial in the hidden width
 (:class:`Outside`), so a parameter budget sees what hidden pruning saves there too.
 
+What a pruning move saves is the difference of these totals between the shape before and after it
+(:mod:`kdtool.prune.units`), so a unit needs no cost formula of its own.
+
 FLOPs are those of one forward pass of one sequence of ``seq_len`` tokens, counting a multiply-add
 as 2: per layer ``2n*d*3*h*hd`` (Q, K, V), ``2n*h*hd*d`` (output projection), ``4n^2*h*hd`` (scores
 and context) and ``4n*d*I`` (FFN), plus the task head. Embedding lookups, LayerNorm, softmax and
@@ -88,14 +91,6 @@ class Shape:
         n, d, a = seq_len, self.hidden, heads * self.head_dim
         return 2 * n * d * 3 * a + 2 * n * a * d + 4 * n * n * a + 4 * n * d * self.ffn
 
-    def head_flops(self, seq_len: int) -> int:
-        """What one head of a layer costs (Q/K/V/O columns and its share of the scores)."""
-        n, d, a = seq_len, self.hidden, self.head_dim
-        return 8 * n * d * a + 4 * n * n * a
-
-    def ffn_flops_per_neuron(self, seq_len: int) -> int:
-        return 4 * seq_len * self.hidden
-
     def flops(self, seq_len: int) -> int:
         return sum(self.layer_flops(h, seq_len) for h in self.heads) + 2 * seq_len * self.hidden * 2
 
@@ -103,19 +98,8 @@ class Shape:
         d, a, i = self.hidden, heads * self.head_dim, self.ffn
         return 3 * (d * a + a) + (a * d + d) + 2 * d + (d * i + i) + (i * d + d) + 2 * d
 
-    def head_params(self) -> int:
-        d, a = self.hidden, self.head_dim
-        return 4 * d * a + 3 * a
-
-    def ffn_params_per_neuron(self) -> int:
-        return 2 * self.hidden + 1
-
     def encoder_params(self) -> int:
         return sum(self.layer_params(h) for h in self.heads)
-
-    def max_heads(self) -> int:
-        """The most heads a layer may keep at this hidden width (``num_attention_heads`` of the config)."""
-        return self.hidden // self.head_dim
 
     def params(self, base_params) -> int:
         return _outside(base_params).at(self.hidden) + self.encoder_params()
