@@ -33,7 +33,7 @@ def command(bundle, public_key, run, device, threads, json_out):
     click.echo(f"bundle {bundle}: {len(verified.data)} files verified{signed}")
     if not run:
         return
-    from kdtool.engines.device import run_bundle_self_test
+    from kdtool.engines.registry import run_bundle_self_test
 
     result = run_bundle_self_test(bundle, device=device, threads=threads, require_signature=public_key)
     click.echo(json.dumps(result.to_dict(), indent=2) if json_out else result.line())

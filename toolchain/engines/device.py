@@ -67,22 +67,3 @@ def check_on_device(engine: QAEngine, *, self_test: bool = True, strict: bool = 
                                 "--no-self-test to run it anyway")
     return result
 
-
-def run_bundle_self_test(bundle, *, device: str = "auto", threads: int | None = None,
-                         require_signature=None) -> SelfTestResult:
-    """``kdtool verify BUNDLE --run``: open ``bundle`` with the engine ``answer`` would use and run its self-test.
-
-    Raises when the bundle carries none; a failing result is returned (the caller decides the exit code).
-    """
-    from kdtool.engines.registry import load_engine
-    from kdtool.errors import InputError
-
-    engine = load_engine(bundle, device=device, threads=threads, require_signature=require_signature)
-    note = arithmetic_note(engine)
-    if note:
-        log.warning(note)
-    result = engine.self_test()
-    if result is None:
-        raise InputError(f"bundle {bundle} carries no self-test for {engine.graph_member or 'its engine'} (exported by an "
-                         "older kdtool); export it again")
-    return result

@@ -15,9 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from kdtool.bundle.selftest import SelfTestResult
 from kdtool.bundle.verified import VerifiedBundle, open_verified_bundle
 from kdtool.engines.base import QAEngine
-from kdtool.engines.device import check_on_device
+from kdtool.engines.device import arithmetic_note, check_on_device, log
 from kdtool.errors import InputError
 from kdtool.models.heads import HEADS, Head, detect_head
 
@@ -110,3 +111,20 @@ def load_engine(path, *, task: str | None = None, device: str = "auto", require_
                 check_on_device(engine, self_test=self_test, strict=strict)
             return engine
     raise InputError(f"{p}: no engine opens it on device {device}")
+
+
+def run_bundle_self_test(bundle, *, device: str = "auto", threads: int | None = None,
+                         require_signature=None) -> SelfTestResult:
+    """``kdtool verify BUNDLE --run``: open ``bundle`` with the engine ``answer`` would use and run its self-test.
+
+    Raises when the bundle carries none; a failing result is returned (the caller decides the exit code).
+    """
+    engine = load_engine(bundle, device=device, threads=threads, require_signature=require_signature)
+    note = arithmetic_note(engine)
+    if note:
+        log.warning(note)
+    result = engine.self_test()
+    if result is None:
+        raise InputError(f"bundle {bundle} carries no self-test for {engine.graph_member or 'its engine'} (exported by an "
+                         "older kdtool); export it again")
+    return result
