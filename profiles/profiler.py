@@ -154,8 +154,8 @@ def profile_models(config: ProfileConfig, *, progress: Progress | None = None) -
         m.total = len(shapes) * len(engines) * (settings["warmup"] + settings["runs"])
         for b in settings["batch_sizes"] if features else ():
             m.total += sum(settings["warmup"] + -(-len(f) // b) for f in features if f is not None)
-        m.tick("starting", 0)
         try:
+            m.tick("starting", 0)
             for b, s in shapes:
                 m.fixed_shape(b, s)
             for b in settings["batch_sizes"] if features else ():

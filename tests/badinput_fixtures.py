@@ -61,6 +61,15 @@ def write_jsonl(path: Path, n: int, context: str = CONTEXT) -> Path:
     return path
 
 
+PAUSE_HOOK = Path(__file__).with_name("pause_hook")
+
+
+def pause_at(task: str, flag: Path) -> dict:
+    """Environment that holds a kdtool subprocess mid-work at task ``task`` (tests/pause_hook) and writes ``flag``."""
+    path = os.pathsep.join(p for p in (str(PAUSE_HOOK), os.environ.get("PYTHONPATH", "")) if p)
+    return {"PYTHONPATH": path, "KDTOOL_TEST_PAUSE_TASK": task, "KDTOOL_TEST_PAUSED": str(flag)}
+
+
 class Proc:
     """A real ``kdtool`` subprocess whose stderr is collected by a thread (progress uses ``\\r``)."""
 

@@ -1,6 +1,10 @@
 """Crashes and Ctrl-C with real processes and real signals: validate and profile print what they
 measured and exit 130, answer keeps every line it finished, a killed export leaves the previous
-bundle untouched, and nothing half written is left behind."""
+bundle untouched, and nothing half written is left behind.
+
+A Ctrl-C test holds the command at a real mid-work point (tests/pause_hook: the first progress count of a
+task with work left) and signals it there, so the signal never arrives after the command finished, however
+busy the cores are."""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import subprocess
 import sys
 
 import pytest
-from badinput_fixtures import CONTEXT, Proc, write_jsonl
+from badinput_fixtures import CONTEXT, Proc, pause_at, write_jsonl
 
 from kdtool.atomic import atomic_directory, remove_stale_partials
 from kdtool.bundle.manifest import verify_bundle
@@ -27,12 +31,13 @@ def _no_partials(*dirs):
 
 
 def test_ctrl_c_during_validate_prints_the_models_scored_and_exits_130(tmp_path, roberta_dir, bert_dir, squad_es_v11):
-    js, preds = tmp_path / "v.json", tmp_path / "preds"
-    # 100 real SQuAD-es questions take each tiny model a few seconds: Ctrl-C lands while the candidate runs
-    proc = Proc(["validate", roberta_dir, bert_dir, "--data", squad_es_v11, "--limit", 100, "--device", "cpu",
-                 "--threads", 1, "--batch-size", 2, "--json", js, "--predictions-dir", preds], cwd=tmp_path)
-    try:  # the candidate's windows are being counted ("score bert:" lines under a non-TTY, kdtool.progress.console)
-        proc.wait_for(lambda: re.search(r"(^|[\r\n])score bert: ", proc.stderr), timeout=240)
+    js, preds, paused = tmp_path / "v.json", tmp_path / "preds", tmp_path / "paused"
+    proc = Proc(["validate", roberta_dir, bert_dir, "--data", squad_es_v11, "--limit", 20, "--device", "cpu",
+                 "--threads", 1, "--batch-size", 2, "--json", js, "--predictions-dir", preds], cwd=tmp_path,
+                env=pause_at("score bert", paused))
+    try:  # held while the candidate's windows are being counted ("score bert: k/N", k < N)
+        proc.wait_for(paused.exists, timeout=240)
+        assert re.search(r"(^|[\r\n])score bert: \d+/\d+", proc.stderr), proc.stderr[-1000:]
         proc.p.send_signal(signal.SIGINT)
         rc = proc.finish(timeout=120)
     finally:
@@ -47,11 +52,12 @@ def test_ctrl_c_during_validate_prints_the_models_scored_and_exits_130(tmp_path,
 
 
 def test_ctrl_c_during_profile_prints_partial_tables_and_exits_130(tmp_path, roberta_dir, bert_dir):
-    js, md = tmp_path / "p.json", tmp_path / "p.md"
-    proc = Proc(["profile", roberta_dir, bert_dir, "--seq-len", "16,32", "--batch-size", 1, "--runs", 100000,
-                 "--warmup", 1, "--threads", 1, "--json", js, "--markdown", md], cwd=tmp_path)
+    js, md, paused = tmp_path / "p.json", tmp_path / "p.md", tmp_path / "paused"
+    proc = Proc(["profile", roberta_dir, bert_dir, "--seq-len", "16,32", "--batch-size", 1, "--runs", 20,
+                 "--warmup", 1, "--threads", 1, "--json", js, "--markdown", md], cwd=tmp_path,
+                env=pause_at("profile", paused))
     try:
-        proc.wait_for(lambda: "%]" in proc.stderr, timeout=120)  # measuring has begun
+        proc.wait_for(paused.exists, timeout=120)  # held after a counted run, with runs left
         proc.p.send_signal(signal.SIGINT)
         rc = proc.finish(timeout=120)
     finally:
@@ -75,11 +81,12 @@ def _complete_rows(path, n_expected_max):
 
 
 def test_answer_streams_lines_and_a_killed_run_keeps_complete_ones(tmp_path, roberta_dir):
-    src, out = write_jsonl(tmp_path / "q.jsonl", 3000), tmp_path / "a.jsonl"
-    proc = Proc(["answer", roberta_dir, "--input", src, "--output", out, "--device", "cpu", "--threads", 1])
-    try:  # lines appear while the process is still answering: written as produced, not at the end
-        proc.wait_for(lambda: out.exists() and out.read_text().count("\n") >= 64, timeout=120)
-        assert proc.p.poll() is None
+    src, out, paused = write_jsonl(tmp_path / "q.jsonl", 3000), tmp_path / "a.jsonl", tmp_path / "paused"
+    proc = Proc(["answer", roberta_dir, "--input", src, "--output", out, "--device", "cpu", "--threads", 1],
+                env=pause_at("answer", paused))
+    try:  # lines are on disk while the process is still answering: written as produced, not at the end
+        proc.wait_for(paused.exists, timeout=120)
+        assert proc.p.poll() is None and out.read_text().count("\n") >= 64
         proc.p.send_signal(signal.SIGKILL)
         proc.finish()
     finally:
@@ -89,10 +96,12 @@ def test_answer_streams_lines_and_a_killed_run_keeps_complete_ones(tmp_path, rob
 
 
 def test_ctrl_c_during_answer_says_how_many_were_written_and_exits_130(tmp_path, roberta_dir):
-    src, out = write_jsonl(tmp_path / "q.jsonl", 3000), tmp_path / "a.jsonl"
-    proc = Proc(["answer", roberta_dir, "--input", src, "--output", out, "--device", "cpu", "--threads", 1])
-    try:
-        proc.wait_for(lambda: out.exists() and out.read_text().count("\n") >= 64, timeout=120)
+    src, out, paused = write_jsonl(tmp_path / "q.jsonl", 3000), tmp_path / "a.jsonl", tmp_path / "paused"
+    proc = Proc(["answer", roberta_dir, "--input", src, "--output", out, "--device", "cpu", "--threads", 1],
+                env=pause_at("answer", paused))
+    try:  # held after its first chunk of answers was written, with questions left
+        proc.wait_for(paused.exists, timeout=120)
+        assert out.read_text().count("\n") >= 1
         proc.p.send_signal(signal.SIGINT)
         rc = proc.finish()
     finally:

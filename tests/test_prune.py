@@ -122,19 +122,23 @@ def test_latency_budget_is_met_by_measurement_under_a_profile(bert_dir, squad_fi
     report = json.loads((out / "prune_report.json").read_text())
     assert report["latency"]["p50_ms_after"] > 0
     assert report["steps"][0]["removed"] == {"heads": {}, "ffn": {}, "layers": [], "hidden": []}
-    # a budget between the smallest and the full model's measured latency: the search measures and picks
-    full = report["latency"]["p50_ms_before"]
-    res = _prune([bert_dir, "-o", tmp_path / "faster", "--train", squad_file, "--target-latency", f"{full * 0.6:.4f}",
+    # a budget between the smallest and the full model's measured latency: the search measures and picks. The
+    # load may change between the two runs (busy cores), so each outcome is checked against the run's own figures
+    budget = round(report["latency"]["p50_ms_before"] * 0.6, 4)
+    res = _prune([bert_dir, "-o", tmp_path / "faster", "--train", squad_file, "--target-latency", str(budget),
                   "--profile", "x86-avx512-vnni", "--seq-len", "64", "--latency-engine", "pytorch", "--latency-runs", "7",
                   "--no-recover", "--prune", "layers,ffn", *COMMON], tmp_path)
     if res.exit_code != 0:  # the machine got too busy for even the smallest shape to fit: one line says so
         assert ("cannot be met" in res.output or "smallest shape now measures" in res.output), res.output
         assert len(res.output.strip().splitlines()) == 1 and not (tmp_path / "faster").exists()
         return
-    assert res.exit_code == 0, res.output
-    step = json.loads((tmp_path / "faster" / "prune_report.json").read_text())["steps"][0]
+    faster = json.loads((tmp_path / "faster" / "prune_report.json").read_text())
+    step = faster["steps"][0]
+    if step["after"]["flops"] == step["before"]["flops"]:  # the machine got quieter: the whole model fits now
+        assert faster["latency"]["p50_ms_before"] <= budget, faster["latency"]
+        return
     chosen = [m for m in step["latency_search"] if m["flops"] == step["after"]["flops"]]
-    assert chosen and chosen[0]["latency_ms"] <= full * 0.6 and step["after"]["flops"] < step["before"]["flops"]
+    assert chosen and chosen[0]["latency_ms"] <= budget and step["after"]["flops"] < step["before"]["flops"]
 
 
 @pytest.mark.parametrize("args, message", [
