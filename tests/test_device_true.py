@@ -8,8 +8,13 @@ and the bounds are the stated ones (exact integer products give the same logits 
 from __future__ import annotations
 
 import json
+import platform
+import shutil
+import subprocess
+import sys
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 from badinput_fixtures import assert_one_line_error, run
 
@@ -42,8 +47,6 @@ def _saturating_product():
 
 
 def test_the_probe_reports_what_onnxruntime_computes_and_kdtool_sessions_are_exact():
-    import onnxruntime as ort
-
     graph, a, exact = _saturating_product()
     plain = ort.SessionOptions()
     plain.log_severity_level = 3
@@ -72,8 +75,6 @@ def test_avx2_bundles_store_u8_weights_with_the_same_values(int8_bundles, robert
     forms_avx2, forms_vnni = count_weight_forms(avx2 / "model.onnx"), count_weight_forms(vnni / "model.onnx")
     assert forms_avx2["s8"] == forms_avx2["s7"] == 0 and forms_avx2["u8"] == forms_vnni["s8"] + forms_vnni["s7"] > 0
     assert m_avx2["certified_on"]["arithmetic"] == this_machine().arithmetic
-    import onnxruntime as ort
-
     windows = sample_windows(load_engine(avx2).tokenizer, squad_file, 8, 96, batch_size=4)
     plain = ort.SessionOptions()  # no kdtool options: the u8 form is exact in any ONNX Runtime
     plain.log_severity_level = 3
@@ -156,3 +157,71 @@ def test_a_bundle_for_another_arithmetic_class_is_named_and_strict_refuses_it(in
     if here in PROFILE_OF:  # a bundle made for this class opens without a word
         quiet = run("answer", int8_bundles[here], *ask, "--strict")
         assert quiet.exit_code == 0 and "INT8 arithmetic" not in quiet.stderr, quiet.output
+
+
+QEMU = shutil.which("qemu-x86_64")
+EMULATED = """
+import json, sys
+import numpy as np
+import onnxruntime as ort
+from kdtool.bundle.arithmetic import this_machine
+from kdtool.engines import load_engine
+from kdtool.engines.ort import session_options
+from kdtool.export.onnx_export import run_session
+
+out = {"arithmetic": this_machine().arithmetic, "self_tests": {}}
+for bundle in sys.argv[2:]:
+    result = load_engine(bundle, device="cpu").self_test()
+    out["self_tests"][bundle] = [result.passed, result.max_abs_logit_diff]
+work = sys.argv[1]
+windows = dict(np.load(work + "/windows.npz"))
+plain = ort.SessionOptions()
+plain.log_severity_level = 3
+for name, opts in (("kdtool", session_options()), ("plain", plain)):
+    for graph in ("qat.onnx", "qat-u8.onnx"):
+        logits = run_session(ort.InferenceSession(work + "/" + graph, opts, providers=["CPUExecutionProvider"]), windows)
+        np.save(f"{work}/{name}-{graph}.npy", np.stack(logits))
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(QEMU is None or platform.machine() != "x86_64",
+                    reason="needs qemu-user (qemu-x86_64) to emulate an x86 CPU without VNNI (.ci/run installs it)")
+def test_on_an_emulated_cpu_without_vnni_bundles_stay_exact_and_the_bound_catches_saturation(
+        int8_bundles, roberta_dir, squad_file, tmp_path):
+    """qemu's Haswell has AVX2 and no AVX-512 or VNNI: ONNX Runtime there runs the very kernels of an AVX2 EPYC
+    (vpmaddubsw, saturating). The self-tests of both INT8 forms pass there; a plain ONNX Runtime session (without
+    kdtool's exactness) on the s8 QDQ graph of a quantization-aware model saturates by more than the self-test bound."""
+    pytest.importorskip("modelopt.torch.quantization")
+    import torch
+
+    from kdtool.bundle.precision import get_precision
+    from kdtool.export.int8_forms import to_u8_weights
+    from kdtool.export.qat import export_qat_onnx
+    from kdtool.models import load_qa_model, load_tokenizer
+    from kdtool.models.qat import quantize_model
+
+    windows = sample_windows(load_tokenizer(roberta_dir), squad_file, 4, 96, batch_size=4)
+    model = load_qa_model(roberta_dir).eval()
+    quantize_model(model, [{k: torch.from_numpy(v) for k, v in w.items() if k != "token_type_ids"} for w in windows])
+    graph = export_qat_onnx(model, tmp_path / "qat.onnx", windows[0], opset=18)
+    (tmp_path / "qat-u8.onnx").write_bytes(graph.read_bytes())
+    to_u8_weights(tmp_path / "qat-u8.onnx")
+    np.savez(tmp_path / "windows.npz", **windows[0])
+    exact = np.stack(run_session(ort.InferenceSession(str(graph), session_options(), providers=["CPUExecutionProvider"]),
+                                 windows[0]))
+    done = subprocess.run([QEMU, "-cpu", "Haswell", sys.executable, "-c", EMULATED, str(tmp_path),
+                           *(str(b) for b in int8_bundles.values())], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["arithmetic"] == "x86-avx2"  # the probe sees the emulated CPU's kernels, whatever the host is
+    assert all(passed for passed, _ in report["self_tests"].values()), report
+    mask = windows[0]["attention_mask"].astype(bool)
+
+    def diff(name):
+        return float(np.abs(np.load(tmp_path / name) - exact)[:, mask].max())
+
+    bound = get_precision("int8-qat").self_test_cpu
+    assert diff("kdtool-qat.onnx.npy") <= bound and diff("kdtool-qat-u8.onnx.npy") <= bound
+    assert diff("plain-qat-u8.onnx.npy") <= bound  # the u8 form is exact without kdtool's session options
+    assert diff("plain-qat.onnx.npy") > bound  # full-range s8 weights saturate on these kernels
