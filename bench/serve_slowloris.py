@@ -22,7 +22,6 @@ import json
 import os
 import re
 import resource
-import select
 import socket
 import subprocess
 import sys
@@ -107,11 +106,13 @@ class Slowloris(threading.Thread):
                 self.socks.append(self._connect())
                 self.reconnects += 1
             self.held.append(sum(s is not None for s in self.socks))
-            readable = select.select([s for s in self.socks if s], [], [], 0)[0] if self.socks else []
             for s in list(self.socks):
                 try:
-                    if s in readable and not s.recv(4096):
-                        raise ConnectionError
+                    try:
+                        if not s.recv(4096):  # the server closed it (a 408, or nothing)
+                            raise ConnectionError
+                    except BlockingIOError:
+                        pass  # still open, nothing said
                     s.send(b"a")
                 except (OSError, ConnectionError):
                     s.close()
