@@ -34,7 +34,6 @@ from kdtool.errors import EnvironmentUnsupported, InputError, IntegrityError, re
 from kdtool.paths import check_outputs_apart
 
 LEGACY_SIGNATURE = "manifest.sig"  # Ed25519 over manifest.json's bytes: verified, deprecated, no longer written
-SIGNATURE = LEGACY_SIGNATURE  # the old name, for callers that import it
 MAX_KEY_BYTES = 64 << 10
 CURVES = ("P-256", "P-384", "P-521")
 LOG = logging.getLogger("kdtool.bundle.signing")
