@@ -16,6 +16,7 @@ import time
 import numpy as np
 import pytest
 from badinput_fixtures import CONTEXT, KDTOOL, assert_one_line_error, run
+from serving import tiny_bundle
 
 from kdtool.atomic import _exchange
 from kdtool.bundle import manifest as B
@@ -38,9 +39,7 @@ def keys(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def unsigned(tmp_path_factory, roberta_dir):
-    out = tmp_path_factory.mktemp("oms") / "bundle"
-    assert run("export", roberta_dir, "-o", out, "--precision", "fp32").exit_code == 0
-    return out
+    return tiny_bundle(tmp_path_factory, roberta_dir)  # shared with the serve tests; copied before any change
 
 
 @pytest.fixture
@@ -164,12 +163,12 @@ def test_ed25519_bundles_keep_verifying_with_one_deprecation_line(bundle, tmp_pa
     (tmp_path / "ed.pub").write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
                                                                    serialization.PublicFormat.SubjectPublicKeyInfo))
     (bundle / "manifest.sig").write_bytes(key.sign((bundle / B.MANIFEST).read_bytes()))
-    for args in (["verify", bundle, "--public-key", tmp_path / "ed.pub"],
-                 ["answer", bundle, "-q", "¿Quién?", "-c", CONTEXT, "--require-signature", tmp_path / "ed.pub"]):
-        done = subprocess.run([*KDTOOL, *map(str, args)], capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr
-        lines = [line for line in done.stderr.splitlines() if "deprecated" in line]
-        assert len(lines) == 1 and "Ed25519" in lines[0] and "kdtool keygen" in lines[0], done.stderr
+    done = subprocess.run([*KDTOOL, "verify", str(bundle), "--public-key", str(tmp_path / "ed.pub")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if "deprecated" in line]
+    assert len(lines) == 1 and "Ed25519" in lines[0] and "kdtool keygen" in lines[0], done.stderr
+    assert run("answer", bundle, "-q", "¿Quién?", "-c", CONTEXT, "--require-signature", tmp_path / "ed.pub").exit_code == 0
     (bundle / "config.json").write_text((bundle / "config.json").read_text() + " ")
     B.write_manifest(bundle, json.loads((bundle / B.MANIFEST).read_text()))
     assert_one_line_error(run("verify", bundle, "--public-key", tmp_path / "ed.pub"), 2, "signature does not match")
