@@ -33,7 +33,7 @@ def signed_bundle(tmp_path_factory, roberta_dir, keys):
     out = tmp_path_factory.mktemp("signed") / "bundle"
     result = run("export", roberta_dir, "-o", out, "--precision", "fp32", "--sign-key", keys / "signer.pem")
     assert result.exit_code == 0, result.output
-    assert "signed" in result.stdout and (out / "manifest.sig").is_file()
+    assert "signed" in result.stdout and (out / "model.sig").is_file()
     return out
 
 
@@ -66,7 +66,7 @@ def test_signature_is_checked_by_verify_and_by_every_loader(bundle, keys, robert
     assert run("verify", bundle).exit_code == 0
     assert_one_line_error(run("answer", bundle, "-q", "¿Quién?", "-c", CONTEXT, "--require-signature",
                               keys / "signer.pub"), 2, "signature does not match")
-    (bundle / "manifest.sig").unlink()
+    (bundle / "model.sig").unlink()
     assert_one_line_error(run("validate", roberta_dir, bundle, "--data", squad_file, "--limit", 2,
                               "--require-signature", keys / "signer.pub"), 2, "is not signed")
     assert_one_line_error(run("verify", bundle, "--public-key", keys / "signer.pub"), 2, "is not signed")

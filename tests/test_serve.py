@@ -16,54 +16,15 @@ import time
 
 import httpx
 import pytest
-from badinput_fixtures import Proc
 from click.testing import CliRunner
+from serving import AUTH, KEY, Server, free_port, tiny_bundle
 
 from kdtool.cli import main
-from kdtool.export.config import ExportConfig
-from kdtool.export.pipeline import export_model
-
-KEY = "k" * 8 + "0123456789abcdef"
-AUTH = {"Authorization": f"Bearer {KEY}"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, bundle, tmp, *extra):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = Proc(["serve", bundle, "--port", self.port, "--device", "cpu", "--threads", 1, *extra], cwd=tmp)
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            if self.proc.p.poll() is not None:
-                raise AssertionError(f"server exited {self.proc.p.returncode}: {self.proc.stderr[-2000:]}")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        self.proc.kill()
-        raise AssertionError("server did not become ready")
-
-    def stop(self, sig=signal.SIGTERM) -> int:
-        self.proc.p.send_signal(sig)
-        try:
-            return self.proc.finish(timeout=60)
-        finally:
-            self.proc.kill()
-
-
 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory, roberta_dir):
-    return export_model(ExportConfig(roberta_dir, tmp_path_factory.mktemp("serve") / "bundle"))
+    return tiny_bundle(tmp_path_factory, roberta_dir)
 
 
 @pytest.fixture(scope="module")

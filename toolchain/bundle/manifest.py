@@ -26,7 +26,7 @@ from kdtool.errors import InputError, IntegrityError
 
 MANIFEST = "manifest.json"
 SCHEMA_VERSION = 1
-UNLISTED_OK = {MANIFEST, MARKER, "manifest.sig"}  # manifest.sig: kdtool.bundle.signing
+UNLISTED_OK = {MANIFEST, MARKER, "manifest.sig", "model.sig"}  # the signatures: kdtool.bundle.signing, .oms
 WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json", "pytorch_model.bin.index.json")
 
 

@@ -8,8 +8,11 @@ tokenizer and ``config.json`` are loaded from a private copy of their verified b
 (``$TMPDIR/kdtool-verified-PID-*``, mode 0700, removed as soon as they are loaded). A graph with
 external data is opened from such a private copy too.
 
-The manifest itself is read once as bytes: a signature (:mod:`kdtool.bundle.signing`) is checked
-on those bytes, the schema (:mod:`kdtool.bundle.manifest_schema`) on what they parse to.
+The manifest itself is read once as bytes, the schema (:mod:`kdtool.bundle.manifest_schema`) is
+checked on what they parse to. A signature is checked on the same bytes that are kept: the OpenSSF
+Model Signing ``model.sig`` (:mod:`kdtool.bundle.oms`) over the manifest and every member as read
+here, or the deprecated Ed25519 ``manifest.sig`` (:mod:`kdtool.bundle.signing`) over the manifest's
+bytes; then the bundle's version against ``--min-version``.
 """
 
 from __future__ import annotations
@@ -25,8 +28,16 @@ from pathlib import Path, PurePosixPath
 
 from kdtool.atomic import atomic_write_bytes, scratch_dir
 from kdtool.bundle import manifest as B
+from kdtool.bundle import oms
 from kdtool.bundle.manifest_schema import check_manifest
-from kdtool.bundle.signing import SIGNATURE, check_signature, load_private_key
+from kdtool.bundle.signing import (
+    LEGACY_SIGNATURE,
+    check_legacy_signature,
+    check_min_version,
+    check_signing_key,
+    is_legacy,
+    load_public_key,
+)
 from kdtool.errors import InputError, IntegrityError
 
 MAX_MANIFEST_BYTES = 16 << 20
@@ -115,22 +126,49 @@ def _external_members(root: Path, rel: str, graph: bytes, files) -> set[str]:
     return members
 
 
+def _extras(root: Path, skip: str) -> dict[str, bytes]:
+    """The small files allowed beside the manifest (marker, other signature) that are present, read once."""
+    extras = {}
+    for rel in sorted(B.UNLISTED_OK - {B.MANIFEST, skip}):
+        if (root / rel).exists() or (root / rel).is_symlink():
+            extras[rel] = read_member(root, rel, 1 << 20)
+    return extras
+
+
+def check_bundle_signature(bundle: VerifiedBundle, public_key) -> None:
+    """The signature of ``bundle`` (already read and checksummed) by ``public_key``, on the bytes held in memory;
+    then ``public_key.min_version`` (a :class:`~kdtool.bundle.signing.SignatureRequirement`) against its version."""
+    key, pem = load_public_key(public_key)
+    root = bundle.root
+    if is_legacy(key):
+        signature = read_member(root, LEGACY_SIGNATURE, 1024) if (root / LEGACY_SIGNATURE).exists() else None
+        check_legacy_signature(root, bundle.manifest_bytes, signature, key, public_key)
+    else:
+        if not (root / oms.SIGNATURE).exists():
+            raise IntegrityError(f"bundle {root} is not signed (no {oms.SIGNATURE}); it must be signed by {public_key} "
+                                 f"(kdtool export --sign-key, or model_signing sign key {root} --signature "
+                                 f"{root}/{oms.SIGNATURE})")
+        signature = read_member(root, oms.SIGNATURE, oms.MAX_SIGNATURE_BYTES)
+        files = {B.MANIFEST: bundle.manifest_bytes, **bundle.data, **_extras(root, oms.SIGNATURE)}
+        oms.check_signature(root, signature, files, [B.MANIFEST, *bundle.data], pem, public_key)
+    check_min_version(root, bundle.manifest, getattr(public_key, "min_version", None))
+    bundle.signed_by = str(public_key)
+
+
 def open_verified_bundle(root, public_key=None) -> VerifiedBundle:
     """Read, check and keep every file of the bundle at ``root``; with ``public_key``, its signature too.
 
-    Nothing is read twice: the checks (signature, schema, sizes, sha256, no unlisted file, external
-    data inside the bundle) apply to the bytes returned.
+    Nothing is read twice: the checks (schema, sizes, sha256, no unlisted file, external data inside the
+    bundle, signature, version) apply to the bytes returned. ``public_key``: a path, or a
+    :class:`~kdtool.bundle.signing.SignatureRequirement` that also carries ``--min-version``.
     """
 
     root = Path(root)
     if not (root / B.MANIFEST).is_file() or (root / B.MANIFEST).is_symlink():
         raise InputError(f"{root} is not a kdtool bundle (no {B.MANIFEST}); create one with kdtool export")
-    manifest_bytes = read_member(root, B.MANIFEST, MAX_MANIFEST_BYTES)
-    signed_by = None
     if public_key is not None:
-        signature = read_member(root, SIGNATURE, 1024) if (root / SIGNATURE).exists() else None
-        check_signature(root, manifest_bytes, signature, public_key)
-        signed_by = str(public_key)
+        load_public_key(public_key)  # a bad key file is bad input before the bundle is read
+    manifest_bytes = read_member(root, B.MANIFEST, MAX_MANIFEST_BYTES)
     try:
         manifest = json.loads(manifest_bytes.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as err:
@@ -149,7 +187,10 @@ def open_verified_bundle(root, public_key=None) -> VerifiedBundle:
     for rel in files:
         if rel.endswith(".onnx"):
             _external_members(root, rel, data[rel], files)
-    return VerifiedBundle(root, manifest, manifest_bytes, data, signed_by)
+    bundle = VerifiedBundle(root, manifest, manifest_bytes, data)
+    if public_key is not None:
+        check_bundle_signature(bundle, public_key)
+    return bundle
 
 
 def check_tokenizer_fits(tokenizer, config: dict, where) -> None:
@@ -173,12 +214,15 @@ def check_tokenizer_fits(tokenizer, config: dict, where) -> None:
 
 
 def sign_bundle(bundle_dir, key) -> Path:
-    """Sign the manifest of the (already written) bundle with ``key`` (a path or a loaded private key)."""
+    """Sign the (already written) bundle with the EC private key file ``key``: ``model.sig``, OpenSSF Model Signing.
 
-    key = load_private_key(key) if isinstance(key, (str, Path)) else key
-    bundle = open_verified_bundle(bundle_dir)  # sign only what verifies
-    path = Path(bundle_dir) / SIGNATURE
-    atomic_write_bytes(path, key.sign(bundle.manifest_bytes))
+    Only what verifies is signed, and the bytes signed are those verified (a private copy, never the paths again).
+    """
+    key = check_signing_key(key)
+    bundle = open_verified_bundle(bundle_dir)
+    signature = oms.sign_files(bundle.root, {B.MANIFEST: bundle.manifest_bytes, **bundle.data}, key)
+    path = Path(bundle_dir) / oms.SIGNATURE
+    atomic_write_bytes(path, signature)
     return path
 
 

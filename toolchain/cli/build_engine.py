@@ -23,10 +23,10 @@ def command(bundle, profile, require_signature, sign_key):
 
     key = None
     if sign_key:
-        from kdtool.bundle.signing import load_private_key
+        from kdtool.bundle.signing import check_signing_key
         from kdtool.bundle.verified import sign_bundle
 
-        key = load_private_key(sign_key)
+        key = check_signing_key(sign_key)
     with console() as progress:
         build_bundle_engine(bundle, profile=profile, progress=progress, require_signature=require_signature)
     if key is not None:

@@ -35,7 +35,8 @@ from kdtool.export.config import CALIBRATION_METHODS, PRECISIONS
               help="Fuse GELU as ORT FastGelu (tanh approximation): a few percent faster on CPU, logits change slightly.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing bundle directory (only one kdtool wrote).")
 @click.option("--sign-key", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="KEY",
-              help="Sign the manifest with this Ed25519 private key (kdtool keygen); devices check it with --require-signature.")
+              help="Sign the bundle with this EC private key (kdtool keygen): model.sig, OpenSSF Model Signing; devices "
+                   "check it with --require-signature or model_signing verify.")
 @click.option("--trust-remote-code", is_flag=True,
               help="Let MODEL_DIR run its own Python code (auto_map). Only for code you have read.")
 def command(model_dir, output, precision, calibration_data, calibration_method, calibration_samples, no_fuse, opset,
@@ -50,10 +51,10 @@ def command(model_dir, output, precision, calibration_data, calibration_method, 
                   {"-o": output})
     key = None
     if sign_key:
-        from kdtool.bundle.signing import load_private_key
+        from kdtool.bundle.signing import check_signing_key
         from kdtool.bundle.verified import sign_bundle
 
-        key = load_private_key(sign_key)  # a bad key is found now, not after the export
+        key = check_signing_key(sign_key)  # a bad key is found now, not after the export
 
     config = ExportConfig(model_dir=model_dir, output=output, precision=precision, calibration_data=calibration_data,
                           calibration_method=calibration_method, calibration_samples=calibration_samples,

@@ -10,6 +10,7 @@ command that opens a bundle (answer, validate, profile, build-engine, serve): on
 
 from __future__ import annotations
 
+import functools
 import math
 
 import click
@@ -64,10 +65,43 @@ class Text(click.ParamType):
 TEXT = Text()
 
 
-require_signature_option = click.option(
-    "--require-signature", "require_signature", type=click.Path(dir_okay=False), default=None, metavar="PUB",
-    help="Refuse any bundle (among the models) whose manifest is not signed by the Ed25519 public key in PUB "
-         "(kdtool keygen, export --sign-key).")
+def _min_version(ctx, param, value):
+    if value is None:
+        return None
+    from kdtool.bundle.signing import parse_version
+    from kdtool.errors import InputError
+
+    try:
+        return parse_version(value)
+    except InputError as err:
+        raise click.BadParameter(str(err).removeprefix("--min-version "), ctx, param) from None
+
+
+def require_signature_option(fn):
+    """``--require-signature PUB`` and ``--min-version T`` of every command that opens a bundle. The command
+    gets ``require_signature`` as a :class:`kdtool.bundle.signing.SignatureRequirement` (the key path, carrying
+    the minimum version) or None, so it passes on to the loaders like any key path."""
+
+    @functools.wraps(fn)
+    def command(*args, min_version=None, **kwargs):
+        key = kwargs.get("require_signature")
+        if min_version is not None and not key:
+            raise click.UsageError("--min-version needs --require-signature PUB: the version checked is the signed one")
+        if key:
+            from kdtool.bundle.signing import SignatureRequirement
+
+            kwargs["require_signature"] = SignatureRequirement(key, min_version)
+        return fn(*args, **kwargs)
+
+    command = click.option(
+        "--min-version", default=None, metavar="TIME", callback=_min_version,
+        help="With --require-signature: refuse a bundle exported before TIME (UTC, e.g. 2026-03-01T12:00:00Z; "
+             "kdtool verify prints a bundle's version), so an older signed bundle cannot be rolled back in.")(command)
+    return click.option(
+        "--require-signature", "require_signature", type=click.Path(dir_okay=False), default=None, metavar="PUB",
+        help="Refuse any bundle (among the models) not signed by the public key in PUB: an EC key checks the "
+             "OpenSSF Model Signing model.sig (kdtool keygen, export --sign-key), an Ed25519 key the deprecated "
+             "manifest.sig.")(command)
 
 
 def device_check_options(f):

@@ -14,7 +14,7 @@ class ServeMetrics:
         self.registry = r = CollectorRegistry(auto_describe=True)
         self.requests = Counter("kdtool_serve_requests", "HTTP requests by route and status.", ["route", "status"],
                                 registry=r)
-        self.latency = Histogram("kdtool_serve_request_seconds", "Time from arrival to response of /v1/answer.",
+        self.latency = Histogram("kdtool_serve_request_seconds", "Time from arrival to response of /v1/answer and /v2 infer.",
                                  buckets=LATENCY_BUCKETS, registry=r)
         self.questions = Counter("kdtool_serve_questions", "Questions answered.", registry=r)
         self.batch_windows = Histogram("kdtool_serve_batch_windows", "Windows per forward pass (batch size).",
@@ -25,6 +25,9 @@ class ServeMetrics:
                                          buckets=WINDOW_BUCKETS, registry=r)
         self.instance_questions = Counter("kdtool_serve_instance_questions", "Questions answered by each engine instance.",
                                           ["instance"], registry=r)
+        self.connections_closed = Counter(
+            "kdtool_serve_connections_closed", "Connections the server closed to protect itself, by reason "
+            "(header_timeout, header_too_large, evicted, refused).", ["reason"], registry=r)
         self.queue = Gauge("kdtool_serve_queue_questions", "Questions admitted and not yet running.", registry=r)
         self.model = Info("kdtool_serve_model", "The model being served.", registry=r)
 

@@ -57,8 +57,14 @@ def open_engine(config: ServeConfig):
                        trust_remote_code=config.trust_remote_code, require_signature=config.require_signature)
 
 
+MANIFEST_SHOWN = ("schema_version", "kdtool_version", "created", "task", "precision", "opset", "max_seq_length",
+                  "num_parameters", "inputs", "outputs")  # never source.path: a path of the export machine
+ENGINE_SHOWN = ("kind", "device", "parameters", "size_bytes", "providers", "precision", "bundle_schema")
+
+
 def model_info(engine, config: ServeConfig) -> dict:
-    """What ``/v1/model`` shows; ``identity`` (name, digests, precision, version, device) goes with every answer."""
+    """What ``/v1/model`` shows: what a client needs (name, precision, digests, limits), no path of any machine.
+    ``identity`` (name, digests, precision, version, device) goes with every answer."""
     from kdtool import __version__
 
     manifest = getattr(engine, "manifest", None)
@@ -68,7 +74,7 @@ def model_info(engine, config: ServeConfig) -> dict:
                     "source_sha256": (manifest.get("source") or {}).get("sha256"),
                     "manifest_sha256": sha256_file(Path(engine.path) / MANIFEST),
                     "bundle_kdtool_version": manifest.get("kdtool_version")}
-        shown = {k: v for k, v in manifest.items() if k != "files"}
+        shown = {k: manifest[k] for k in MANIFEST_SHOWN if k in manifest}
         shown["file_count"] = len(manifest.get("files") or {})
     else:
         identity = {"name": engine.name, "kind": engine.kind, "precision": described.get("precision"),
@@ -76,9 +82,13 @@ def model_info(engine, config: ServeConfig) -> dict:
         shown = None
     identity.update(kdtool_version=__version__, device=engine.device)
     limits = {k: getattr(config, k) for k in ("max_batch_size", "max_wait_ms", "max_queue", "max_context_chars",
-                                              "max_body_bytes", "request_timeout", "instances")}
-    return {"identity": identity, "engine": described, "manifest": shown, "limits": limits,
-            "max_length": engine.max_length, "auth": config.api_key_file is not None}
+                                              "max_body_bytes", "request_timeout", "instances", "max_header_bytes",
+                                              "header_timeout")}
+    limits["max_connections"] = config.connection_cap()
+    return {"identity": identity, "engine": {k: described[k] for k in ENGINE_SHOWN if k in described},
+            "manifest": shown, "signed": bool(described.get("signed_by")), "limits": limits,
+            "max_length": engine.max_length, "auth": config.api_key_file is not None,
+            "oip": {"name": config.served_name(), "version": "1", "platform": f"kdtool_{engine.kind}"}}
 
 
 def warm_up(engine, config: ServeConfig) -> None:
@@ -111,17 +121,57 @@ def check_address(host: str, port: int) -> None:
         raise InputError(f"cannot listen on {host}:{port} ({err.strerror or err}); choose another --host/--port") from None
 
 
-def serve(config: ServeConfig, *, progress: Progress | None = None) -> int:
-    """Serve until SIGTERM (exit status 0) or Ctrl-C (130); returns the status. ``progress`` gets the
-    server's lines (what it serves where, notes, how it stopped)."""
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address or name (only this machine can connect)."""
+    import ipaddress
+
+    if host in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _http_server(config: ServeConfig, engines: list, progress: Progress | None):
+    """The uvicorn server over the app, the batcher over ``engines``, and the connection guards."""
     import uvicorn  # uvicorn and fastapi (through app) load only when a server starts
 
     from kdtool.serve.app import create_app
     from kdtool.serve.batcher import Batcher
+    from kdtool.serve.connections import ConnectionLimits, guarded_protocol
     from kdtool.serve.metrics import ServeMetrics
 
+    engine = engines[0]
+    info = model_info(engine, config)
+    metrics = ServeMetrics()
+    metrics.model.info({k: str(v) for k, v in info["identity"].items() if v is not None})
+    batcher = Batcher(engines, config.predict, metrics, max_batch_size=config.max_batch_size,
+                      max_wait_s=config.max_wait_ms / 1000, max_queue=config.max_queue)
+    app = create_app(config, batcher, metrics, info)
+    _configure_access_log(config.access_log)
+    limits = ConnectionLimits(config.max_header_bytes, config.header_timeout, config.connection_cap())
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=config.host, port=config.port, log_level="warning", access_log=False, lifespan="on",
+        http=guarded_protocol(limits, metrics.connections_closed), timeout_keep_alive=5,
+        backlog=min(2048, limits.max_connections), timeout_graceful_shutdown=int(config.request_timeout) + 5,
+        server_header=False))
+    auth = "bearer token required" if config.api_key_file else "no authentication"
+    copies = f", {len(engines)} instances" if len(engines) > 1 else ""
+    say(progress, f"kdtool serve: {engine.name} ({engine.kind}, {info['identity'].get('precision') or '?'}, "
+                  f"{engine.device}{copies}) on http://{config.host}:{config.port} ({auth}); Open Inference Protocol "
+                  f"model {info['oip']['name']!r}; SIGTERM or Ctrl-C drains and stops")
+    return server
+
+
+def serve(config: ServeConfig, *, progress: Progress | None = None) -> int:
+    """Serve until SIGTERM (exit status 0) or Ctrl-C (130); returns the status. ``progress`` gets the
+    server's lines (what it serves where, notes, how it stopped)."""
     config.api_key()  # a bad key file or address fails before the (slow) model load
     check_address(config.host, config.port)
+    if config.api_key_file is None and not is_loopback(config.host):
+        say(progress, f"warning: listening on {config.host} without --api-key-file: anyone who can reach this "
+                      "machine can use the model; give --api-key-file, or --host 127.0.0.1")
     engine = open_engine(config)
     engines = [engine]
     config = dataclasses.replace(config, max_batch_size=config.batch_size_for(engine.device))
@@ -133,21 +183,7 @@ def serve(config: ServeConfig, *, progress: Progress | None = None) -> int:
                                "larger batches run in slices")
         for instance in engines:
             warm_up(instance, config)
-        info = model_info(engine, config)
-        metrics = ServeMetrics()
-        metrics.model.info({k: str(v) for k, v in info["identity"].items() if v is not None})
-        batcher = Batcher(engines, config.predict, metrics, max_batch_size=config.max_batch_size,
-                          max_wait_s=config.max_wait_ms / 1000, max_queue=config.max_queue)
-        app = create_app(config, batcher, metrics, info)
-        _configure_access_log(config.access_log)
-        server = uvicorn.Server(uvicorn.Config(
-            app, host=config.host, port=config.port, log_level="warning", access_log=False, lifespan="on",
-            timeout_graceful_shutdown=int(config.request_timeout) + 5, server_header=False))
-        auth = "bearer token required" if config.api_key_file else "no authentication"
-        copies = f", {len(engines)} instances" if len(engines) > 1 else ""
-        say(progress, f"kdtool serve: {engine.name} ({engine.kind}, {info['identity'].get('precision') or '?'}, "
-                      f"{engine.device}{copies}) on http://{config.host}:{config.port} ({auth}); "
-                      "SIGTERM or Ctrl-C drains and stops")
+        server = _http_server(config, engines, progress)
         previous = {s: signal.signal(s, _raise_stop) for s in EXIT_CODES}
         try:
             server.run()
