@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-from badinput_fixtures import CONTEXT, Proc, write_jsonl
+from badinput_fixtures import CONTEXT, PARTIAL_WRITER, Proc, killed_writer, write_jsonl
 
 from kdtool.atomic import atomic_directory, remove_stale_partials
 from kdtool.bundle.manifest import verify_bundle
@@ -141,16 +141,23 @@ def test_replacing_a_directory_never_leaves_the_target_missing(tmp_path):
 
 
 def test_stale_partials_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    stale = tmp_path / f".out.{dead.pid}.abc.partial"
-    live = tmp_path / f".out.{os.getppid()}.abc.partial"
-    other = tmp_path / f".other.{dead.pid}.abc.partial"
-    for d in (stale, live, other):
-        d.mkdir()
-    remove_stale_partials(tmp_path / "out")
-    assert not stale.exists() and live.exists() and other.exists()
-    shutil.rmtree(live)
+    """Real writers: one SIGKILLed half-way (removed), one still running (kept), one of another target (kept),
+    and a directory merely named like a dead writer's partial, with no marker of kdtool's (kept)."""
+    stale = Path(killed_writer(PARTIAL_WRITER.format(tmp_path / "out")))
+    other = Path(killed_writer(PARTIAL_WRITER.format(tmp_path / "other")))
+    live_proc = subprocess.Popen([sys.executable, "-c", PARTIAL_WRITER.format(tmp_path / "out2")],
+                                 stdout=subprocess.PIPE, text=True)
+    try:
+        live = Path(live_proc.stdout.readline().strip())
+        alike = tmp_path / ".out.999999.abc.partial"
+        alike.mkdir()
+        remove_stale_partials(tmp_path / "out")
+        remove_stale_partials(tmp_path / "out2")
+        assert not stale.exists() and live.exists() and other.exists() and alike.exists()
+    finally:
+        live_proc.kill()
+        live_proc.wait()
+        live_proc.stdout.close()
 
 
 def test_outputs_get_normal_permissions_not_the_temporary_ones(tmp_path):

@@ -32,6 +32,24 @@ class EnvironmentUnsupported(KdtoolError):
     exit_code = 3
 
 
+_SURROGATE = None
+
+
+def check_text(value: str, where: str, field: str) -> str:
+    """``value`` if it is Unicode text; an InputError naming ``where`` and ``field`` if it holds a lone
+    surrogate (a ``\\ud800`` escape in JSON without its pair): no encoder, tokenizer or output could take it."""
+    global _SURROGATE
+    if _SURROGATE is None:
+        import re
+
+        _SURROGATE = re.compile("[\ud800-\udfff]")
+    bad = _SURROGATE.search(value)
+    if bad:
+        raise InputError(f"{where}: field {field!r} holds {ascii(bad.group())} at character {bad.start()}, a lone "
+                         "surrogate that is not Unicode text; fix the text (\\uD800-\\uDFFF escapes come in pairs)")
+    return value
+
+
 MAX_QUOTE = 120  # characters of a user's value an error message repeats
 
 

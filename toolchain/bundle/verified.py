@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from kdtool import stamps
 from kdtool.atomic import atomic_write_bytes, scratch_dir
 from kdtool.bundle import manifest as B
 from kdtool.bundle.manifest_schema import check_manifest
@@ -179,6 +180,7 @@ def sign_bundle(bundle_dir, key) -> Path:
     bundle = open_verified_bundle(bundle_dir)  # sign only what verifies
     path = Path(bundle_dir) / SIGNATURE
     atomic_write_bytes(path, key.sign(bundle.manifest_bytes))
+    stamps.add_to_stamp(bundle_dir, SIGNATURE)  # still exactly kdtool's output: --overwrite may replace it
     return path
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import io
 import logging
 import os
 import signal
@@ -59,6 +60,10 @@ def _interrupt_code() -> int:
 
 class KdtoolGroup(click.Group):
     """A click group with lazily imported commands and one error handler for all of them."""
+
+    def main(self, *args, **kwargs):
+        utf8_streams()
+        return super().main(*args, **kwargs)
 
     def list_commands(self, ctx):
         return sorted(n for n, m in COMMANDS.items() if importlib.util.find_spec(m) is not None)
@@ -125,6 +130,18 @@ class KdtoolGroup(click.Group):
 
 
 MAX_ERROR_CHARS = 600
+
+
+def utf8_streams() -> None:
+    """stdout and stderr in UTF-8 whatever the locale or ``PYTHONIOENCODING`` says (an answer in Greek under
+    ``PYTHONIOENCODING=ascii`` once was an internal error); stderr escapes what cannot be encoded at all."""
+    for stream, errors in ((sys.stdout, None), (sys.stderr, "backslashreplace")):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "").replace("_", "")
+        if encoding != "utf8" and hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(encoding="utf-8", errors=errors or getattr(stream, "errors", None) or "strict")
+            except (ValueError, OSError, io.UnsupportedOperation):
+                pass  # a stream that was already read from, or is not a text file: leave it as it is
 
 
 def _one_line(message: str) -> str:

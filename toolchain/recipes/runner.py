@@ -14,9 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from kdtool.atomic import MARKER, atomic_write_text
-from kdtool.errors import InputError, KdtoolError
+from kdtool.atomic import MARKER, atomic_write_text, claim_container
+from kdtool.errors import KdtoolError
+from kdtool.paths import check_outputs_apart
 from kdtool.progress import Progress, say
+from kdtool.recipes.checking import recipe_paths
 from kdtool.recipes.context import (
     DEV,
     PLOT,
@@ -116,6 +118,23 @@ def _local_stamp(ref: str) -> list | None:
     return [(str(f.relative_to(p)) if f != p else p.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
 
 
+WORK_DIRS = {"finetune": TEACHER, "distill": STUDENT, "prune": PRUNED}  # stages that keep a <output>.work run directory
+
+
+def check_stage_paths(recipe: Recipe, run: RunDir) -> None:
+    """Refuse, before anything is written, a stage output that is, holds or lies in an input the recipe names
+    (``data.train`` inside ``RUN/data/`` would be replaced by the split): every stage of a run is guarded
+    against every other stage's inputs, as the single commands are."""
+    outputs = [("the run's", run.path(rel)) for rel in ("recipe.yaml", "stages", MARKER)]
+    for name in recipe.stages:
+        rels = STAGES[name].outputs(recipe) + ([WORK_DIRS[name] + ".work"] if name in WORK_DIRS else [])
+        outputs += [(f"stage {name}'s output", run.path(rel)) for rel in rels]
+    inputs = [(f"recipe key {key}", path) for key, path in recipe_paths(recipe.sections)]
+    if Path(recipe.source).is_file():
+        inputs.append(("RECIPE", recipe.source))
+    check_outputs_apart(inputs, outputs)
+
+
 def plan(recipe: Recipe, run_dir: Path) -> list[tuple[str, bool]]:
     """(stage, done) for every stage of ``recipe`` in ``run_dir``."""
     run = RunDir(run_dir)
@@ -140,13 +159,8 @@ def run_recipe(recipe: Recipe, run_dir: Path, *, progress: Progress | None = Non
     """
     t_start = time.perf_counter()
     run = RunDir(run_dir)
-    if run.root.is_file():
-        raise InputError(f"run directory {run.root} is a file; choose another -o")
-    if run.root.is_dir() and any(run.root.iterdir()) and not (run.root / MARKER).is_file():
-        raise InputError(f"run directory {run.root} exists and was not written by kdtool; choose another -o")
-    run.root.mkdir(parents=True, exist_ok=True)
-    if not (run.root / MARKER).is_file():
-        (run.root / MARKER).write_text('{"kind": "run"}\n')
+    check_stage_paths(recipe, run)
+    claim_container(run.root, "run", "run directory")  # a demo directory is a run directory too
     atomic_write_text(run.path("recipe.yaml"), f"# {recipe.name}: resolved from {recipe.source}\n" + recipe.to_yaml())
     ctx = StageContext(recipe, run, progress)
     hashes = stage_hashes(recipe, run)
