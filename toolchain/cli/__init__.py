@@ -165,7 +165,7 @@ def _usage_exit(err: click.UsageError):
 @click.group(cls=KdtoolGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(__version__, prog_name="kdtool")
 @click.option("--debug", is_flag=True, help="Show full tracebacks and debug logs.")
-@click.option("--max-input-size", type=click.IntRange(min=1), default=None, metavar="MIB",
+@click.option("--max-input-size", type=click.IntRange(1, 1 << 24), default=None, metavar="MIB",
               help="Largest input file read, in MiB [default: 2048]; inputs must be regular files.")
 def main(debug: bool, max_input_size: int | None) -> None:
     """kdtool: distil a large extractive QA model and ship the student to a device.
