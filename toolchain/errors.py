@@ -50,6 +50,16 @@ def check_text(value: str, where: str, field: str) -> str:
     return value
 
 
+def json_error(path, err: ValueError) -> InputError:
+    """The one line for a JSON file that does not parse: where it breaks, or an integer too long to convert
+    (Python refuses more than 4300 digits with a plain ValueError, which once surfaced as an internal error)."""
+    lineno = getattr(err, "lineno", None)
+    if lineno is not None:
+        return InputError(f"{path}: not valid JSON (line {lineno}, column {err.colno}: {err.msg})")
+    return InputError(f"{path}: holds an integer of more than 4300 digits, too long to read; "
+                      "give ids and numbers of a sane length (a long id as a string)")
+
+
 MAX_QUOTE = 120  # characters of a user's value an error message repeats
 
 
