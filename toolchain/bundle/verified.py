@@ -133,7 +133,7 @@ def open_verified_bundle(root, public_key=None) -> VerifiedBundle:
         check_signature(root, manifest_bytes, signature, public_key)
         signed_by = str(public_key)
     try:
-        manifest = json.loads(manifest_bytes.decode("utf-8"))
+        manifest = json.loads(manifest_bytes.decode("utf-8"), object_pairs_hook=B.unique_keys)
     except (UnicodeDecodeError, ValueError, RecursionError) as err:
         raise IntegrityError(f"{root / B.MANIFEST} is not valid JSON ({type(err).__name__}); "
                              "the bundle is damaged, export it again") from None
