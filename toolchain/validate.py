@@ -42,6 +42,7 @@ class ValidateConfig:
     trust_remote_code: bool = False  # let model directories run their own code (auto_map)
     task: str = "auto"  # auto: the reference model's task (kdtool.tasks); qa or pair-classification
     require_signature: str | None = None  # a public key: every bundle among the models must be signed by it
+    strict: bool = False  # with require_signature: refuse models it cannot check (model directories carry no signature)
 
 
 # tasks other than QA, scored beside the QA path below: task name -> "module:function"
@@ -78,12 +79,29 @@ class ValidationResult:
     def to_dict(self) -> dict:
         cfg = asdict(self.config)
         return {"kdtool_version": __version__, "config": cfg, "data": self.data_report, "passed": self.passed,
-                "interrupted": self.interrupted, "models": [asdict(s) for s in self.scores]}
+                "interrupted": self.interrupted, "models": [asdict(s) for s in self.scores],
+                "signature_unchecked": unsigned_models(self.config)}
 
 
 def agreement(a: dict[str, Prediction], b: dict[str, Prediction]) -> float:
     ids = a.keys() & b.keys()
     return 100.0 * sum(a[i].text == b[i].text for i in ids) / len(ids) if ids else 0.0
+
+
+def unsigned_models(config: ValidateConfig) -> list[str]:
+    """The models ``require_signature`` cannot check: model directories (only bundles carry a signature)."""
+    if not config.require_signature:
+        return []
+    return [str(p) for p in config.models if Path(p).is_dir() and not bundle_signature(p, config.require_signature)]
+
+
+def signature_warning(config: ValidateConfig) -> str | None:
+    """The one line that says which models ``--require-signature`` did not check, or None."""
+    unchecked = unsigned_models(config)
+    if not unchecked:
+        return None
+    return (f"--require-signature checked bundles only; not checked: {', '.join(unchecked)} (model directories "
+            "carry no signature; --strict refuses them)")
 
 
 def validate(config: ValidateConfig, *, progress: Progress | None = None) -> ValidationResult:
@@ -94,6 +112,11 @@ def validate(config: ValidateConfig, *, progress: Progress | None = None) -> Val
     """
     if not config.models:
         raise InputError("validate needs at least one model: the reference")
+    unchecked = unsigned_models(config)
+    if unchecked and config.strict:
+        raise InputError(f"--require-signature --strict: {', '.join(unchecked)} "
+                         f"{'is a model directory' if len(unchecked) == 1 else 'are model directories'}, which carry "
+                         "no signature; give bundles signed with the key (kdtool export --sign-key), or leave out --strict")
     other = TASK_VALIDATORS.get(resolve_task(config.task, config.models[0]).name)
     if other is not None:
         module, attr = other.split(":")
