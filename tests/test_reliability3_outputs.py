@@ -62,6 +62,16 @@ def test_an_output_that_is_a_link_is_replaced_never_written_through(tmp_path, mo
     assert not (tmp_path / "soft.jsonl").is_symlink()
     assert [json.loads(x)["id"] for x in (tmp_path / "one.jsonl").read_text().splitlines()] == ["0"]
     assert [json.loads(x)["id"] for x in (tmp_path / "two.jsonl").read_text().splitlines()] == ["q0", "q1", "q2"]
+    # the -o symlink pointed elsewhere when the guard looked, and at --input by the time the output is opened
+    from kdtool.answer import AnswerConfig, answer_file
+
+    race, before_q = tmp_path / "race.jsonl", questions.read_bytes()
+    os.symlink(notes, race)
+    check_outputs_apart({"--input": questions}, {"--output": race})
+    race.unlink()
+    os.symlink(questions, race)
+    assert answer_file(AnswerConfig(model=model, input=questions, output=race, threads=1)).written == 3
+    assert questions.read_bytes() == before_q and len(race.read_text().splitlines()) == 3
 
 
 def test_links_planted_at_lock_files_are_refused_and_never_written(tmp_path, model):
@@ -139,15 +149,30 @@ def test_overwrite_replaces_only_an_unchanged_kdtool_output(tmp_path, model, squ
     for target in (real, clone):
         res = run(*overwrite, target)
         assert res.exit_code == 0, res.output
+    # a run directory is kdtool's only if kdtool made it (a run.json alone proves nothing): --overwrite keeps it
+    work = tmp_path / "mine"
+    work.mkdir()
+    (work / "run.json").write_text('{"fingerprint": "x"}')
+    (work / "thesis.tex").write_text("years of work")
+    assert_one_line_error(run("finetune", model, "--train", squad_file, "-o", tmp_path / "ft", "--work-dir", work,
+                              "--overwrite", "--max-train-examples", 8, "--max-length", 64, "--doc-stride", 16,
+                              "--batch-size", 8, "--epochs", 1), 2, "not a kdtool run directory")
+    assert (work / "thesis.tex").read_text() == "years of work"
 
 
-def test_a_fifo_stamp_is_not_waited_for(tmp_path, model, squad_file):
+def test_a_fifo_stamp_or_record_is_not_waited_for(tmp_path, model, squad_file):
+    """A FIFO as an output's .kdtool stamp, or as a run's stage record: read only if a small regular file."""
     out = tmp_path / "preds"
     out.mkdir()
     os.mkfifo(out / ".kdtool")
     res = subprocess.run([*KDTOOL, "validate", str(model), "--data", str(squad_file), "--limit", "2",
                           "--predictions-dir", str(out), "--overwrite"], capture_output=True, text=True, timeout=180)
     assert res.returncode == 2 and "not written by kdtool" in res.stderr and "Traceback" not in res.stderr, res.stderr
+    (tmp_path / "run" / "stages").mkdir(parents=True)
+    os.mkfifo(tmp_path / "run" / "stages" / "data.json")
+    res = subprocess.run([*KDTOOL, "run", "minilm-squad-es-cpu", "-o", str(tmp_path / "run"), "--dry-run", "--override",
+                          f"data.train={squad_file}"], capture_output=True, text=True, timeout=180)
+    assert res.returncode == 0 and "data      would run" in res.stdout, res.stdout + res.stderr
 
 
 def test_a_recipe_stage_never_writes_another_stages_input(tmp_path, model, squad_file):

@@ -66,6 +66,18 @@ def read_marker(directory) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
+def read_json(path, limit: int = 1 << 20):
+    """A small JSON record kdtool wrote (run.json, latest.json, a stage record), or None when ``path`` is not a
+    small regular file holding JSON: a FIFO or a link planted there is never waited for or followed."""
+    raw = read_small(path, limit)
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+
+
 def write_marker(directory, record: dict) -> None:
     """Write ``record`` as ``directory/.kdtool``: a new file (never through an existing name), then renamed."""
     directory = Path(directory)
