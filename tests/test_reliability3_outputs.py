@@ -137,16 +137,18 @@ def test_overwrite_replaces_only_an_unchanged_kdtool_output(tmp_path, model, squ
     shutil.copy2(real / "model.json", copied / "model.json")
     (copied / "thesis.tex").write_text("years of work")
     edited = _predictions(tmp_path, model, squad_file, "edited")
-    (edited / "model.json").write_text('{"mine": "hand-corrected answers"}')
+    text = (edited / "model.json").read_text()
+    (edited / "model.json").write_text(text.replace('"', "'"))  # hand-corrected, same size
     added = _predictions(tmp_path, model, squad_file, "added")
     (added / "notes.md").write_text("mine")
     for victim in (forged, copied, edited, added):
         before = _bytes(*(p for p in victim.iterdir() if p.name != ".kdtool"))
         assert_one_line_error(run(*overwrite, victim), 2, str(victim))
         assert _bytes(*(p for p in victim.iterdir() if p.name != ".kdtool")) == before
-    clone = tmp_path / "clone"
-    shutil.copytree(real, clone)  # a complete copy (cp -a) is still exactly a kdtool output
-    for target in (real, clone):
+    clone, shipped = tmp_path / "clone", tmp_path / "shipped"
+    shutil.copytree(real, clone)  # a complete copy (cp -a) is still exactly a kdtool output,
+    shutil.copytree(real, shipped, copy_function=shutil.copy)  # and so is one with new times (cp -r, scp)
+    for target in (real, clone, shipped):
         res = run(*overwrite, target)
         assert res.exit_code == 0, res.output
     # a run directory is kdtool's only if kdtool made it (a run.json alone proves nothing): --overwrite keeps it

@@ -97,24 +97,42 @@ def check_output_target(path, option: str = "output") -> None:
                          "give a file path (kdtool answer prints to stdout when -o is left out)")
 
 
-_INPUTS: set[tuple[int, int]] = set()  # (st_dev, st_ino) of every input this process's commands named
+_INPUTS: dict[str, tuple[int, int]] = {}  # resolved path -> (st_dev, st_ino) of the inputs this process's commands named
+
+
+def _live_inputs() -> set[tuple[int, int]]:
+    """The identities of the named inputs that are still there (an inode number is reused once a file is gone)."""
+    return {ident for p, ident in list(_INPUTS.items()) if _identity(p) == ident}
 
 
 def is_input(path) -> bool:
     """Whether ``path`` is, holds or lies inside an input of a command of this process (never to be removed)."""
     ident = _identity(path)
-    if ident is None or not _INPUTS:
+    inputs = _live_inputs() if ident is not None and _INPUTS else set()
+    if not inputs:
         return False
-    if ident in _INPUTS or _ancestors(_resolved(path)) & _INPUTS:
+    if ident in inputs or _ancestors(_resolved(path)) & inputs:
         return True
     if not os.path.isdir(path) or os.path.islink(path):
         return False
     with contextlib.suppress(OSError):
         for root, dirs, files in os.walk(path):
             for name in dirs + files:
-                if _identity(os.path.join(root, name)) in _INPUTS:
+                if _identity(os.path.join(root, name)) in inputs:
                     return True
     return False
+
+
+def remember_inputs(inputs) -> list[str]:
+    """Record ``inputs`` (as :func:`check_outputs_apart` takes them) for :func:`is_input` until :func:`forget_inputs`."""
+    found = [(str(r), i) for _, p in _items(inputs) if str(p) != "-" and (i := _identity(r := _resolved(p)))]
+    _INPUTS.update(found)
+    return [k for k, _ in found]
+
+
+def forget_inputs(keys: list[str]) -> None:
+    for k in keys:
+        _INPUTS.pop(k, None)
 
 
 def check_outputs_apart(inputs, outputs) -> None:
@@ -122,10 +140,9 @@ def check_outputs_apart(inputs, outputs) -> None:
     second mounts), or that is a stream (:func:`check_output_target`).
 
     ``inputs`` and ``outputs`` map an option name (``--data``, ``MODEL``) to a path, a list of
-    paths, or None. The inputs are remembered for :func:`is_input`: cleanup never removes them.
+    paths, or None.
     """
     ins = [(name, p, _resolved(p)) for name, p in _items(inputs) if str(p) != "-"]
-    _INPUTS.update(i for _, _, r in ins if (i := _identity(r)) is not None)
     outs = _items(outputs)
     for oname, o in outs:
         check_output_target(o, oname)
@@ -254,11 +271,14 @@ def guard_outputs(inputs, outputs) -> None:
     Locks taken here are released when the running click command finishes (or the process exits).
     """
     check_outputs_apart(inputs, outputs)
-    if os.environ.get("RANK", "0") != "0" or os.environ.get("LOCAL_RANK", "0") != "0":
-        return  # one lock per run: the other processes of a distributed run write nothing themselves
-    keys = [acquire_output_lock(o) for _, o in _items(outputs)]
     import click
 
     ctx = click.get_current_context(silent=True)
+    if ctx is not None:  # cleanup never removes an input of the running command (kdtool.atomic)
+        remembered = remember_inputs(inputs)
+        ctx.call_on_close(lambda: forget_inputs(remembered))
+    if os.environ.get("RANK", "0") != "0" or os.environ.get("LOCAL_RANK", "0") != "0":
+        return  # one lock per run: the other processes of a distributed run write nothing themselves
+    keys = [acquire_output_lock(o) for _, o in _items(outputs)]
     if ctx is not None:
         ctx.call_on_close(lambda: [release_output_lock(k) for k in keys])

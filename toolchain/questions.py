@@ -14,8 +14,11 @@ as soon as they exist (flushed and fsync'd to a file, or to stdout).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -108,15 +111,27 @@ class AnswerSink:
             _stdout_bytes(data)
             self.written += len(rows)
             return
-        self.file.append(data)
-        # counted once the lines are in the file, before the fsync: a Ctrl-C during the fsync must not
-        # report fewer answers than the file holds
-        self.written += len(rows)
+        with _signals_held():  # written and counted as one step: the count said on Ctrl-C is the lines kept
+            self.file.append(data)
+            self.written += len(rows)
         self.file.sync()
 
     def close(self) -> None:
         if self.file is not None:
             self.file.close()
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM (main thread) for the duration of the block; they are delivered right after it."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def _stdout_bytes(data: bytes) -> None:

@@ -8,10 +8,11 @@ Every directory kdtool creates carries a file ``.kdtool`` (:data:`MARKER`) that 
   directory, or a directory renamed since, does not match). :func:`dead_partial` says a directory may
   be removed only when that marker is intact and its writer is provably gone.
 * once committed, a *stamp*: the kind of output (bundle, predictions, model ...) and every entry the
-  directory holds (relative name; type; size and modification time of files; link targets).
+  directory holds (relative name; type; size, modification time and sha256 of files; link targets).
   :func:`stamp_mismatch` says why a directory is not exactly what kdtool wrote: a stamp copied into a
   directory of other files, or any file added, removed or rewritten since, is not replaced by
-  ``--overwrite``. A complete copy of an output (``cp -a``) still matches and may be replaced.
+  ``--overwrite``. A file whose time changed is compared by digest, so a complete copy of an output
+  (``cp -r``, ``scp`` to a device) still matches and may be replaced.
 * a *container* (a ``kdtool run`` or ``kdtool demo`` directory, written into over many runs) records its
   kind and its own device and inode instead of a listing.
 
@@ -21,6 +22,7 @@ without blocking (a FIFO named ``.kdtool`` is never waited for).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -175,8 +177,25 @@ def dead_partial(directory) -> bool:
 # committed outputs: what they hold
 
 
-def listing(directory) -> dict[str, list]:
-    """Every entry under ``directory`` but its marker: relative name -> [type, size, mtime_ns] / ["d"] / ["l", target]."""
+def _sha256(path: str) -> str | None:
+    h = hashlib.sha256()
+    try:
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        while block := os.read(fd, 1 << 20):
+            h.update(block)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return h.hexdigest()
+
+
+def listing(directory, *, digests: bool = True) -> dict[str, list]:
+    """Every entry under ``directory`` but its marker: relative name -> ``["f", size, mtime_ns, sha256]`` for a
+    file (``sha256`` None without ``digests``), ``["d"]``, ``["l", target]``, or ``["o", size]`` (a FIFO ...)."""
     out: dict[str, list] = {}
     stack = [(Path(directory), "")]
     while stack:
@@ -192,13 +211,15 @@ def listing(directory) -> dict[str, list]:
                     stack.append((Path(e.path), rel + "/"))
                 elif stat.S_ISLNK(st.st_mode):
                     out[rel] = ["l", os.readlink(e.path)]
+                elif stat.S_ISREG(st.st_mode):
+                    out[rel] = ["f", st.st_size, st.st_mtime_ns, _sha256(e.path) if digests else None]
                 else:
-                    out[rel] = ["f" if stat.S_ISREG(st.st_mode) else "o", st.st_size, st.st_mtime_ns]
+                    out[rel] = ["o", st.st_size]
     return out
 
 
 def write_stamp(directory, kind: str) -> None:
-    """Stamp a finished output: its kind and exactly what it holds now."""
+    """Stamp a finished output: its kind and exactly what it holds now (names, sizes, times and digests)."""
     write_marker(directory, {"kind": kind, "files": listing(directory)})
 
 
@@ -206,6 +227,29 @@ def stamped_kind(directory) -> str | None:
     record = read_marker(directory)
     kind = record.get("kind") if record else None
     return kind if isinstance(kind, str) else None
+
+
+def _same(directory: Path, rel: str, listed, now: list) -> bool:
+    """Whether entry ``rel`` is as listed: a file by size, and by its digest unless its modification time is the
+    same (a copy made without ``-a``, or shipped to a device, still matches; an edited file does not)."""
+    if not isinstance(listed, list) or not listed or listed[0] != now[0]:
+        return False
+    if now[0] != "f":
+        return listed == now
+    if len(listed) != 4 or listed[1] != now[1]:
+        return False
+    return listed[2] == now[2] or (listed[3] is not None and listed[3] == _sha256(str(directory / rel)))
+
+
+def _difference(directory: Path, files: dict, now: dict, skip: str | None = None) -> str | None:
+    for rel in sorted(now.keys() - files.keys() - {skip}):
+        return f"{rel} was not written by kdtool"
+    for rel in sorted(files.keys() - now.keys() - {skip}):
+        return f"{rel} was removed since kdtool wrote it"
+    for rel in sorted(files.keys() - {skip}):
+        if not _same(directory, rel, files[rel], now[rel]):
+            return f"{rel} was changed since kdtool wrote it"
+    return None
 
 
 def stamp_mismatch(directory) -> str | None:
@@ -217,17 +261,9 @@ def stamp_mismatch(directory) -> str | None:
     if not isinstance(files, dict):
         return "its stamp lists no files (written by an older kdtool, or not by kdtool)"
     try:
-        now = listing(directory)
+        return _difference(Path(directory), files, listing(directory, digests=False))
     except OSError as err:
         return f"it cannot be listed ({err.strerror})"
-    for rel in sorted(now.keys() - files.keys()):
-        return f"{rel} was not written by kdtool"
-    for rel in sorted(files.keys() - now.keys()):
-        return f"{rel} was removed since kdtool wrote it"
-    for rel in sorted(files):
-        if files[rel] != now[rel]:
-            return f"{rel} was changed since kdtool wrote it"
-    return None
 
 
 def add_to_stamp(directory, rel: str) -> None:
@@ -239,10 +275,8 @@ def add_to_stamp(directory, rel: str) -> None:
     files = record.get("files") if record else None
     if not isinstance(files, dict):
         return
-    now = listing(directory)
-    if {k: v for k, v in now.items() if k != rel} != {k: v for k, v in files.items() if k != rel}:
-        return
-    write_marker(directory, dict(record, files=now))
+    if _difference(Path(directory), files, listing(directory, digests=False), skip=rel) is None:
+        write_marker(directory, dict(record, files=listing(directory)))
 
 
 # ---------------------------------------------------------------------------------------------

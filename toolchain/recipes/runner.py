@@ -16,7 +16,7 @@ from pathlib import Path
 
 from kdtool.atomic import MARKER, atomic_write_text, claim_container
 from kdtool.errors import KdtoolError
-from kdtool.paths import check_outputs_apart
+from kdtool.paths import check_outputs_apart, forget_inputs, remember_inputs
 from kdtool.progress import Progress, say
 from kdtool.recipes.checking import recipe_paths
 from kdtool.recipes.context import (
@@ -121,10 +121,11 @@ def _local_stamp(ref: str) -> list | None:
 WORK_DIRS = {"finetune": TEACHER, "distill": STUDENT, "prune": PRUNED}  # stages that keep a <output>.work run directory
 
 
-def check_stage_paths(recipe: Recipe, run: RunDir) -> None:
+def check_stage_paths(recipe: Recipe, run: RunDir) -> list[str]:
     """Refuse, before anything is written, a stage output that is, holds or lies in an input the recipe names
     (``data.train`` inside ``RUN/data/`` would be replaced by the split): every stage of a run is guarded
-    against every other stage's inputs, as the single commands are."""
+    against every other stage's inputs, as the single commands are. Returns the inputs' keys for
+    :func:`kdtool.paths.forget_inputs`."""
     outputs = [("the run's", run.path(rel)) for rel in ("recipe.yaml", "stages", MARKER)]
     for name in recipe.stages:
         rels = STAGES[name].outputs(recipe) + ([WORK_DIRS[name] + ".work"] if name in WORK_DIRS else [])
@@ -133,6 +134,7 @@ def check_stage_paths(recipe: Recipe, run: RunDir) -> None:
     if Path(recipe.source).is_file():
         inputs.append(("RECIPE", recipe.source))
     check_outputs_apart(inputs, outputs)
+    return remember_inputs(inputs)  # cleanup during the run never removes them (kdtool.atomic)
 
 
 def plan(recipe: Recipe, run_dir: Path) -> list[tuple[str, bool]]:
@@ -159,9 +161,18 @@ def run_recipe(recipe: Recipe, run_dir: Path, *, progress: Progress | None = Non
     """
     t_start = time.perf_counter()
     run = RunDir(run_dir)
-    check_stage_paths(recipe, run)
-    claim_container(run.root, "run", "run directory")  # a demo directory is a run directory too
-    atomic_write_text(run.path("recipe.yaml"), f"# {recipe.name}: resolved from {recipe.source}\n" + recipe.to_yaml())
+    remembered = check_stage_paths(recipe, run)
+    try:
+        claim_container(run.root, "run", "run directory")  # a demo directory is a run directory too
+        atomic_write_text(run.path("recipe.yaml"), f"# {recipe.name}: resolved from {recipe.source}\n" + recipe.to_yaml())
+        result = _run_stages(recipe, run, progress, force, check)
+    finally:
+        forget_inputs(remembered)
+    result.seconds = time.perf_counter() - t_start
+    return result
+
+
+def _run_stages(recipe: Recipe, run: RunDir, progress, force: tuple[str, ...], check) -> RunResult:
     ctx = StageContext(recipe, run, progress)
     hashes = stage_hashes(recipe, run)
     order = recipe.stages
@@ -194,5 +205,4 @@ def run_recipe(recipe: Recipe, run_dir: Path, *, progress: Progress | None = Non
             say(progress, f"    done in {seconds:.1f} s")
         if check is not None:
             check(name, ctx.summaries[name])
-    result.seconds = time.perf_counter() - t_start
     return result
