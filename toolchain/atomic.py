@@ -280,19 +280,23 @@ class LineFile:
     the error goes on, so the file never ends in half a line.
     """
 
-    def __init__(self, path: Path):
-        path = check_output_file(Path(path), "--output", parent_must_exist=True)
+    def __init__(self, path: Path, first: bytes = b"", option: str = "--output"):
+        """``first``: lines the file holds when it appears (a resumed run's log), written before the rename."""
+        path = check_output_file(Path(path), option, parent_must_exist=True)
         remove_stale_partials(path)
         box = new_partial_dir(path)
         try:
             new = box / "new"
             self.fd = os.open(new, _CREATE | os.O_APPEND, 0o666)
+            view = memoryview(first)
+            while view:
+                view = view[os.write(self.fd, view):]
             os.rename(new, path)
         except BaseException:
             shutil.rmtree(box, ignore_errors=True)
             raise
         shutil.rmtree(box, ignore_errors=True)
-        self.path, self.size = path, 0
+        self.path, self.size = path, len(first)
 
     def append(self, data: bytes) -> None:
         view = memoryview(data)

@@ -1,13 +1,18 @@
 """Where a command may write: never into its own inputs, and one writer per output at a time.
 
 Every command calls :func:`guard_outputs` before any work. It resolves each output and each input
-(symlinks, ``..``, and hard links through ``st_dev``/``st_ino``) and refuses, in one line, an
-output that is, contains or lies inside an input: ``answer --input F -o F`` would empty ``F``,
-``validate --data S --json S`` would replace the data set, ``--predictions-dir MODEL --overwrite``
-would delete a model. It then takes an exclusive lock per output (a ``.NAME.kdtool-lock`` file next
-to it, holding the writer's pid, removed when the writer is done), so two runs writing the same path cannot both report success
-with one result silently lost: the second is refused and told which process holds the output.
-The lock lasts as long as the command (or the ``with`` block of :func:`output_lock`).
+(symlinks, ``..``) and compares files and directories by ``(st_dev, st_ino)``, so a hard link or a
+second mount (``mount --bind``) of an input is that input; it refuses, in one line, an output that
+is, contains or lies inside an input (``answer --input F -o F`` would empty ``F``, ``--predictions-dir
+MODEL --overwrite`` would delete a model) and an output that is a stream (``-``, a pipe, a device).
+The inputs are remembered while the command runs: cleanup never removes them (:func:`is_input`).
+It then takes an exclusive lock per output: a ``.NAME.kdtool-lock`` file next to it, created
+exclusively and holding the writer's pid, removed when the writer is done. An existing lock file is
+opened read-only without following a link, and only if it is a small regular file with one name:
+it is never truncated or written, and one that a dead writer left (nobody holds its ``flock``) is
+replaced. Two runs writing the same path cannot both report success with one result silently
+lost: the second is refused and told which process holds the output. The lock lasts as long as
+the command (or the ``with`` block of :func:`output_lock`).
 """
 
 from __future__ import annotations
