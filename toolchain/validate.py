@@ -114,9 +114,9 @@ def validate(config: ValidateConfig, *, progress: Progress | None = None) -> Val
         raise InputError("validate needs at least one model: the reference")
     unchecked = unsigned_models(config)
     if unchecked and config.strict:
-        raise InputError(f"--require-signature --strict: {', '.join(unchecked)} "
-                         f"{'is a model directory' if len(unchecked) == 1 else 'are model directories'}, which carry "
-                         "no signature; give bundles signed with the key (kdtool export --sign-key), or leave out --strict")
+        what = "is a model directory, which carries" if len(unchecked) == 1 else "are model directories, which carry"
+        raise InputError(f"--require-signature --strict: {', '.join(unchecked)} {what} no signature; give bundles "
+                         "signed with the key (kdtool export --sign-key), or leave out --strict")
     other = TASK_VALIDATORS.get(resolve_task(config.task, config.models[0]).name)
     if other is not None:
         module, attr = other.split(":")
