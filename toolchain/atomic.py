@@ -152,8 +152,8 @@ def remove_stale_partials(target: Path) -> None:
     prefix = f".{target.name}."
     with contextlib.suppress(OSError):
         for p in target.parent.iterdir():
-            if p.name.startswith(prefix) and p.name.endswith(".partial") and not is_input(p) \
-                    and stamps.dead_partial(p):
+            if p.name.startswith(prefix) and p.name.endswith(".partial") and stamps.dead_partial(p) \
+                    and not is_input(p):
                 shutil.rmtree(p, ignore_errors=True)
 
 
@@ -341,7 +341,7 @@ def _reclaim_scratch(root: Path, purpose: str) -> None:
     prefix = f"{SCRATCH_PREFIX}{purpose}-"
     with contextlib.suppress(OSError):
         for p in root.iterdir():
-            if p.name.startswith(prefix) and not is_input(p) and stamps.dead_partial(p):
+            if p.name.startswith(prefix) and stamps.dead_partial(p) and not is_input(p):
                 shutil.rmtree(p, ignore_errors=True)
 
 
