@@ -94,11 +94,11 @@ def command(reference, candidates, data, task, lang, max_f1_drop, json_out, pred
                             null_score_diff_threshold=null_threshold, device=device, threads=threads,
                             trust_remote_code=trust_remote_code, task=task, require_signature=require_signature,
                             strict=strict)
-    warning = signature_warning(config)
-    if warning and not strict:
-        click.echo(f"Warning: {warning}", err=True)
     with console() as progress:
         result = validate(config, progress=progress)
+    warning = signature_warning(config)  # after the checks: an error stays the only line
+    if warning:
+        click.echo(f"Warning: {warning}", err=True)
     click.echo(f"{result.data_report['source']}: {result.data_report['questions_scored']} questions, lang={lang}")
     click.echo(format_table(result))
     if json_out:

@@ -31,10 +31,10 @@ def _validate_config(ctx: StageContext):
 
 def run_validate(ctx: StageContext) -> dict:
     config = _validate_config(ctx)
-    warning = signature_warning(config)
-    if warning and not config.strict:
-        ctx.say(f"    warning: {warning}")
     result = validate(config, progress=ctx.nested())
+    warning = signature_warning(config)
+    if warning:
+        ctx.say(f"    warning: {warning}")
     if result.interrupted:
         raise KeyboardInterrupt
     atomic_write_json(ctx.run.path(VALIDATE_JSON), result.to_dict())
