@@ -162,8 +162,10 @@ class DistillConfig(TrainConfig):
             raise InputError(f"temperature must be above 0 and at most 1000 (T^2 scales the soft loss), "
                              f"got {self.temperature:g}")
         for spec in LOSSES.values():
-            if not 0 <= getattr(self, spec.weight_field) <= 1e6:
-                raise InputError(f"{spec.option.lstrip('-')} must be between 0 and 1e6")
+            if getattr(self, spec.weight_field) < 0:
+                raise InputError(f"{spec.option.lstrip('-')} must not be negative")
+            if getattr(self, spec.weight_field) > 1e6:
+                raise InputError(f"{spec.option.lstrip('-')} must be at most 1e6, got {getattr(self, spec.weight_field):g}")
         if self.schedule == "two-stage" and not 1 <= self.stage_epochs[0] < self.epochs:
             raise InputError(f"two-stage needs 1 <= intermediate-epochs < epochs ({self.epochs}), "
                              f"got {self.stage_epochs[0]}")
