@@ -37,6 +37,27 @@ def assert_one_line_error(result, code: int, *needles: str) -> str:
     return lines[0]
 
 
+def killed_writer(code: str, env: dict | None = None) -> str:
+    """Run ``code`` in a real Python process until it prints a line (its output half-written), SIGKILL it
+    there, and return the line: what a run killed by the OOM killer or a power cut leaves behind."""
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
+    try:
+        line = proc.stdout.readline().strip()
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+    return line
+
+
+SCRATCH_WRITER = "import time; from kdtool.atomic import scratch_dir\nwith scratch_dir('{}') as d:\n" \
+                 "    print(d, flush=True); time.sleep(600)"
+PARTIAL_WRITER = "import sys, time; from kdtool.atomic import atomic_directory\n" \
+                 "with atomic_directory(sys.argv[1] if len(sys.argv) > 1 else '{}', kind='bundle') as d:\n" \
+                 "    (d / 'model.onnx').write_text('half'); print(d, flush=True); time.sleep(600)"
+
+
 def copy_model(src: Path, dst: Path, *, without=(), extra: dict | None = None) -> Path:
     """A copy of a model directory without some files and with ``extra`` {name: bytes or str} added."""
     dst.mkdir(parents=True)

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 import tiny
-from badinput_fixtures import CONTEXT, assert_one_line_error, copy_model, run, squad, write_jsonl
+from badinput_fixtures import CONTEXT, KDTOOL, assert_one_line_error, copy_model, run, squad, write_jsonl
 
 from kdtool.bundle.manifest import MANIFEST, file_table, verify_bundle
 from kdtool.engines.trt import check_engine_gpu
@@ -174,7 +174,7 @@ def test_teacher_and_student_with_different_vocabularies(tmp_path, roberta_dir, 
     (["profiles", "tpu-v9"], ["unknown device profile"]),
     (["distill", "{model}", "--student", "huge-99l", "--train", "{data}", "-o", "{tmp}/s"], ["unknown student 'huge-99l'"]),
     (["answer", "{model}", "-q", "a", "-c", "b", "--device", "gpu"], ["unknown device 'gpu'"]),
-    (["answer", "{model}", "-q", "a", "-c", "b", "--batch-size", "0"], ["'--batch-size'", "x>=1"]),
+    (["answer", "{model}", "-q", "a", "-c", "b", "--batch-size", "0"], ["'--batch-size'", "1<=x"]),
     (["validate", "{model}", "--data", "{data}", "--limit", "0"], ["'--limit'"]),
     (["validate", "{model}", "--data", "{data}", "--max-length", "8"], ["max_length must be at least 32"]),
     (["score", "{data}", "{data}", "--lang", "xx"], ["'--lang'", "'xx'"]),
@@ -195,10 +195,23 @@ def test_debug_shows_the_traceback(tmp_path, squad_file):
     assert res.stderr.rstrip().splitlines()[-1] == f"Error: model not found: {tmp_path / 'nope'}"
 
 
-def test_operating_system_errors_are_one_line(roberta_dir):
-    # /dev/full accepts the open and fails every write with ENOSPC: a full disk, without filling one
-    assert_one_line_error(run("answer", roberta_dir, "-q", "¿Quién?", "-c", CONTEXT, "--output", "/dev/full"), 1,
-                          "No space left on device")
+def test_operating_system_errors_are_one_line(roberta_dir, tmp_path):
+    # a file-size limit (ulimit -f) fails the write with EFBIG: the machine's error, without filling a disk
+    import resource
+    import subprocess
+
+    out, questions = tmp_path / "a.jsonl", write_jsonl(tmp_path / "q.jsonl", 200)
+    res = subprocess.run([*KDTOOL, "answer", str(roberta_dir), "--input", str(questions), "--output", str(out)],
+                         capture_output=True, text=True, timeout=300,
+                         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (12000, 12000)))
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.returncode == 1 and len(lines) == 1 and "File too large" in lines[0], res.stderr
+    kept = out.read_bytes()
+    assert kept.endswith(b"\n") and len(kept) <= 12000, kept[-200:]  # the first chunk's lines, never half a line
+    assert all(json.loads(line)["id"] for line in kept.splitlines())
+    # /dev/full (or any device, pipe or socket) is no place for an output: refused before the model loads
+    assert_one_line_error(run("answer", roberta_dir, "-q", "¿Quién?", "-c", CONTEXT, "--output", "/dev/full"), 2,
+                          "character device")
 
 
 # --- bundles and engines ------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ through every command that writes: the refusals come before any model is loaded.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -15,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from badinput_fixtures import Proc, assert_one_line_error, run, write_jsonl
+from badinput_fixtures import SCRATCH_WRITER, Proc, assert_one_line_error, killed_writer, run, write_jsonl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -79,9 +78,8 @@ def test_outputs_inside_or_around_inputs_are_refused(tmp_path, roberta_dir, squa
 def test_overwrite_replaces_only_an_output_of_the_same_kind(tmp_path, squad_file, roberta_dir):
     """--overwrite checks the stamp's kind: a model directory kdtool wrote is not a predictions directory."""
     other_model = tmp_path / "student"
-    other_model.mkdir()
-    (other_model / "model.safetensors").write_bytes(b"weights")
-    (other_model / MARKER).write_text(json.dumps({"kind": "distill"}))
+    with atomic_directory(other_model, kind="distill") as tmp:  # a model directory kdtool wrote (and stamped)
+        (tmp / "model.safetensors").write_bytes(b"weights")
     assert_one_line_error(run("validate", roberta_dir, "--data", squad_file, "--limit", 2, "--predictions-dir",
                               other_model, "--overwrite"), 2, "holds a kdtool distill", "not a predictions")
     assert (other_model / "model.safetensors").read_bytes() == b"weights"
@@ -116,8 +114,8 @@ def test_sigterm_during_export_cleans_up_and_exits_143(tmp_path, roberta_dir):
     middle of the first: exit 143, no bundle, no partial, no scratch, no lock file left."""
     tmpdir = tmp_path / "tmp"
     tmpdir.mkdir()
-    stale = tmpdir / "kdtool-export-999999999-dead"  # what a SIGKILLed export leaves: the next run reclaims it
-    stale.mkdir()
+    stale = Path(killed_writer(SCRATCH_WRITER.format("export"), {"TMPDIR": str(tmpdir)}))
+    assert stale.parent == tmpdir and stale.is_dir()  # what a SIGKILLed export leaves: the next run reclaims it
     out = tmp_path / "bundle"
     proc = Proc(["export", roberta_dir, "-o", out, "--precision", "int8"], env={"TMPDIR": str(tmpdir)}, cwd=tmp_path)
     try:
@@ -188,11 +186,13 @@ def test_scratch_is_private_and_reclaimed(tmp_path, monkeypatch):
     import tempfile
 
     monkeypatch.setattr(tempfile, "tempdir", None)
-    (tmp_path / "kdtool-export-999999999-x").mkdir()
+    stale = Path(killed_writer(SCRATCH_WRITER.format("export"), {"TMPDIR": str(tmp_path)}))
+    named_alike = tmp_path / "kdtool-export-999999999-mine"  # named like a scratch, but no kdtool marker: kept
+    named_alike.mkdir()
     with scratch_dir("export") as work:
         assert oct(work.stat().st_mode & 0o777) == "0o700"
-        assert sorted(p.name for p in tmp_path.iterdir()) == [work.name]
-    assert list(tmp_path.iterdir()) == []
+        assert stale.parent == tmp_path and {p.name for p in tmp_path.iterdir()} == {named_alike.name, work.name}
+    assert list(tmp_path.iterdir()) == [named_alike]
 
 
 def test_a_run_that_failed_before_its_first_checkpoint_does_not_block_a_retry(tmp_path, roberta_dir, squad_file):

@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-from badinput_fixtures import CONTEXT, Proc, pause_at, write_jsonl
+from badinput_fixtures import CONTEXT, PARTIAL_WRITER, Proc, killed_writer, pause_at, write_jsonl
 
 from kdtool.atomic import atomic_directory, remove_stale_partials
 from kdtool.bundle.manifest import verify_bundle
@@ -109,7 +109,7 @@ def test_ctrl_c_during_answer_says_how_many_were_written_and_exits_130(tmp_path,
     assert rc == 130
     rows = _complete_rows(out, 2999)
     line = [ln for ln in proc.stderr.splitlines() if ln.startswith("Interrupted")]
-    assert line == [f"Interrupted: {len(rows)} of 3000 answers written to {out}."], proc.stderr[-1000:]
+    assert line == [f"Interrupted: {len(rows)} of 30000 answers written to {out}."], proc.stderr[-1000:]
 
 
 def test_killed_export_over_a_previous_bundle_leaves_it_untouched(tmp_path, roberta_dir):
@@ -150,16 +150,23 @@ def test_replacing_a_directory_never_leaves_the_target_missing(tmp_path):
 
 
 def test_stale_partials_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    stale = tmp_path / f".out.{dead.pid}.abc.partial"
-    live = tmp_path / f".out.{os.getppid()}.abc.partial"
-    other = tmp_path / f".other.{dead.pid}.abc.partial"
-    for d in (stale, live, other):
-        d.mkdir()
-    remove_stale_partials(tmp_path / "out")
-    assert not stale.exists() and live.exists() and other.exists()
-    shutil.rmtree(live)
+    """Real writers: one SIGKILLed half-way (removed), one still running (kept), one of another target (kept),
+    and a directory merely named like a dead writer's partial, with no marker of kdtool's (kept)."""
+    stale = Path(killed_writer(PARTIAL_WRITER.format(tmp_path / "out")))
+    other = Path(killed_writer(PARTIAL_WRITER.format(tmp_path / "other")))
+    live_proc = subprocess.Popen([sys.executable, "-c", PARTIAL_WRITER.format(tmp_path / "out2")],
+                                 stdout=subprocess.PIPE, text=True)
+    try:
+        live = Path(live_proc.stdout.readline().strip())
+        alike = tmp_path / ".out.999999.abc.partial"
+        alike.mkdir()
+        remove_stale_partials(tmp_path / "out")
+        remove_stale_partials(tmp_path / "out2")
+        assert not stale.exists() and live.exists() and other.exists() and alike.exists()
+    finally:
+        live_proc.kill()
+        live_proc.wait()
+        live_proc.stdout.close()
 
 
 def test_outputs_get_normal_permissions_not_the_temporary_ones(tmp_path):

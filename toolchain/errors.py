@@ -38,6 +38,34 @@ class EnvironmentUnsupported(KdtoolError):
     exit_code = 3
 
 
+_SURROGATE = None
+
+
+def check_text(value: str, where: str, field: str) -> str:
+    """``value`` if it is Unicode text; an InputError naming ``where`` and ``field`` if it holds a lone
+    surrogate (a ``\\ud800`` escape in JSON without its pair): no encoder, tokenizer or output could take it."""
+    global _SURROGATE
+    if _SURROGATE is None:
+        import re
+
+        _SURROGATE = re.compile("[\ud800-\udfff]")
+    bad = _SURROGATE.search(value)
+    if bad:
+        raise InputError(f"{where}: field {field!r} holds {ascii(bad.group())} at character {bad.start()}, a lone "
+                         "surrogate that is not Unicode text; fix the text (\\uD800-\\uDFFF escapes come in pairs)")
+    return value
+
+
+def json_error(path, err: ValueError) -> InputError:
+    """The one line for a JSON file that does not parse: where it breaks, or an integer too long to convert
+    (Python refuses more than 4300 digits with a plain ValueError, which once surfaced as an internal error)."""
+    lineno = getattr(err, "lineno", None)
+    if lineno is not None:
+        return InputError(f"{path}: not valid JSON (line {lineno}, column {err.colno}: {err.msg})")
+    return InputError(f"{path}: holds an integer of more than 4300 digits, too long to read; "
+                      "give ids and numbers of a sane length (a long id as a string)")
+
+
 MAX_QUOTE = 120  # characters of a user's value an error message repeats
 
 

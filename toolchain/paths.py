@@ -1,19 +1,25 @@
 """Where a command may write: never into its own inputs, and one writer per output at a time.
 
 Every command calls :func:`guard_outputs` before any work. It resolves each output and each input
-(symlinks, ``..``, and hard links through ``st_dev``/``st_ino``) and refuses, in one line, an
-output that is, contains or lies inside an input: ``answer --input F -o F`` would empty ``F``,
-``validate --data S --json S`` would replace the data set, ``--predictions-dir MODEL --overwrite``
-would delete a model. It then takes an exclusive lock per output (a ``.NAME.kdtool-lock`` file next
-to it, holding the writer's pid, removed when the writer is done), so two runs writing the same path cannot both report success
-with one result silently lost: the second is refused and told which process holds the output.
-The lock lasts as long as the command (or the ``with`` block of :func:`output_lock`).
+(symlinks, ``..``) and compares files and directories by ``(st_dev, st_ino)``, so a hard link or a
+second mount (``mount --bind``) of an input is that input; it refuses, in one line, an output that
+is, contains or lies inside an input (``answer --input F -o F`` would empty ``F``, ``--predictions-dir
+MODEL --overwrite`` would delete a model) and an output that is a stream (``-``, a pipe, a device).
+The inputs are remembered while the command runs: cleanup never removes them (:func:`is_input`).
+It then takes an exclusive lock per output: a ``.NAME.kdtool-lock`` file next to it, created
+exclusively and holding the writer's pid, removed when the writer is done. An existing lock file is
+opened read-only without following a link, and only if it is a small regular file with one name:
+it is never truncated or written, and one that a dead writer left (nobody holds its ``flock``) is
+replaced. Two runs writing the same path cannot both report success with one result silently
+lost: the second is refused and told which process holds the output. The lock lasts as long as
+the command (or the ``with`` block of :func:`output_lock`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
@@ -34,23 +40,32 @@ def _resolved(path) -> Path:
     return Path(os.path.realpath(os.path.expanduser(str(path))))
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def _identity(path) -> tuple[int, int] | None:
     try:
-        sa, sb = os.stat(a), os.stat(b)
-    except OSError:
-        return False
-    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _ancestors(path: Path) -> set[tuple[int, int]]:
+    """(st_dev, st_ino) of every existing directory above the resolved ``path``."""
+    return {i for q in path.parents if (i := _identity(q)) is not None}
 
 
 def _relation(out: Path, inp: Path) -> str | None:
-    """How output ``out`` overlaps input ``inp`` (both resolved), or None."""
-    if out == inp or _same_file(out, inp):
+    """How output ``out`` overlaps input ``inp`` (both resolved), or None.
+
+    Files and directories are compared by device and inode, not by name: a second mount of a
+    directory (``mount --bind``) or a hard link is the same thing under another name.
+    """
+    io, ii = _identity(out), _identity(inp)
+    if out == inp or (io is not None and io == ii):
         return "is"
-    if out in inp.parents:
+    if out in inp.parents or (io is not None and io in _ancestors(inp)):
         return "contains"
-    if inp in out.parents:
+    if inp in out.parents or (ii is not None and ii in _ancestors(out)):
         return "lies inside"
-    # a hard-linked directory is impossible, but an output file may be a hard link of an input inside a directory
     return None
 
 
@@ -59,18 +74,83 @@ def _items(paths: Mapping[str, object] | Iterable[tuple[str, object]]) -> list[t
     out = []
     for name, value in pairs:
         values = value if isinstance(value, (list, tuple)) else [value]
-        out += [(name, v) for v in values if v is not None and str(v) not in ("", "-")]
+        out += [(name, v) for v in values if v is not None and str(v) != ""]
     return out
 
 
+_STREAMS = {stat.S_IFIFO: "a pipe (FIFO)", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+            stat.S_IFSOCK: "a socket"}
+
+
+def check_output_target(path, option: str = "output") -> None:
+    """Refuse an output that is not a place for a file or directory: ``-``, a pipe, a device, a socket.
+
+    Outputs are written whole beside their destination and renamed into place; ``/dev/stdout`` or a
+    FIFO would be replaced (as root: in ``/dev``) or half-written, so they are refused before any work.
+    ``kdtool answer`` writes to stdout when ``-o`` is left out.
+    """
+    if str(path) == "-":
+        raise InputError(f"{option} -: outputs are files, not streams; give a file path (kdtool answer prints to "
+                         "stdout when -o is left out)")
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return
+    what = _STREAMS.get(stat.S_IFMT(mode))
+    if what:
+        raise InputError(f"{option} {path} is {what}; outputs are files written whole and renamed into place, "
+                         "give a file path (kdtool answer prints to stdout when -o is left out)")
+
+
+_INPUTS: dict[str, tuple[int, int]] = {}  # resolved path -> (st_dev, st_ino) of the inputs this process's commands named
+
+
+def _live_inputs() -> set[tuple[int, int]]:
+    """The identities of the named inputs that are still there (an inode number is reused once a file is gone)."""
+    return {ident for p, ident in list(_INPUTS.items()) if _identity(p) == ident}
+
+
+def is_input(path) -> bool:
+    """Whether ``path`` is, holds or lies inside an input of a command of this process (never to be removed)."""
+    ident = _identity(path)
+    inputs = _live_inputs() if ident is not None and _INPUTS else set()
+    if not inputs:
+        return False
+    if ident in inputs or _ancestors(_resolved(path)) & inputs:
+        return True
+    if not os.path.isdir(path) or os.path.islink(path):
+        return False
+    with contextlib.suppress(OSError):
+        for root, dirs, files in os.walk(path):
+            for name in dirs + files:
+                if _identity(os.path.join(root, name)) in inputs:
+                    return True
+    return False
+
+
+def remember_inputs(inputs) -> list[str]:
+    """Record ``inputs`` (as :func:`check_outputs_apart` takes them) for :func:`is_input` until :func:`forget_inputs`."""
+    found = [(str(r), i) for _, p in _items(inputs) if str(p) != "-" and (i := _identity(r := _resolved(p)))]
+    _INPUTS.update(found)
+    return [k for k, _ in found]
+
+
+def forget_inputs(keys: list[str]) -> None:
+    for k in keys:
+        _INPUTS.pop(k, None)
+
+
 def check_outputs_apart(inputs, outputs) -> None:
-    """Refuse any output that is, contains or lies inside an input (after symlinks, ``..`` and hard links).
+    """Refuse any output that is, contains or lies inside an input (after symlinks, ``..``, hard links and
+    second mounts), or that is a stream (:func:`check_output_target`).
 
     ``inputs`` and ``outputs`` map an option name (``--data``, ``MODEL``) to a path, a list of
-    paths, or None; ``-`` (stdin/stdout) is skipped.
+    paths, or None.
     """
-    ins = [(name, p, _resolved(p)) for name, p in _items(inputs)]
+    ins = [(name, p, _resolved(p)) for name, p in _items(inputs) if str(p) != "-"]
     outs = _items(outputs)
+    for oname, o in outs:
+        check_output_target(o, oname)
     for k, (oname, o) in enumerate(outs):
         for pname, other in outs[:k]:
             if _relation(_resolved(o), _resolved(other)) or _relation(_resolved(other), _resolved(o)):
@@ -88,14 +168,49 @@ def check_outputs_apart(inputs, outputs) -> None:
 
 
 def lock_path(target) -> Path:
-    """The lock file of output ``target``: a hidden sibling, or in the nearest existing ancestor."""
-    target = _resolved(target)
-    parent = target.parent
+    """The lock file of output ``target``: a hidden sibling, or in the nearest existing ancestor.
+
+    The name is the output's own (a symlink at ``target`` is replaced by the output, not followed)."""
+    target = Path(os.path.abspath(os.path.expanduser(str(target))))
+    parent = _resolved(target.parent)
     missing = [target.name]
     while not parent.exists() and parent != parent.parent:
         missing.insert(0, parent.name)
         parent = parent.parent
     return parent / f".{'__'.join(missing)}{LOCK_SUFFIX}"
+
+
+_LOCK_OPEN = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+
+
+def _open_lock(path: Path) -> tuple[int | None, bool]:
+    """(descriptor, created by us) of the lock file; (None, False) where none can be made, (-1, False)
+    where it vanished between two opens.
+
+    A new lock file is created exclusively; an existing one is opened read-only, without following a
+    link, and only if it looks like a kdtool lock (a small regular file with one name holding a pid):
+    a lock file is never truncated or written unless this process created it.
+    """
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _LOCK_OPEN, 0o644), True
+    except FileExistsError:
+        pass
+    except OSError:
+        return None, False  # a read-only place: the write itself will fail with its own message
+    try:
+        fd = os.open(path, os.O_RDONLY | _LOCK_OPEN)
+    except FileNotFoundError:
+        return -1, False
+    except OSError as err:
+        raise InputError(f"lock file {path} cannot be opened ({err.strerror}: a symlink or worse, not written by "
+                         "kdtool); remove it") from None
+    st = os.fstat(fd)
+    text = os.pread(fd, 64, 0) if stat.S_ISREG(st.st_mode) else b"x"
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_size > 32 or not text.strip().isdigit() and text:
+        os.close(fd)
+        raise InputError(f"lock file {path} is not a kdtool lock (not a small file holding a pid, or a hard link "
+                         "to another file); remove it")
+    return fd, False
 
 
 def acquire_output_lock(target) -> str | None:
@@ -107,11 +222,12 @@ def acquire_output_lock(target) -> str | None:
     if key in _HELD:
         _HELD[key][1] += 1
         return key
-    while True:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError:
-            return None  # a read-only place: the write itself will fail with its own message
+    for _ in range(1000):
+        fd, created = _open_lock(path)
+        if fd is None:
+            return None
+        if fd < 0:
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -120,15 +236,18 @@ def acquire_output_lock(target) -> str | None:
             raise OutputBusy(f"output {target} is being written by another kdtool process (pid {holder}); "
                              "wait for it to finish or choose another output path") from None
         try:  # the holder unlinks the file when it is done: a lock on an unlinked file is no lock
-            if os.stat(path).st_ino == os.fstat(fd).st_ino:
-                break
+            same = os.lstat(path).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:
-            pass
-        os.close(fd)
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    _HELD[key] = [fd, 1, path]
-    return key
+            same = False
+        if same and not created:
+            os.unlink(path)  # a dead writer's lock (nobody holds it): drop it, and make our own
+        if not same or not created:
+            os.close(fd)
+            continue
+        os.write(fd, f"{os.getpid()}\n".encode())
+        _HELD[key] = [fd, 1, path]
+        return key
+    raise OutputBusy(f"output {target}: its lock file {path} keeps changing; another process is racing for it")
 
 
 def release_output_lock(key: str | None) -> None:
@@ -157,11 +276,14 @@ def guard_outputs(inputs, outputs) -> None:
     Locks taken here are released when the running click command finishes (or the process exits).
     """
     check_outputs_apart(inputs, outputs)
-    if os.environ.get("RANK", "0") != "0" or os.environ.get("LOCAL_RANK", "0") != "0":
-        return  # one lock per run: the other processes of a distributed run write nothing themselves
-    keys = [acquire_output_lock(o) for _, o in _items(outputs)]
     import click
 
     ctx = click.get_current_context(silent=True)
+    if ctx is not None:  # cleanup never removes an input of the running command (kdtool.atomic)
+        remembered = remember_inputs(inputs)
+        ctx.call_on_close(lambda: forget_inputs(remembered))
+    if os.environ.get("RANK", "0") != "0" or os.environ.get("LOCAL_RANK", "0") != "0":
+        return  # one lock per run: the other processes of a distributed run write nothing themselves
+    keys = [acquire_output_lock(o) for _, o in _items(outputs)]
     if ctx is not None:
         ctx.call_on_close(lambda: [release_output_lock(k) for k in keys])

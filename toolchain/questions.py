@@ -14,14 +14,17 @@ as soon as they exist (flushed and fsync'd to a file, or to stdout).
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from kdtool.atomic import LineFile
 from kdtool.data import Example, Prediction
-from kdtool.errors import InputError, require_file
+from kdtool.errors import InputError, check_text, require_file
 
 CHUNK = 64  # questions per predict call in answer: bounds memory, and how often output is flushed
 FIELDS = ("question", "context")
@@ -36,11 +39,14 @@ def question_from_row(row, where: str, internal_id: str) -> tuple[Example, str]:
             what = "is missing" if field not in row else f"is a {type(row[field]).__name__}"
             raise InputError(f"{where} needs string fields \"question\" and \"context\" (\"{field}\" {what})")
     for field in FIELDS:
+        check_text(row[field], where, field)
         if not row[field].strip():
             raise InputError(f"{where} has an empty {field}; every question needs a question and a passage")
     uid = row.get("id", internal_id)
     if not isinstance(uid, (str, int)) or isinstance(uid, bool):
         raise InputError(f"{where} has an \"id\" that is a {type(uid).__name__}; give a string or an integer")
+    if isinstance(uid, str):
+        check_text(uid, where, "id")
     return Example(id=internal_id, question=row["question"], context=row["context"], answers=()), str(uid)
 
 
@@ -54,6 +60,9 @@ def _parse_line(path: Path, n: int, line: str) -> tuple[Example, str]:
         row = json.loads(line)
     except json.JSONDecodeError as err:
         raise InputError(f"{path}:{n} is not valid JSON ({err.msg}); give one JSON object per line") from None
+    except ValueError:  # int(): more than 4300 digits
+        raise InputError(f"{path}:{n} holds a number too long to read (over 4300 digits); "
+                         "give ids as short strings or integers") from None
     return question_from_row(row, f"{path}:{n}", str(n))
 
 
@@ -89,23 +98,49 @@ def jsonl_chunks(path: Path, size: int = CHUNK) -> Iterator[list[tuple[Example, 
 
 
 class AnswerSink:
-    """JSON lines to a file (flushed and fsync'd per write, so a killed run keeps whole lines) or to stdout."""
+    """UTF-8 JSON lines to a new file (:class:`kdtool.atomic.LineFile`: whole lines only, fsync'd per write,
+    so a killed run keeps whole lines) or to stdout, whatever the locale's encoding."""
 
     def __init__(self, output: Path | None):
         self.output, self.written = output, 0
-        self.fh = open(output, "w", encoding="utf-8") if output else None
+        self.file = LineFile(output) if output else None
 
     def write(self, rows: list[dict]) -> None:
-        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-        out = self.fh or sys.stdout
-        out.write(text)
-        out.flush()
-        # counted once the lines are in the file, before the fsync: a Ctrl-C during the fsync must not
-        # report fewer answers than the file holds
-        self.written += len(rows)
-        if self.fh:
-            os.fsync(self.fh.fileno())
+        data = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8")
+        if self.file is None:
+            _stdout_bytes(data)
+            self.written += len(rows)
+            return
+        with _signals_held():  # written and counted as one step: the count said on Ctrl-C is the lines kept
+            self.file.append(data)
+            self.written += len(rows)
+        self.file.sync()
 
     def close(self) -> None:
-        if self.fh:
-            self.fh.close()
+        if self.file is not None:
+            self.file.close()
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM (main thread) for the duration of the block; they are delivered right after it."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
+def _stdout_bytes(data: bytes) -> None:
+    out = sys.stdout
+    buffer = getattr(out, "buffer", None)
+    if buffer is None:
+        out.write(data.decode("utf-8"))
+    else:
+        out.flush()
+        buffer.write(data)
+        buffer.flush()
+    out.flush()

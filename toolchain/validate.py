@@ -43,7 +43,9 @@ class ValidateConfig:
     task: str = "auto"  # auto: the reference model's task (kdtool.tasks); qa or pair-classification
     require_signature: str | None = None  # a public key: every bundle among the models must be signed by it
     self_test: bool = True  # run each bundle's self-test on this device before scoring it (kdtool.engines.device)
-    strict: bool = False  # refuse a bundle exported for another INT8 arithmetic class, or one without a self-test
+    # refuse instead of warning: model directories when require_signature is given (they carry no signature), a
+    # bundle exported for another INT8 arithmetic class than this device's, or one that carries no self-test
+    strict: bool = False
 
 
 # tasks other than QA, scored beside the QA path below: task name -> "module:function"
@@ -81,12 +83,29 @@ class ValidationResult:
     def to_dict(self) -> dict:
         cfg = asdict(self.config)
         return {"kdtool_version": __version__, "config": cfg, "data": self.data_report, "passed": self.passed,
-                "interrupted": self.interrupted, "models": [asdict(s) for s in self.scores]}
+                "interrupted": self.interrupted, "models": [asdict(s) for s in self.scores],
+                "signature_unchecked": unsigned_models(self.config)}
 
 
 def agreement(a: dict[str, Prediction], b: dict[str, Prediction]) -> float:
     ids = a.keys() & b.keys()
     return 100.0 * sum(a[i].text == b[i].text for i in ids) / len(ids) if ids else 0.0
+
+
+def unsigned_models(config: ValidateConfig) -> list[str]:
+    """The models ``require_signature`` cannot check: model directories (only bundles carry a signature)."""
+    if not config.require_signature:
+        return []
+    return [str(p) for p in config.models if Path(p).is_dir() and not bundle_signature(p, config.require_signature)]
+
+
+def signature_warning(config: ValidateConfig) -> str | None:
+    """The one line that says which models ``--require-signature`` did not check, or None."""
+    unchecked = unsigned_models(config)
+    if not unchecked:
+        return None
+    return (f"--require-signature checked bundles only; not checked: {', '.join(unchecked)} (model directories "
+            "carry no signature; --strict refuses them)")
 
 
 def validate(config: ValidateConfig, *, progress: Progress | None = None) -> ValidationResult:
@@ -97,6 +116,11 @@ def validate(config: ValidateConfig, *, progress: Progress | None = None) -> Val
     """
     if not config.models:
         raise InputError("validate needs at least one model: the reference")
+    unchecked = unsigned_models(config)
+    if unchecked and config.strict:
+        what = "is a model directory, which carries" if len(unchecked) == 1 else "are model directories, which carry"
+        raise InputError(f"--require-signature --strict: {', '.join(unchecked)} {what} no signature; give bundles "
+                         "signed with the key (kdtool export --sign-key), or leave out --strict")
     other = TASK_VALIDATORS.get(resolve_task(config.task, config.models[0]).name)
     if other is not None:
         module, attr = other.split(":")

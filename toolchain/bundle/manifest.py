@@ -82,17 +82,41 @@ def write_manifest(root: Path, manifest: dict) -> dict:
     return manifest
 
 
+def unique_keys(pairs: list) -> dict:
+    """``json.loads`` hook: an object naming one key twice is damaged (the second would silently win)."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise IntegrityError(f"{MANIFEST} names {str(dup)[:60]!r} twice; the manifest is damaged, export the bundle again")
+    return out
+
+
+def check_member_names(files: dict, where) -> None:
+    """Every name in the file table is a canonical relative path (``a/b``: no ``.``, ``..``, ``//``, ``\\``,
+    NUL or leading ``/``), so no file can be listed under two spellings or outside the bundle."""
+    for rel in files:
+        pure = PurePosixPath(rel) if rel and "\0" not in rel and "\\" not in rel and len(rel) <= 4096 else None
+        if pure is not None and (pure.is_absolute() or ".." in pure.parts):
+            raise IntegrityError(f"{where}: manifest path {rel[:60]!r} leaves the bundle; refusing to load it")
+        if pure is None or pure.as_posix() != rel or "." in pure.parts:
+            raise IntegrityError(f"{where}: file name {rel[:60]!r} is not a canonical relative path (one spelling per "
+                                 "file, no '.', '..', '//', backslash or NUL); the manifest is damaged, export the "
+                                 "bundle again")
+
+
 def read_manifest(root: Path) -> dict:
     root = Path(root)
     path = root / MANIFEST
     if not path.is_file() or path.is_symlink():
         raise InputError(f"{root} is not a kdtool bundle (no {MANIFEST}); create one with kdtool export")
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        manifest = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=unique_keys)
+    except (ValueError, RecursionError) as err:  # not UTF-8, not JSON, an integer of over 4300 digits
         raise IntegrityError(f"{path} is not valid JSON ({err}); the bundle is damaged, export it again") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
         raise IntegrityError(f"{path} has no file table; the bundle is damaged, export it again")
+    check_member_names(manifest["files"], path)
     version = manifest.get("schema_version")
     if not isinstance(version, int) or version > SCHEMA_VERSION:
         raise InputError(f"{path}: bundle schema {version!r} is newer than this kdtool understands "

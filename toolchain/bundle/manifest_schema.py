@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from kdtool.bundle.manifest import SCHEMA_VERSION
+from kdtool.bundle.manifest import SCHEMA_VERSION, check_member_names
 from kdtool.errors import InputError
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -77,6 +77,7 @@ def check_manifest(manifest, path: Path) -> dict:
     if manifest["schema_version"] > SCHEMA_VERSION:
         raise InputError(f"{path}: bundle schema {manifest['schema_version']} is newer than this kdtool understands "
                          f"({SCHEMA_VERSION}); upgrade kdtool")
+    check_member_names(manifest["files"], path)
     for rel, meta in manifest["files"].items():
         where = f"files[{rel[:60]!r}]"
         if not isinstance(meta, dict):

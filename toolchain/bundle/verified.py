@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from kdtool import stamps
 from kdtool.atomic import atomic_write_bytes, scratch_dir
 from kdtool.bundle import manifest as B
 from kdtool.bundle import oms
@@ -170,7 +171,7 @@ def open_verified_bundle(root, public_key=None) -> VerifiedBundle:
         load_public_key(public_key)  # a bad key file is bad input before the bundle is read
     manifest_bytes = read_member(root, B.MANIFEST, MAX_MANIFEST_BYTES)
     try:
-        manifest = json.loads(manifest_bytes.decode("utf-8"))
+        manifest = json.loads(manifest_bytes.decode("utf-8"), object_pairs_hook=B.unique_keys)
     except (UnicodeDecodeError, ValueError, RecursionError) as err:
         raise IntegrityError(f"{root / B.MANIFEST} is not valid JSON ({type(err).__name__}); "
                              "the bundle is damaged, export it again") from None
@@ -223,6 +224,7 @@ def sign_bundle(bundle_dir, key) -> Path:
     signature = oms.sign_files(bundle.root, {B.MANIFEST: bundle.manifest_bytes, **bundle.data}, key)
     path = Path(bundle_dir) / oms.SIGNATURE
     atomic_write_bytes(path, signature)
+    stamps.add_to_stamp(bundle_dir, oms.SIGNATURE)  # still exactly kdtool's output: --overwrite may replace it
     return path
 
 

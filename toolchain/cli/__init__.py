@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import io
 import logging
 import os
 import signal
@@ -59,6 +60,10 @@ def _interrupt_code() -> int:
 
 class KdtoolGroup(click.Group):
     """A click group with lazily imported commands and one error handler for all of them."""
+
+    def main(self, *args, **kwargs):
+        utf8_streams()
+        return super().main(*args, **kwargs)
 
     def list_commands(self, ctx):
         return sorted(n for n, m in COMMANDS.items() if importlib.util.find_spec(m) is not None)
@@ -127,6 +132,18 @@ class KdtoolGroup(click.Group):
 MAX_ERROR_CHARS = 600
 
 
+def utf8_streams() -> None:
+    """stdout and stderr in UTF-8 whatever the locale or ``PYTHONIOENCODING`` says (an answer in Greek under
+    ``PYTHONIOENCODING=ascii`` once was an internal error); stderr escapes what cannot be encoded at all."""
+    for stream, errors in ((sys.stdout, None), (sys.stderr, "backslashreplace")):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "").replace("_", "")
+        if encoding != "utf8" and hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(encoding="utf-8", errors=errors or getattr(stream, "errors", None) or "strict")
+            except (ValueError, OSError, io.UnsupportedOperation):
+                pass  # a stream that was already read from, or is not a text file: leave it as it is
+
+
 def _one_line(message: str) -> str:
     """An error as one line of bounded length, whatever value it quotes (a 409-byte recipe once made 80 MB)."""
     line = " ".join(message.split())
@@ -148,7 +165,7 @@ def _usage_exit(err: click.UsageError):
 @click.group(cls=KdtoolGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(__version__, prog_name="kdtool")
 @click.option("--debug", is_flag=True, help="Show full tracebacks and debug logs.")
-@click.option("--max-input-size", type=click.IntRange(min=1), default=None, metavar="MIB",
+@click.option("--max-input-size", type=click.IntRange(1, 1 << 24), default=None, metavar="MIB",
               help="Largest input file read, in MiB [default: 2048]; inputs must be regular files.")
 def main(debug: bool, max_input_size: int | None) -> None:
     """kdtool: distil a large extractive QA model and ship the student to a device.

@@ -6,11 +6,13 @@ import sys
 
 import click
 
+from kdtool.cli.options import SEED
+
 
 @click.command("demo", context_settings={"show_default": True})
 @click.option("-o", "--output", default="demo-output", type=click.Path(file_okay=False),
               help="Directory for everything the demo makes. Rerunning into it skips what is done.")
-@click.option("--seed", default=0, type=int, help="Seed of the synthetic data, the models and the data order.")
+@click.option("--seed", default=0, type=SEED, help="Seed of the synthetic data, the models and the data order.")
 @click.option("--fresh", is_flag=True, help="Redo every stage even if the directory holds a finished demo.")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars (on a terminal) or progress lines (in a log).")
 def command(output, seed, fresh, progress):

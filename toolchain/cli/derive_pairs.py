@@ -11,7 +11,7 @@ import click
 @click.command(context_settings={"show_default": True})
 @click.argument("squad", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Pairs file to write (JSONL).")
-@click.option("--negatives", type=click.IntRange(min=0), default=1,
+@click.option("--negatives", type=click.IntRange(0, 1000), default=1,
               help="Non-answer sentences per question, those sharing the most words with it (hard negatives).")
 @click.option("--all-sentences", is_flag=True, help="Pair every question with every sentence of its context.")
 def command(squad, output, negatives, all_sentences):

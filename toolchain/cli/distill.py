@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 
 from kdtool.cli.finetune import finish
-from kdtool.cli.options import FINITE, option, training_options
+from kdtool.cli.options import COUNT, TEMPERATURE, WEIGHT, option, training_options
 from kdtool.distill.config import ATTENTION_LOSS_KINDS, PREDICTION_LOSS_KINDS, PROJECTIONS, SCHEDULES, STUDENT_INITS
 from kdtool.distill.presets import ARCHITECTURES, PRESETS, RELATIVE_PRESETS
 from kdtool.losses import LOSSES
@@ -27,7 +27,7 @@ def _preset_opt(*names, help: str, **kw):
 def loss_weight_options(fn):
     """Decorator: one ``--<loss>-weight`` option per loss of the registry (kdtool.losses), in its order."""
     for spec in reversed(LOSSES.values()):
-        fn = _preset_opt(spec.option, type=FINITE, help=f"Weight of {spec.about}.")(fn)
+        fn = _preset_opt(spec.option, type=WEIGHT, help=f"Weight of {spec.about}.")(fn)
     return fn
 
 
@@ -41,7 +41,7 @@ def loss_weight_options(fn):
              help="random; teacher-layers (mapped layers); teacher-bottom (layers 1..S); teacher-embeddings.")
 @_preset_opt("--schedule", type=click.Choice(SCHEDULES),
              help="two-stage: intermediate losses, then prediction loss (TinyBERT); joint: all summed; prediction: logits only.")
-@option("--intermediate-epochs", type=int, default=None, help="Two-stage: epochs of stage 1 [default: half of --epochs].")
+@option("--intermediate-epochs", type=COUNT, default=None, help="Two-stage: epochs of stage 1 [default: half of --epochs].")
 @_preset_opt("--attention-loss", type=click.Choice(ATTENTION_LOSS_KINDS),
              help="scores: TinyBERT pre-softmax MSE in closed form; probs: post-softmax MSE; none.")
 @_preset_opt("--layer-map", help="uniform (k -> k*T/S), skip / last (PKD), or student:teacher pairs like 1:4,2:8.")
@@ -49,7 +49,7 @@ def loss_weight_options(fn):
              help="Learned hidden-state projection student -> teacher width: one shared, one per layer, or none.")
 @_preset_opt("--prediction-loss", type=click.Choice(PREDICTION_LOSS_KINDS),
              help="Soft loss on the logits: KL x T^2, soft cross-entropy, or MSE of raw logits.")
-@_preset_opt("--temperature", type=FINITE, help="Temperature of the prediction loss.")
+@_preset_opt("--temperature", type=TEMPERATURE, help="Temperature of the prediction loss.")
 @loss_weight_options
 @option("--cache-teacher-logits/--no-cache-teacher-logits", default=True,
         help="Compute the teacher's logits once for prediction-only epochs instead of every step.")

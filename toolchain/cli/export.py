@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from kdtool.cli.options import COUNT, TOKENS
 from kdtool.export.config import CALIBRATION_METHODS, PRECISIONS
 
 
@@ -19,11 +20,11 @@ from kdtool.export.config import CALIBRATION_METHODS, PRECISIONS
               help="SQuAD JSON whose windows calibrate INT8 static / TensorRT INT8 and feed the parity check.")
 @click.option("--calibration-method", type=click.Choice(CALIBRATION_METHODS), default="minmax", show_default=True,
               help="How activation ranges are chosen from the calibration windows.")
-@click.option("--calibration-samples", type=click.IntRange(min=1), default=128, show_default=True,
+@click.option("--calibration-samples", type=COUNT, default=128, show_default=True,
               help="Windows fed to the calibrator.")
 @click.option("--no-fuse", is_flag=True, help="Skip ORT transformer fusion (Attention, SkipLayerNorm, BiasGelu).")
-@click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset.")
-@click.option("--max-seq-length", type=int, default=None,
+@click.option("--opset", type=click.IntRange(11, 23), default=18, show_default=True, help="ONNX opset.")
+@click.option("--max-seq-length", type=TOKENS, default=None,
               help="Longest window the bundle answers with [default: the profile's, else 384].")
 @click.option("--profile", "profile", default=None, help="Device profile name (kdtool profiles lists them).")
 @click.option("--trt", is_flag=True, help="Also write a TensorRT-ready ONNX and build the engine where possible.")

@@ -7,13 +7,16 @@ from pathlib import Path
 
 import click
 
-from kdtool.cli.options import require_signature_option, threads_option, trust_remote_code_option
+from kdtool.cli.options import COUNT, require_signature_option, threads_option, trust_remote_code_option
 
 
 class IntList(click.ParamType):
     """A comma-separated list of positive integers: ``128,256,384``."""
 
     name = "N[,N...]"
+
+    def __init__(self, max: int = 1 << 20):
+        self.max = max
 
     def convert(self, value, param, ctx):
         if isinstance(value, (list, tuple)):
@@ -22,8 +25,8 @@ class IntList(click.ParamType):
             out = [int(x) for x in str(value).split(",") if x.strip()]
         except ValueError:
             self.fail(f"{value!r} is not a comma-separated list of integers", param, ctx)
-        if not out or min(out) < 1:
-            self.fail(f"{value!r}: give positive integers, e.g. 128,256,384", param, ctx)
+        if not out or min(out) < 1 or max(out) > self.max:
+            self.fail(f"{str(value)[:40]!r}: give integers from 1 to {self.max}, e.g. 128,256,384", param, ctx)
         return out
 
 
@@ -47,10 +50,10 @@ def _check_output(path: str | None, option: str) -> Path | None:
               help="Batch sizes. Default: the profile's, else 1 on CPU and 1,8 on CUDA.")
 @click.option("--data", type=click.Path(dir_okay=False), default=None,
               help="A SQuAD JSON file: also measure latency per question over its real tokenized lengths.")
-@click.option("--data-limit", type=click.IntRange(min=1), default=200, help="Questions of --data used (evenly spread).")
-@click.option("--runs", type=click.IntRange(min=1), default=None,
+@click.option("--data-limit", type=COUNT, default=200, help="Questions of --data used (evenly spread).")
+@click.option("--runs", type=COUNT, default=None,
               help="Timed runs per model and shape. Default: 20 on CPU, 100 on CUDA.")
-@click.option("--warmup", type=click.IntRange(min=1), default=None,
+@click.option("--warmup", type=COUNT, default=None,
               help="Untimed runs per model and shape first. Default: 3 on CPU, 10 on CUDA.")
 @threads_option("CPU threads. Default: the profile's, else all cores.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,

@@ -12,7 +12,7 @@ import copy
 import click
 
 from kdtool.cli.distill import command as distill_command
-from kdtool.cli.options import FINITE, option
+from kdtool.cli.options import COUNT, TOKENS, FiniteFloat, option
 from kdtool.progress import console
 
 NOT_FOR_PRUNE = {"teacher", "student", "student_init", "work_dir"}
@@ -63,24 +63,25 @@ class UnitsOption(click.Option):
         help="Teacher of scoring and recovery [default: MODEL_DIR itself, unpruned].")
 @option("--target-params", default=None, help="Budget: parameters, a count (20M, 5000000) or a share (40%).")
 @option("--target-flops", default=None, help="Budget: a share of MODEL_DIR's FLOPs at --seq-len (50%).")
-@option("--target-latency", "target_latency_ms", type=FINITE, default=None,
+@option("--target-latency", "target_latency_ms", type=FiniteFloat(0, 1e7, min_open=True), default=None,
         help="Budget: p50 milliseconds at batch 1 and --seq-len, measured here under --profile.")
 @option("--profile", default=None, help="Device profile (kdtool profiles) for --target-latency: threads, precision.")
-@option("--seq-len", type=int, default=None,
+@option("--seq-len", type=TOKENS, default=None,
         help="Sequence length of FLOPs and latency [default: the profile's longest, else 384].")
 @option("--prune", "structures", cls=UnitsOption, help="Structures to remove, comma-separated")
 @option("--schedule", "prune_schedule", type=click.Choice(["one-shot", "iterative"]), default="one-shot",
         help="one-shot: score, prune and recover once; iterative: --steps rounds of score, prune, recover.")
-@option("--steps", type=int, default=1, help="Rounds of an iterative schedule (geometric steps towards the budget).")
-@option("--importance-examples", type=int, default=256,
+@option("--steps", type=click.IntRange(1, 1000), default=1,
+        help="Rounds of an iterative schedule (geometric steps towards the budget).")
+@option("--importance-examples", type=COUNT, default=256,
         help="Training questions whose windows score importance: |dL/d mask| summed over batches (first-order "
              "Taylor: Michel et al. 2019 for heads, gradnas-style for FFN neurons, hidden dimensions and layers), "
              "L = hard loss + KL to the teacher.")
-@option("--importance-batch-size", type=int, default=8, help="Windows per scoring batch.")
-@option("--ffn-step", type=int, default=None, help="FFN neurons removed per move [default: width/32, multiple of 8].")
+@option("--importance-batch-size", type=click.IntRange(1, 1 << 16), default=8, help="Windows per scoring batch.")
+@option("--ffn-step", type=COUNT, default=None, help="FFN neurons removed per move [default: width/32, multiple of 8].")
 @option("--latency-engine", type=click.Choice(["bundle", "pytorch"]), default="bundle",
         help="What --target-latency measures: the exported bundle at the profile's precision, or the PyTorch model.")
-@option("--latency-runs", type=int, default=10, help="Timed runs per measured candidate shape.")
+@option("--latency-runs", type=COUNT, default=10, help="Timed runs per measured candidate shape.")
 @option("--recover/--no-recover", default=True, help="Distil the teacher into the pruned model after each step.")
 def _command(**options):
     """Prune MODEL_DIR (heads, FFN neurons, layers; hidden dimensions when asked) to a budget and recover it

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from kdtool.errors import InputError, require_file
+from kdtool.errors import InputError, json_error, require_file
 from kdtool.metrics import LANGUAGES
 
 
@@ -14,10 +14,10 @@ def load_predictions(path) -> dict[str, str]:
     p = require_file(path, "predictions file")
     try:
         obj = json.loads(p.read_text(encoding="utf-8-sig"))
-    except json.JSONDecodeError as err:
-        raise InputError(f"{p}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
     except UnicodeDecodeError:
         raise InputError(f"{p}: not UTF-8 text") from None
+    except ValueError as err:  # JSONDecodeError, or an integer of more than 4300 digits
+        raise json_error(p, err) from None
     if not isinstance(obj, dict) or not all(isinstance(v, str) for v in obj.values()):
         raise InputError(f"{p}: predictions must be a JSON object mapping question id to answer text")
     return obj

@@ -9,7 +9,10 @@ import click
 
 from kdtool.atomic import atomic_directory, atomic_write_json, check_output_dir, check_output_file
 from kdtool.cli.options import (
-    FINITE,
+    COUNT,
+    STRIDE,
+    TOKENS,
+    FiniteFloat,
     batch_size_option,
     device_check_options,
     device_option,
@@ -40,19 +43,21 @@ def _safe_name(name: str, taken: set[str]) -> str:
 @click.option("--task", type=click.Choice(["auto", "qa", "pair-classification"]), default="auto", show_default=True,
               help="auto: the reference model's task. pair-classification reports accuracy and F1.")
 @click.option("--lang", default="en", type=click.Choice(sorted(LANGUAGES)), help="Answer normalisation rules (es: MLQA Spanish).")
-@click.option("--max-f1-drop", type=FINITE, default=None,
+@click.option("--max-f1-drop", type=FiniteFloat(-100, 100), default=None,
               help="Exit 1 when a candidate's F1 is lower than the reference's by more than this.")
 @click.option("--json", "json_out", type=click.Path(), default=None, help="Write the full result as JSON here.")
 @click.option("--predictions-dir", type=click.Path(), default=None,
               help="Write each model's predictions (official format) into this new directory.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --predictions-dir written by kdtool.")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Score only the first N questions.")
+@click.option("--limit", type=COUNT, default=None, help="Score only the first N questions.")
 @batch_size_option
-@click.option("--max-length", default=384, show_default=True, help="Tokens per window (clipped to the model's limit).")
-@click.option("--doc-stride", default=128, show_default=True, help="Overlap in tokens between windows of a long context.")
+@click.option("--max-length", type=TOKENS, default=384, show_default=True,
+              help="Tokens per window (clipped to the model's limit).")
+@click.option("--doc-stride", type=STRIDE, default=128, show_default=True,
+              help="Overlap in tokens between windows of a long context.")
 @max_answer_length_option
 @n_best_option
-@click.option("--null-threshold", type=FINITE, default=0.0, show_default=True,
+@click.option("--null-threshold", type=FiniteFloat(-1e6, 1e6), default=0.0, show_default=True,
               help="SQuAD v2.0: answer nothing when null - best span > this.")
 @device_option("auto, cpu or cuda[:N].")
 @threads_option("CPU threads per model (default: all).")
@@ -69,7 +74,7 @@ def command(reference, candidates, data, task, lang, max_f1_drop, json_out, pred
     """
     from kdtool.paths import guard_outputs
     from kdtool.progress import console
-    from kdtool.validate import ValidateConfig, format_table, predictions_json, validate
+    from kdtool.validate import ValidateConfig, format_table, predictions_json, signature_warning, validate
 
     guard_outputs({"REFERENCE": reference, "CANDIDATES": list(candidates), "--data": data},
                   {"--json": json_out, "--predictions-dir": predictions_dir})
@@ -88,6 +93,9 @@ def command(reference, candidates, data, task, lang, max_f1_drop, json_out, pred
                             self_test=not no_self_test, strict=strict)
     with console() as progress:
         result = validate(config, progress=progress)
+    warning = signature_warning(config)  # after the checks: an error stays the only line
+    if warning:
+        click.echo(f"Warning: {warning}", err=True)
     click.echo(f"{result.data_report['source']}: {result.data_report['questions_scored']} questions, lang={lang}")
     click.echo(format_table(result))
     if json_out:

@@ -9,13 +9,15 @@ and counted; a v1.1 question left with no answer is dropped. A malformed record 
 
 from __future__ import annotations
 
+import functools
 import json
 import random
+import re
 import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from kdtool.errors import InputError, require_file
+from kdtool.errors import InputError, check_text, json_error, require_file
 
 MAX_OFFSET_SHIFT = 8  # characters an answer_start may be off by and still be repaired
 
@@ -101,18 +103,36 @@ class SquadDataset:
         return SquadDataset(examples, self.version, report, source, sorted({e.title for e in examples}))
 
 
+def _starts_segment(ch: str) -> bool:
+    """Whether a character begins a new canonical segment: its decomposition starts with a starter (class 0)."""
+    return unicodedata.combining(unicodedata.normalize("NFD", ch)[:1]) == 0
+
+
 def _normalized_span(context: str, text: str, start: int) -> str | None:
-    """The span of ``context`` at ``start`` equal to ``text`` once both are NFC-normalized, or None.
+    """The span of ``context`` at ``start`` canonically equal to ``text`` (equal once both are NFC, or NFD), or None.
 
     An answer typed in NFD (``e`` + combining accent) against an NFC context (``é``) has the right
-    offset but a different length; the span kept is the context's own characters.
+    offset but a different length; the span kept is the context's own characters. Linear in the
+    answer: the context is decomposed one segment (a starter and its combining marks) at a time and
+    compared as it goes, since NFD of a string is the NFD of its segments put together.
     """
-    want = unicodedata.normalize("NFC", text)
-    longest = len(unicodedata.normalize("NFD", text)) + 1
-    for end in range(start + 1, min(len(context), start + longest) + 1):
-        if unicodedata.normalize("NFC", context[start:end]) == want:
-            return context[start:end]
-    return None
+    want = unicodedata.normalize("NFD", text)
+    pos, end = 0, start
+    while end < len(context) and pos < len(want):
+        seg_end = end + 1
+        while seg_end < len(context) and not _starts_segment(context[seg_end]):
+            seg_end += 1
+        piece = unicodedata.normalize("NFD", context[end:seg_end])
+        if want[pos:pos + len(piece)] != piece:
+            return None
+        pos, end = pos + len(piece), seg_end
+    return context[start:end] if pos == len(want) and end > start else None
+
+
+@functools.lru_cache(maxsize=4)
+def _is_nfc(text: str) -> bool:
+    """Cached per context: many answers share one (long) context, and checking it is linear in its length."""
+    return unicodedata.is_normalized("NFC", text)
 
 
 def _locate(context: str, text: str, start: int) -> tuple[int, str] | None:
@@ -120,7 +140,7 @@ def _locate(context: str, text: str, start: int) -> tuple[int, str] | None:
     fixed = _repair_start(context, text, start)
     if fixed is not None:
         return fixed, text
-    if unicodedata.normalize("NFC", text) == text and unicodedata.normalize("NFC", context) == context:
+    if unicodedata.is_normalized("NFC", text) and _is_nfc(context):
         return None  # both already normalized: normalization cannot explain the mismatch
     for shift in range(0, MAX_OFFSET_SHIFT + 1):
         for cand in {start - shift, start + shift}:
@@ -160,6 +180,7 @@ def _answers(raw, context: str, path: Path, where: str, report: LoadReport, coun
         text, start = ans["text"], ans["answer_start"]
         _expect(isinstance(text, str) and isinstance(start, int) and not isinstance(start, bool), path, w,
                 "has a non-string text or a non-integer answer_start")
+        _text(text, path, w, "text")
         if not text.strip():
             if count:
                 report.answers_dropped_empty += 1
@@ -180,21 +201,55 @@ def _answers(raw, context: str, path: Path, where: str, report: LoadReport, coun
     return kept
 
 
+_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u([dD][0-9a-fA-F]{3})")
+
+
+def _surrogate_line(path: Path) -> int | None:
+    """The line of the first ``\\uD800``-``\\uDFFF`` escape in ``path`` that is not half of a valid pair."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError):
+        return None
+    matches = list(_ESCAPE.finditer(text))
+    k = 0
+    while k < len(matches):
+        high = int(matches[k].group(1), 16) < 0xDC00
+        nxt = matches[k + 1] if k + 1 < len(matches) else None
+        if high and nxt is not None and nxt.start() == matches[k].end() and int(nxt.group(1), 16) >= 0xDC00:
+            k += 2
+            continue
+        return text.count("\n", 0, matches[k].start()) + 1
+    return None
+
+
+def _text(value: str, path: Path, where: str, field: str) -> str:
+    """``value`` if it is Unicode text; else one line naming the file, the line and the field."""
+    try:
+        return check_text(value, where, field)
+    except InputError as err:
+        line = _surrogate_line(path) if path.is_file() else None
+        raise InputError(f"{path}:{line}: {err}" if line else f"{path}: {err}") from None
+
+
 def _question(qa, qw: str, context: str, title: str, path: Path, report: LoadReport, strict: bool) -> Example | None:
-    """One checked question of a paragraph (``qw`` its JSON path), counted in ``report``; None when it is dropped."""
+    """One checked question of a paragraph (None when it is dropped and counted)."""
     _expect(isinstance(qa, dict) and isinstance(qa.get("question"), str) and "id" in qa, path, qw,
             "lacks a string 'question' or an 'id'")
     _expect(isinstance(qa["id"], str) or (isinstance(qa["id"], int) and not isinstance(qa["id"], bool)),
             path, qw + ".id", f"is {type(qa['id']).__name__}, not a string")
     _expect(isinstance(qa.get("is_impossible", False), bool), path, qw + ".is_impossible",
             f"is {qa.get('is_impossible')!r:.20}, not true or false (a JSON boolean, unquoted)")
+    _text(qa["question"], path, qw, "question")
+    if isinstance(qa["id"], str):
+        _text(qa["id"], path, qw, "id")
     report.questions_in_file += 1
     impossible = qa.get("is_impossible", False)
     if not context.strip() or not qa["question"].strip():
         report.questions_dropped_empty += 1  # nothing to answer from, or nothing asked
         return None
     answers = _answers(qa.get("answers", []), context, path, qw + ".answers", report, True, strict)
-    plausible = _answers(qa.get("plausible_answers", []), context, path, qw + ".plausible_answers", report, False, False)
+    plausible = _answers(qa.get("plausible_answers", []), context, path, qw + ".plausible_answers", report,
+                         False, False)
     if impossible:
         report.unanswerable += 1
         answers = []
@@ -209,7 +264,7 @@ def parse_squad(obj, source: str | Path, *, version: str | None = None, strict: 
     """Validate a parsed SQuAD JSON object and turn it into a :class:`SquadDataset`.
 
     ``strict``: an answer whose offset cannot be repaired is an error (the default); otherwise it
-    is dropped and counted in the report.
+    is dropped and counted in the report. Every check is linear in the size of the file.
     """
     path = Path(source)
     _expect(isinstance(obj, dict) and isinstance(obj.get("data"), list), path, "the top level", "has no 'data' list")
@@ -217,35 +272,36 @@ def parse_squad(obj, source: str | Path, *, version: str | None = None, strict: 
     report = LoadReport(source=str(source), version="")
     examples: list[Example] = []
     titles: list[str] = []
+    seen: set[str] = set()
     saw_impossible = False
     for i, article in enumerate(obj["data"]):
         where = f"data[{i}]"
         _expect(isinstance(article, dict) and isinstance(article.get("paragraphs"), list), path, where,
                 "has no 'paragraphs' list")
-        title = str(article.get("title", ""))
+        title = _text(str(article.get("title", "")), path, where, "title")
         titles.append(title)
         report.articles += 1
         for j, para in enumerate(article["paragraphs"]):
             pw = f"{where}.paragraphs[{j}]"
             _expect(isinstance(para, dict) and isinstance(para.get("context"), str), path, pw, "has no string 'context'")
             _expect(isinstance(para.get("qas"), list), path, pw, "has no 'qas' list")
-            context = para["context"]
+            context = _text(para["context"], path, pw, "context")
             report.paragraphs += 1
             for q, qa in enumerate(para["qas"]):
                 example = _question(qa, f"{pw}.qas[{q}]", context, title, path, report, strict)
                 saw_impossible |= "is_impossible" in qa
-                if example is not None:
-                    examples.append(example)
+                if example is None:
+                    continue
+                if example.id in seen:
+                    raise InputError(f"{source}: question id {example.id[:80]!r} appears more than once; ids must be unique")
+                seen.add(example.id)
+                examples.append(example)
     report.questions_kept = len(examples)
     report.version = version or ("2.0" if saw_impossible or declared.startswith("2") else "1.1")
     if not examples:
         why = f": {report.summary().split(': ', 1)[1]}" if report.questions_in_file else ""
         raise InputError(f"{source}: no usable question (all {report.questions_in_file} were dropped{why}); "
                          "check the file")
-    ids = [e.id for e in examples]
-    if len(set(ids)) != len(ids):
-        dup = next(i for i in ids if ids.count(i) > 1)
-        raise InputError(f"{source}: question id {dup!r} appears more than once; ids must be unique")
     return SquadDataset(examples, report.version, report, str(source), titles)
 
 
@@ -259,8 +315,8 @@ def load_squad(source: str | Path, *, split: str = "validation", strict: bool = 
                 obj = json.load(fh)
         except UnicodeDecodeError:
             raise InputError(f"{path}: not UTF-8 text; a SQuAD file is UTF-8 JSON") from None
-        except json.JSONDecodeError as err:
-            raise InputError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
+        except ValueError as err:  # JSONDecodeError, or an integer of more than 4300 digits
+            raise json_error(path, err) from None
         except RecursionError:
             raise InputError(f"{path}: JSON nested too deeply to be a SQuAD file; check the file") from None
         return parse_squad(obj, path, strict=strict)

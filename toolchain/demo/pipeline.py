@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from transformers import RobertaConfig, RobertaForQuestionAnswering
 
-from kdtool.atomic import MARKER, atomic_directory, atomic_write_json
+from kdtool.atomic import atomic_directory, atomic_write_json, claim_container
 from kdtool.demo.synthetic import SyntheticConfig, generate
 from kdtool.errors import InputError, KdtoolError
 from kdtool.progress import Progress, say
@@ -233,11 +233,7 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, progress: Progress | None = None
     ``progress`` gets the demo's lines and the counts of the training, scoring and profiling it runs."""
     t0 = time.perf_counter()
     with _torch_threads(cfg.threads):  # process-wide in PyTorch: give the caller its setting back
-        root = Path(cfg.output).absolute()
-        if root.exists() and any(root.iterdir()) and not (root / MARKER).exists():
-            raise InputError(f"output directory {root} exists and was not written by kdtool demo; choose another -o")
-        root.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(root / MARKER, {"kind": "demo"})
+        root = claim_container(Path(cfg.output), "demo", accept=("demo",))
         run = RunDir(root)
         if fresh:
             run.forget(["prepare", *STAGES])

@@ -14,7 +14,6 @@ run's bookkeeping (best score, evaluations, time per stage); it loads with ``wei
 
 from __future__ import annotations
 
-import json
 import random
 import shutil
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kdtool import stamps
 from kdtool.atomic import atomic_directory, atomic_write_json
 from kdtool.distill.config import RESUMABLE_FIELDS
 from kdtool.errors import InputError, IntegrityError
@@ -56,11 +56,12 @@ def open_run_dir(work: Path, config, *, resume: bool, overwrite: bool = False) -
         if resume:
             raise InputError(f"nothing to resume: run directory {work} does not exist")
         return None
-    if not run_file.is_file() and work.is_dir() and not any(work.iterdir()):
+    if work.is_dir() and not work.is_symlink() and not any(work.iterdir()):
         return None  # killed between mkdir and run.json: nothing in it
-    if not run_file.is_file():
-        raise InputError(f"{work} exists but is not a kdtool run directory (no run.json); remove it or choose --work-dir")
-    recorded = json.loads(run_file.read_text(encoding="utf-8"))
+    recorded = stamps.read_json(run_file) if stamps.container_kind(work) == "work" else None
+    if not isinstance(recorded, dict):
+        raise InputError(f"{work} exists but is not a kdtool run directory (no intact stamp and run.json: made by "
+                         "another program or an older kdtool, or copied); remove it or choose --work-dir")
     if not resume:
         if overwrite:
             return None  # start over: start_run_dir replaces it
@@ -81,6 +82,7 @@ def start_run_dir(work: Path, config) -> None:
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
+    stamps.stamp_container(work, "work")  # what a later --overwrite checks before it removes the directory
     _STARTED.add(Path(work))
     atomic_write_json(work / "run.json", {"fingerprint": config.fingerprint(), "kind": type(config).__name__,
                                           "config": config.to_dict()})
@@ -123,7 +125,10 @@ def load_latest(work: Path) -> dict | None:
     latest = work / "latest.json"
     if not latest.is_file():
         return None  # killed before the first checkpoint: start from the beginning
-    name = json.loads(latest.read_text(encoding="utf-8"))["checkpoint"]
+    record = stamps.read_json(latest)
+    name = record.get("checkpoint") if isinstance(record, dict) else None
+    if not isinstance(name, str) or "/" in name or name.startswith("."):
+        raise IntegrityError(f"{latest} does not name a checkpoint; the run directory is damaged")
     path = work / "checkpoints" / name / "state.pt"
     try:
         return torch.load(path, map_location="cpu", weights_only=True)

@@ -97,6 +97,15 @@ class TrainConfig:
                              "scales' resolution: use --precision fp32, bf16 or auto")
         if self.qat_calibration_windows < 1:
             raise InputError(f"qat-calibration-windows must be at least 1, got {self.qat_calibration_windows}")
+        self._check_ranges()
+
+    def _check_ranges(self) -> None:
+        """The bounds the command line checks at parse time, for configs built by recipes and library callers."""
+        if not 0 <= self.seed < 2**32:
+            raise InputError(f"seed must be between 0 and 2**32 - 1, got {self.seed}")
+        for name in ("max_train_examples", "max_dev_examples", "stop_after"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise InputError(f"{name.replace('_', '-')} must be at least 1 (or left out), got {getattr(self, name)}")
 
     @property
     def teacher(self) -> str | None:
@@ -149,11 +158,14 @@ class DistillConfig(TrainConfig):
         _check_choice("projection", self.projection, PROJECTIONS)
         if not self.student:
             raise InputError("distillation needs a student: a preset name, a JSON config or a model directory")
-        if self.temperature <= 0:
-            raise InputError(f"temperature must be positive, got {self.temperature}")
+        if not 0 < self.temperature <= 1000:
+            raise InputError(f"temperature must be above 0 and at most 1000 (T^2 scales the soft loss), "
+                             f"got {self.temperature:g}")
         for spec in LOSSES.values():
             if getattr(self, spec.weight_field) < 0:
                 raise InputError(f"{spec.option.lstrip('-')} must not be negative")
+            if getattr(self, spec.weight_field) > 1e6:
+                raise InputError(f"{spec.option.lstrip('-')} must be at most 1e6, got {getattr(self, spec.weight_field):g}")
         if self.schedule == "two-stage" and not 1 <= self.stage_epochs[0] < self.epochs:
             raise InputError(f"two-stage needs 1 <= intermediate-epochs < epochs ({self.epochs}), "
                              f"got {self.stage_epochs[0]}")

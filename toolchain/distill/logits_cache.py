@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kdtool import stamps
 from kdtool.atomic import atomic_directory
 from kdtool.data import length_sorted_batches
 
@@ -22,7 +23,7 @@ from kdtool.data import length_sorted_batches
 class LogitsCache:
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.meta = json.loads((self.path / "meta.json").read_text())
+        self.meta = stamps.read_json(self.path / "meta.json")
         self.arrays = [np.load(self.path / f"output{i}.npy", mmap_mode="r") for i in range(self.meta["outputs"])]
         self.per_token = self.meta["per_token"]
 
@@ -39,7 +40,8 @@ def build_logits_cache(path: Path, run_teacher, features, *, batch_size: int, ke
     An existing cache with the same ``key`` (a fingerprint of teacher and features) is reused.
     """
     path = Path(path)
-    if (path / "meta.json").is_file() and json.loads((path / "meta.json").read_text()).get("key") == key:
+    meta = stamps.read_json(path / "meta.json")
+    if isinstance(meta, dict) and meta.get("key") == key:
         return LogitsCache(path)
     n, width = len(features), int(features.lengths.max())
     arrays = None

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from kdtool.atomic import atomic_write_text
+from kdtool.atomic import LineFile
 from kdtool.distill.config import DistillConfig, TrainConfig
 
 
@@ -81,12 +81,11 @@ class RunLog:
         self.path = path
         lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
         kept = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] <= keep_until]
-        atomic_write_text(path, "".join(ln + "\n" for ln in kept))
-        self.fh = path.open("a", encoding="utf-8")
+        # a new file holding the kept lines replaces the old one, and only this run appends to it
+        self.file = LineFile(path, "".join(ln + "\n" for ln in kept).encode("utf-8"), option="train log")
 
     def write(self, record: dict) -> None:
-        self.fh.write(json.dumps(record) + "\n")
-        self.fh.flush()
+        self.file.append((json.dumps(record) + "\n").encode("utf-8"))
 
     def close(self) -> None:
-        self.fh.close()
+        self.file.close()

@@ -50,7 +50,7 @@ SHORT_KEYS = {"layers": "num_hidden_layers", "hidden": "hidden_size", "heads": "
 def _json_overrides(path: Path) -> dict:
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (UnicodeDecodeError, ValueError) as err:  # ValueError: bad JSON, or an integer of over 4300 digits
         raise InputError(f"student config {path} is not valid JSON ({type(err).__name__})") from None
     if not isinstance(obj, dict):
         raise InputError(f"student config {path} must be a JSON object of config fields")

@@ -96,7 +96,9 @@ def load_qa_model(path, *, trust_remote_code: bool = False, attn_implementation:
         quantized = enable_loading(path)
     try:
         with quantized:
-            return AutoModelForQuestionAnswering.from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs)
+            model, info = AutoModelForQuestionAnswering.from_pretrained(
+                path, trust_remote_code=trust_remote_code, output_loading_info=True, **kwargs)
+        return check_loaded_weights(model, info, path, require_head)
     except (ValueError, OSError, RuntimeError) as err:
         if _needs_remote_code(err):
             raise InputError(f"{path} {REMOTE_CODE_HINT}") from None
@@ -104,6 +106,27 @@ def load_qa_model(path, *, trust_remote_code: bool = False, attn_implementation:
             raise InputError(f"{path}/pytorch_model.bin is not a plain tensor file (damaged, or it holds pickled "
                              "objects that kdtool will not unpickle); convert the model to model.safetensors") from None
         raise InputError(f"{path}: the model could not be loaded: {str(err).strip().splitlines()[0][:200]}") from None
+
+
+def check_loaded_weights(model, info: dict, path: Path, require_head: bool):
+    """``model`` if its weights file held exactly the weights its config describes; else the directory is damaged.
+
+    transformers fills missing weights with random ones and drops unexpected ones, with a warning kdtool
+    hides: a config of 6 layers over weights of 2 would load with 4 random layers. A bare encoder given
+    a new head (``require_head=False``) may lack the head's weights and carry another task's (a pooler,
+    an LM head), never encoder or embedding weights.
+    """
+    prefix = f"{getattr(model, 'base_model_prefix', '')}."
+    # a bare encoder's checkpoint names its weights without the prefix (encoder.layer.3...)
+    body = (f"{prefix}encoder.", f"{prefix}embeddings.", "encoder.", "embeddings.") if prefix != "." else ("",)
+    missing = [k for k in info.get("missing_keys", []) if require_head or k.startswith(prefix)]
+    unexpected = [k for k in info.get("unexpected_keys", []) if require_head or k.startswith(body)]
+    if missing or unexpected:
+        parts = [f"{len(found)} {what}, e.g. {found[0]}" for found, what in
+                 ((missing, "weights missing"), (unexpected, "unexpected weights")) if found]
+        raise InputError(f"{path}: its weights do not match its config.json ({'; '.join(parts)}); the model "
+                         "directory is damaged or mixed from two models, save it again")
+    return model
 
 
 def load_task_model(path, head, *, trust_remote_code: bool = False, require_head: bool = True, **kwargs):
@@ -124,7 +147,9 @@ def load_task_model(path, head, *, trust_remote_code: bool = False, require_head
                          f"(kdtool finetune --task {head.name}) or give a *{head.architecture_suffix} checkpoint")
     kwargs = {k: v for k, v in kwargs.items() if v is not None and k != "weights_only"}
     try:
-        return getattr(transformers, head.auto_model).from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs)
+        model, info = getattr(transformers, head.auto_model).from_pretrained(
+            path, trust_remote_code=trust_remote_code, output_loading_info=True, **kwargs)
+        return check_loaded_weights(model, info, path, require_head)
     except (ValueError, OSError, RuntimeError) as err:
         if _needs_remote_code(err):
             raise InputError(f"{path} {REMOTE_CODE_HINT}") from None

@@ -33,7 +33,7 @@ HEADS: dict[str, Head] = {
 def _read_json(path: Path) -> dict:
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, ValueError):  # UnicodeDecodeError, JSONDecodeError, an integer of over 4300 digits
         return {}
     return obj if isinstance(obj, dict) else {}
 

@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from kdtool.errors import InputError
 from kdtool.prune.units import UNITS, default_structures
@@ -71,6 +72,17 @@ def parse_structures(text) -> tuple[str, ...]:
     return tuple(s for s in UNITS if s in items)
 
 
+def _refuse_qat(config) -> None:
+    """Pruning removes heads and neurons that a quantization-aware model's quantizers belong to, and the pruned
+    model's quantizer state no longer loads: QAT models and ``--qat`` recovery are refused before any work."""
+    if config.recovery.get("qat"):
+        raise InputError("kdtool prune does not recover with --qat: prune and recover in fp32, then train the pruned "
+                         "model with kdtool distill --qat")
+    if (Path(config.model) / "modelopt_state.pth").is_file():  # kdtool.models.qat's state file
+        raise InputError(f"{config.model} is a quantization-aware (--qat) model, which kdtool prune cannot prune; "
+                         "prune the fp32 student, then train the pruned model with kdtool distill --qat")
+
+
 @dataclass(frozen=True)
 class PruneConfig:
     """One ``kdtool prune`` run. ``recovery`` holds the ``kdtool distill`` options (a DistillConfig's fields)."""
@@ -113,6 +125,7 @@ class PruneConfig:
                 raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.seq_len is not None and self.seq_len < 8:
             raise InputError(f"--seq-len must be at least 8 tokens, got {self.seq_len}")
+        _refuse_qat(self)
         budget = self.budget  # checks it
         if budget.kind == "latency" and not self.profile:
             raise InputError("--target-latency is measured under a device profile: add --profile NAME (kdtool profiles)")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from kdtool import stamps
 from kdtool.atomic import atomic_directory, atomic_write_json, check_output_dir
 from kdtool.distill import DistillConfig, distill
 from kdtool.errors import InputError, KdtoolError, require_dir, require_file
@@ -172,9 +173,9 @@ def _open_work(ctx: _Context) -> None:
     run_file = ctx.work / "run.json"
     fp = ctx.config.fingerprint()
     if ctx.work.exists():
-        if not run_file.is_file():
+        recorded = stamps.read_json(run_file) if stamps.container_kind(ctx.work) == "work" else None
+        if not isinstance(recorded, dict):
             raise InputError(f"{ctx.work} exists but is not a kdtool prune run directory; remove it")
-        recorded = json.loads(run_file.read_text(encoding="utf-8"))
         if not ctx.config.resume:
             if not ctx.config.overwrite:
                 raise InputError(f"run directory {ctx.work} exists from an earlier run; pass --resume to continue it "
@@ -187,6 +188,7 @@ def _open_work(ctx: _Context) -> None:
     elif ctx.config.resume:
         raise InputError(f"nothing to resume: run directory {ctx.work} does not exist")
     ctx.work.mkdir(parents=True)
+    stamps.stamp_container(ctx.work, "work")
     atomic_write_json(run_file, {"fingerprint": fp, "config": ctx.config.to_dict()})
 
 

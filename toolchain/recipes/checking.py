@@ -168,3 +168,14 @@ def resolve_paths(checked: dict, base: Path, only: set[str] | None = None) -> No
                 section[k] = resolve_model_ref(v, base)
             elif _is_path_type(known[k]):
                 section[k] = resolve_path(v, base)
+
+
+def recipe_paths(sections: dict) -> list[tuple[str, str]]:
+    """``(dotted key, path)`` of every file or model directory a checked recipe names that exists here."""
+    out = []
+    for name, section in sections.items():
+        known = SECTIONS[name].key_types() if name in SECTIONS else {}
+        for k, v in (section or {}).items():
+            if isinstance(v, str) and ((name, k) in MODEL_KEYS or _is_path_type(known.get(k))) and Path(v).exists():
+                out.append((f"{name}.{k}", v))
+    return out

@@ -162,7 +162,8 @@ VALIDATE = CliSpec(
              "batch_size": "--batch-size", "features.max_length": "--max-length", "features.doc_stride": "--doc-stride",
              "n_best": "--n-best", "max_answer_length": "--max-answer-length",
              "null_score_diff_threshold": "--null-threshold", "device": "--device", "threads": "--threads",
-             "trust_remote_code": "--trust-remote-code", "task": "--task", "require_signature": "--require-signature"},
+             "trust_remote_code": "--trust-remote-code", "task": "--task", "require_signature": "--require-signature",
+             "strict": "--strict"},
     recipe_only=frozenset({"features.max_query_length"}),
     always=frozenset({"lang", "features.max_length", "features.doc_stride"}))  # the command's defaults differ
 

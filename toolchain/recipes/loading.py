@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from kdtool.errors import InputError, quote, require_file
+from kdtool.errors import InputError, check_text, quote, require_file
 from kdtool.recipes.checking import check_raw, resolve_paths
 from kdtool.recipes.sections import SECTIONS, Recipe
 
@@ -80,6 +80,9 @@ def _read_yaml(path: Path) -> dict:
         obj = _safe_yaml(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         raise InputError(f"{path}: not UTF-8 text") from None
+    except ValueError:  # int(): a value of more than 4300 digits
+        raise InputError(f"{path}: holds a number of more than 4300 digits, too long to read; "
+                         "no recipe setting needs one") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -102,6 +105,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = _safe_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw  # not YAML: take the text as it is
+    except ValueError:  # int(): more than 4300 digits
+        raise InputError(f"--override {quote(text, 80)}: a number of more than 4300 digits, too long to read") from None
     return key.strip().split("."), value
 
 
@@ -115,6 +120,21 @@ def apply_override(raw: dict, keys: list[str], value: Any, text: str) -> None:
         node = node[k]
     node[keys[-1]] = value
 
+
+
+def _check_strings(node, dotted: str, origin_of) -> None:
+    """Every key and text value of the recipe is Unicode text (a ``"\\ud800"`` escape in YAML is not)."""
+    if isinstance(node, str):
+        check_text(node, f"recipe key {dotted or '(top level)'}{origin_of(dotted)}", "value")
+    elif isinstance(node, dict):
+        for k, v in node.items():
+            key = f"{dotted}.{k}" if dotted else str(k)
+            if isinstance(k, str):
+                check_text(k, f"recipe{origin_of(key)}", "key")
+            _check_strings(v, key, origin_of)
+    elif isinstance(node, list):
+        for v in node:
+            _check_strings(v, dotted, origin_of)
 
 
 def parse_recipe(raw: dict, *, base_dir: Path, source: str = "<embedded>", overrides: tuple[str, ...] = (),
@@ -135,6 +155,7 @@ def parse_recipe(raw: dict, *, base_dir: Path, source: str = "<embedded>", overr
         hit = next((t for k, t in from_override.items() if k == dotted or k.startswith(dotted + ".")), None)
         return f" (from --override {hit})" if hit else f" (in {source})"
 
+    _check_strings(raw, "", origin_of)
     checked = check_raw(raw, origin_of)
     overridden = {k for k in from_override if k.count(".") == 1}
     file_keys = {f"{s}.{k}" for s, sec in checked.items() if s in SECTIONS for k in sec} - overridden

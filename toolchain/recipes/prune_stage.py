@@ -9,9 +9,9 @@ A prune stage killed during recovery resumes from its run directory when its con
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 
+from kdtool import stamps
 from kdtool.errors import KdtoolError
 from kdtool.prune import prune
 from kdtool.prune.config import RESUMABLE, PruneConfig
@@ -35,9 +35,8 @@ def _prune_config(ctx: StageContext):
 def run_prune(ctx: StageContext) -> dict:
     config = _prune_config(ctx)
     work = ctx.run.path(PRUNED + ".work")
-    resume = False
-    if (work / "run.json").is_file():
-        resume = json.loads((work / "run.json").read_text(encoding="utf-8")).get("fingerprint") == config.fingerprint()
+    recorded = stamps.read_json(work / "run.json")
+    resume = isinstance(recorded, dict) and recorded.get("fingerprint") == config.fingerprint()
     if resume:
         ctx.say(f"    resuming the interrupted run in {work}")
     report = prune(replace(config, resume=resume, overwrite=True), progress=ctx.nested())

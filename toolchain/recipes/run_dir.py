@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kdtool import __version__
+from kdtool import __version__, stamps
 from kdtool.atomic import atomic_write_json
 
 
@@ -38,13 +38,8 @@ class RunDir:
         return self.root / "stages" / f"{stage}.json"
 
     def record(self, stage: str) -> dict | None:
-        p = self.record_path(stage)
-        if not p.is_file():
-            return None
-        try:
-            return json.loads(p.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return None
+        record = stamps.read_json(self.record_path(stage))  # a FIFO or link planted there is not waited for
+        return record if isinstance(record, dict) else None
 
     def is_done(self, stage: str, stage_hash: str) -> bool:
         rec = self.record(stage)

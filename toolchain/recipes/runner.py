@@ -14,9 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from kdtool.atomic import MARKER, atomic_write_text
-from kdtool.errors import InputError, KdtoolError
+from kdtool.atomic import MARKER, atomic_write_text, claim_container
+from kdtool.errors import KdtoolError
+from kdtool.paths import check_outputs_apart, forget_inputs, remember_inputs
 from kdtool.progress import Progress, say
+from kdtool.recipes.checking import recipe_paths
 from kdtool.recipes.context import (
     DEV,
     PLOT,
@@ -116,6 +118,25 @@ def _local_stamp(ref: str) -> list | None:
     return [(str(f.relative_to(p)) if f != p else p.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
 
 
+WORK_DIRS = {"finetune": TEACHER, "distill": STUDENT, "prune": PRUNED}  # stages that keep a <output>.work run directory
+
+
+def check_stage_paths(recipe: Recipe, run: RunDir) -> list[str]:
+    """Refuse, before anything is written, a stage output that is, holds or lies in an input the recipe names
+    (``data.train`` inside ``RUN/data/`` would be replaced by the split): every stage of a run is guarded
+    against every other stage's inputs, as the single commands are. Returns the inputs' keys for
+    :func:`kdtool.paths.forget_inputs`."""
+    outputs = [("the run's", run.path(rel)) for rel in ("recipe.yaml", "stages", MARKER)]
+    for name in recipe.stages:
+        rels = STAGES[name].outputs(recipe) + ([WORK_DIRS[name] + ".work"] if name in WORK_DIRS else [])
+        outputs += [(f"stage {name}'s output", run.path(rel)) for rel in rels]
+    inputs = [(f"recipe key {key}", path) for key, path in recipe_paths(recipe.sections)]
+    if Path(recipe.source).is_file():
+        inputs.append(("RECIPE", recipe.source))
+    check_outputs_apart(inputs, outputs)
+    return remember_inputs(inputs)  # cleanup during the run never removes them (kdtool.atomic)
+
+
 def plan(recipe: Recipe, run_dir: Path) -> list[tuple[str, bool]]:
     """(stage, done) for every stage of ``recipe`` in ``run_dir``."""
     run = RunDir(run_dir)
@@ -140,14 +161,18 @@ def run_recipe(recipe: Recipe, run_dir: Path, *, progress: Progress | None = Non
     """
     t_start = time.perf_counter()
     run = RunDir(run_dir)
-    if run.root.is_file():
-        raise InputError(f"run directory {run.root} is a file; choose another -o")
-    if run.root.is_dir() and any(run.root.iterdir()) and not (run.root / MARKER).is_file():
-        raise InputError(f"run directory {run.root} exists and was not written by kdtool; choose another -o")
-    run.root.mkdir(parents=True, exist_ok=True)
-    if not (run.root / MARKER).is_file():
-        (run.root / MARKER).write_text('{"kind": "run"}\n')
-    atomic_write_text(run.path("recipe.yaml"), f"# {recipe.name}: resolved from {recipe.source}\n" + recipe.to_yaml())
+    remembered = check_stage_paths(recipe, run)
+    try:
+        claim_container(run.root, "run", "run directory")  # a demo directory is a run directory too
+        atomic_write_text(run.path("recipe.yaml"), f"# {recipe.name}: resolved from {recipe.source}\n" + recipe.to_yaml())
+        result = _run_stages(recipe, run, progress, force, check)
+    finally:
+        forget_inputs(remembered)
+    result.seconds = time.perf_counter() - t_start
+    return result
+
+
+def _run_stages(recipe: Recipe, run: RunDir, progress, force: tuple[str, ...], check) -> RunResult:
     ctx = StageContext(recipe, run, progress)
     hashes = stage_hashes(recipe, run)
     order = recipe.stages
@@ -180,5 +205,4 @@ def run_recipe(recipe: Recipe, run_dir: Path, *, progress: Progress | None = Non
             say(progress, f"    done in {seconds:.1f} s")
         if check is not None:
             check(name, ctx.summaries[name])
-    result.seconds = time.perf_counter() - t_start
     return result

@@ -6,10 +6,10 @@ A training stage killed half-way resumes from its last checkpoint when its confi
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
+from kdtool import stamps
 from kdtool.distill import distill, finetune
 from kdtool.distill.config import RESUMABLE_FIELDS, DistillConfig, TrainConfig
 from kdtool.errors import KdtoolError
@@ -52,13 +52,8 @@ def _train_config(ctx: StageContext, stage: str, *, resolve: bool = True):
 def run_training(ctx: StageContext, stage: str) -> dict:
     config = _train_config(ctx, stage)
     work = Path(config.output).with_name(Path(config.output).name + ".work")
-    resume = False
-    run_file = work / "run.json"
-    if run_file.is_file():
-        try:
-            resume = json.loads(run_file.read_text(encoding="utf-8")).get("fingerprint") == config.fingerprint()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            resume = False
+    recorded = stamps.read_json(work / "run.json")
+    resume = isinstance(recorded, dict) and recorded.get("fingerprint") == config.fingerprint()
     if resume:
         ctx.say(f"    resuming the interrupted run in {work}")
     config = replace(config, resume=resume, overwrite=True, work_dir=str(work))

@@ -10,7 +10,7 @@ from kdtool.atomic import atomic_write_json
 from kdtool.errors import InputError
 from kdtool.recipes.commands import VALIDATE, command_line
 from kdtool.recipes.context import DEV, VALIDATE_JSON, StageContext, engines, features, lang
-from kdtool.validate import ValidateConfig, format_table, validate
+from kdtool.validate import ValidateConfig, format_table, signature_warning, validate
 
 
 def _validate_models(ctx: StageContext) -> list[str]:
@@ -30,7 +30,11 @@ def _validate_config(ctx: StageContext):
 
 
 def run_validate(ctx: StageContext) -> dict:
-    result = validate(_validate_config(ctx), progress=ctx.nested())
+    config = _validate_config(ctx)
+    result = validate(config, progress=ctx.nested())
+    warning = signature_warning(config)
+    if warning:
+        ctx.say(f"    warning: {warning}")
     if result.interrupted:
         raise KeyboardInterrupt
     atomic_write_json(ctx.run.path(VALIDATE_JSON), result.to_dict())

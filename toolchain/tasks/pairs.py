@@ -88,6 +88,8 @@ def _rows(path: Path):
             obj = json.loads(line)
         except json.JSONDecodeError as err:
             raise InputError(f"{path}:{i}: not a JSON object ({err.msg}); a pairs file is JSONL or TSV") from None
+        except ValueError:  # int(): more than 4300 digits
+            raise InputError(f"{path}:{i}: holds a number of more than 4300 digits, too long to read") from None
         if not isinstance(obj, dict):
             raise InputError(f"{path}:{i}: expected a JSON object per line")
         yield i, obj
