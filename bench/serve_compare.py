@@ -20,6 +20,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -115,6 +116,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="ONNX Runtime threads of each server's engine")
     p.add_argument("--serve-route", choices=("v1", "v2"), default="v1", help="kdtool serve's route (v2: OIP)")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--keep", action="store_true", help="keep the work directory (repository, logs, locust CSVs)")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="kdtool-serve-compare-"))
     questions = work / "questions.json"
@@ -139,6 +141,8 @@ def main() -> int:
         if triton:
             triton.stop()
         proc.wait(timeout=60)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
     result["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     result["ratios"] = compare(result["rows"])
     result["markdown"] = markdown(result)
