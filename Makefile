@@ -15,6 +15,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	# The CPU wheel first: anything that lets pip choose torch would pull CUDA packages.
 	$(PIP) torch==2.13.0
 	$(PIP) -e ".[dev]"
+	# tritonserver 2.51 for the serving tests (kdtool triton). Every nvidia-pytriton release declares numpy<2;
+	# only its server binary is used, so it goes in without dependencies. Its Python-backend stub needs
+	# NumPy 1.x (it garbles tensors under NumPy 2): kept apart in $(VENV)/triton-numpy1 (kdtool.deploy.tritonserver)
+	$(PIP) --no-deps nvidia-pytriton
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps --upgrade --target $(VENV)/triton-numpy1 numpy==1.26.4
 	touch $@
 
 # pytest exits 5 when it collected nothing: that must fail, not pass quietly.

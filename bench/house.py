@@ -32,7 +32,7 @@ LAYERS = [
      ["kdtool.tasks", "kdtool.predict", "kdtool.answer", "kdtool.validate", "kdtool.profiles"]),
     ("export", ["kdtool.export"]),
     ("training and compression", ["kdtool.distill", "kdtool.strategies", "kdtool.prune"]),
-    ("recipes and serving", ["kdtool.recipes", "kdtool.serve"]),
+    ("recipes and serving", ["kdtool.recipes", "kdtool.serve", "kdtool.deploy"]),
     ("front ends", ["kdtool.demo", "kdtool.cli"]),
 ]
 LAYER_OF = {pkg: i for i, (_, pkgs) in enumerate(LAYERS) for pkg in pkgs}

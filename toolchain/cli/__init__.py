@@ -51,6 +51,7 @@ COMMANDS: dict[str, str] = {
     "derive-pairs": "kdtool.cli.derive_pairs",
     "verify": "kdtool.cli.verify",
     "keygen": "kdtool.cli.keygen",
+    "triton": "kdtool.cli.triton",
 }
 
 
