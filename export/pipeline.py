@@ -116,7 +116,8 @@ def export_model(config: ExportConfig, *, progress: Progress | None = None) -> P
         trt_section = _trt_stage(job, plain, out, progress) if config.trt else None
         say(progress, "[5b] self-test: golden windows and the logits of the bundled graphs, on this machine")
         graphs = [MODEL_FILE] + ([T.TRT_ONNX_FILE] if trt_section is not None else [])
-        self_test = write_self_test(out, job.checks[0], job.task, job.precision, graphs)
+        self_test = write_self_test(out, job.checks[0], job.task, job.precision, graphs,
+                                    certified_error=final_parity.get("max_abs_logit_diff"))
         say(progress, "[6/6] manifest and checksums")
         _write_manifest(job, out, parity={"plain_onnx": plain_parity, "bundle": final_parity}, fusion=fusion,
                         quantization=quant, tensorrt=trt_section, self_test=self_test, int8=int8)

@@ -1,7 +1,11 @@
 """The bundle's self-test, made at export: golden windows and the logits its graphs give on this machine.
 
-See :mod:`kdtool.bundle.selftest` for the format and the check a device runs; the bounds come from the
-precision table (:attr:`kdtool.bundle.precision.Precision.self_test_bound`).
+See :mod:`kdtool.bundle.selftest` for the format and the check a device runs. A device passes when its logits
+are within the bundle's bound of the ones the export machine gave: the larger of the precision's floor
+(:attr:`kdtool.bundle.precision.Precision.self_test_bound`, what correct devices of another class differ by)
+and the bundle's own certified error (its max |logit diff| against the reference the export checked it
+with; twice that on GPU engines). A device whose error is within what the bundle was certified with passes;
+a saturating product, a wrong provider or a damaged kernel moves the logits further.
 """
 
 from __future__ import annotations
@@ -25,7 +29,15 @@ def certified_on() -> dict:
     return {**this_machine().to_dict(), "onnxruntime": ort.__version__, "session_config": ort_exactness_config()}
 
 
-def write_self_test(out: Path, batch: dict[str, np.ndarray], task, precision: Precision, graphs: list[str]) -> dict:
+def self_test_bound(precision: Precision, certified_error: float | None) -> dict[str, float]:
+    """The bundle's bound: the precision's floor, or its certified error where that is larger (rounded up)."""
+    error = float(certified_error or 0.0)
+    return {"cpu": float(f"{max(precision.self_test_cpu, error):.3g}"),
+            "cuda": float(f"{max(precision.self_test_cuda, 2 * error):.3g}")}
+
+
+def write_self_test(out: Path, batch: dict[str, np.ndarray], task, precision: Precision, graphs: list[str],
+                    certified_error: float | None = None) -> dict:
     """Write ``self_test.json`` into the bundle being made at ``out``; return the manifest's ``self_test`` section.
 
     ``batch`` holds the golden windows (the first parity batch: real text). ``graphs`` are the bundle's ONNX
@@ -42,8 +54,8 @@ def write_self_test(out: Path, batch: dict[str, np.ndarray], task, precision: Pr
     if not expected:
         return section
     inputs = {n: batch[n] for n in SELF_TEST_INPUTS if n in batch}
-    raw = build_self_test(inputs, task.outputs, task.per_token, expected, precision.self_test_bound,
-                          made_on=certified_on())
+    bound = self_test_bound(precision, certified_error)
+    raw = build_self_test(inputs, task.outputs, task.per_token, expected, bound, made_on=certified_on())
     (out / SELF_TEST_FILE).write_bytes(raw)
     return {**section, "file": SELF_TEST_FILE, "graphs": sorted(expected), "windows": int(len(batch["input_ids"])),
-            "bound": precision.self_test_bound}
+            "bound": bound}

@@ -42,11 +42,17 @@ def build_self_test(inputs: dict[str, np.ndarray], outputs, per_token: bool, exp
     doc = {
         "schema": SCHEMA, "outputs": list(outputs), "per_token": per_token,
         "inputs": {k: np.asarray(v, dtype=np.int64).tolist() for k, v in inputs.items()},
-        "graphs": {g: {"expected": {o: np.asarray(a, dtype=np.float32).tolist() for o, a in zip(outputs, arrays, strict=True)},
-                       "bound": dict(bounds)} for g, arrays in expected.items()},
+        "graphs": {g: {"expected": {o: _floats(a) for o, a in zip(outputs, arrays, strict=True)}, "bound": dict(bounds)}
+                   for g, arrays in expected.items()},
         "made_on": made_on,
     }
     return (json.dumps(doc, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _floats(array) -> list:
+    """Logits as JSON numbers of 7 significant digits (float32 to within 1e-7 relative, far inside any bound)."""
+    return [[float(f"{x:.7g}") for x in row] for row in np.asarray(array, dtype=np.float32).reshape(len(array), -1)] \
+        if np.ndim(array) > 1 else [float(f"{x:.7g}") for x in np.asarray(array, dtype=np.float32)]
 
 
 def parse_self_test(raw: bytes, where: str) -> SelfTest:

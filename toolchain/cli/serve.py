@@ -11,6 +11,7 @@ import click
 
 from kdtool.cli.options import (
     FiniteFloat,
+    device_check_options,
     device_option,
     max_answer_length_option,
     n_best_option,
@@ -79,10 +80,11 @@ def bounded(name: str, number: type = int):
               help="One JSON line per request on stderr.")
 @trust_remote_code_option()
 @require_signature_option
+@device_check_options
 def command(model, host, port, model_name, device, profile_name, threads, instances, max_batch_size, max_wait_ms,
             max_queue, max_context_chars, max_body_bytes, request_timeout, max_header_bytes, header_timeout,
             max_connections, api_key_file, max_answer_length, max_length, doc_stride, n_best, access_log,
-            trust_remote_code, require_signature):
+            trust_remote_code, require_signature, no_self_test, strict):
     """Serve MODEL (a kdtool bundle or a Hugging Face QA directory) over HTTP: POST /v1/answer, and the
     Open Inference Protocol (KServe v2) at /v2/models/NAME/infer.
 
@@ -106,5 +108,5 @@ def command(model, host, port, model_name, device, profile_name, threads, instan
                          max_context_chars=max_context_chars, max_body_bytes=max_body_bytes,
                          request_timeout=request_timeout, api_key_file=api_key_file, access_log=access_log,
                          model_name=model_name, max_header_bytes=max_header_bytes, header_timeout=header_timeout,
-                         max_connections=max_connections, predict=predict)
+                         max_connections=max_connections, predict=predict, self_test=not no_self_test, strict=strict)
     raise SystemExit(serve(config, progress=console()))  # its lines on stderr, as the access log

@@ -102,7 +102,8 @@ class QAModel:
 
         self.engine = load_engine(_version_dir(args) / params["bundle"], device=params.get("device") or "cpu",
                                   threads=_int_or_none(params.get("threads")),
-                                  require_signature=params.get("require_signature") or None)
+                                  require_signature=params.get("require_signature") or None,
+                                  self_test=True)  # the device check: a bundle that fails it never becomes ready
         self.config = PredictConfig(postprocess=PostprocessConfig(max_answer_length=int(params.get("max_answer_length") or 30)),
                                     batch_size=int(params.get("batch_size") or 16))
 
@@ -199,7 +200,7 @@ class EncoderModel:
         from kdtool.engines import load_engine
 
         self.engine = load_engine(_version_dir(args) / params["bundle"], device=params.get("device") or "cpu",
-                                  threads=_int_or_none(params.get("threads")))
+                                  threads=_int_or_none(params.get("threads")), self_test=True)
         self.outputs = list(self.engine.outputs)  # the head's (start, end) logits, the names the config declares
         self.pad = {"input_ids": self.engine.tokenizer.pad_token_id or 0}
 

@@ -164,6 +164,7 @@ VALIDATE = CliSpec(
              "null_score_diff_threshold": "--null-threshold", "device": "--device", "threads": "--threads",
              "trust_remote_code": "--trust-remote-code", "task": "--task", "require_signature": "--require-signature",
              "strict": "--strict"},
+    negations={"self_test": "--no-self-test"},
     recipe_only=frozenset({"features.max_query_length"}),
     always=frozenset({"lang", "features.max_length", "features.doc_stride"}))  # the command's defaults differ
 

@@ -63,6 +63,10 @@ class ServeConfig:
     trust_remote_code: bool = False
     # a public key (kdtool.bundle.signing.SignatureRequirement carries --min-version too): refuse a bundle it did not sign
     require_signature: Path | None = None
+    # the device checks of kdtool.engines.device: the bundle's self-test must pass on this machine before the
+    # server binds a port (so a failing device never becomes ready); strict also refuses another arithmetic class
+    self_test: bool = True
+    strict: bool = False
     # questions gathered per batch, and windows per forward pass; None: 4 on a CPU, 16 on a GPU (on the 2-core
     # CPU, passes of 8-16 padded windows cost more per question than passes of 4: bench/results/serve_load_*)
     max_batch_size: int | None = None

@@ -54,7 +54,8 @@ def open_engine(config: ServeConfig):
         threads = max(1, (os.cpu_count() or 1) // config.instances)
     # the loader verifies the bundle's bytes (and its signature when a key is given) before any port is bound
     return load_engine(config.model, device=device, threads=threads, providers=providers,
-                       trust_remote_code=config.trust_remote_code, require_signature=config.require_signature)
+                       trust_remote_code=config.trust_remote_code, require_signature=config.require_signature,
+                       self_test=config.self_test, strict=config.strict)
 
 
 MANIFEST_SHOWN = ("schema_version", "kdtool_version", "created", "task", "precision", "opset", "max_seq_length",
@@ -88,7 +89,16 @@ def model_info(engine, config: ServeConfig) -> dict:
     return {"identity": identity, "engine": {k: described[k] for k in ENGINE_SHOWN if k in described},
             "manifest": shown, "signed": bool(described.get("signed_by")), "limits": limits,
             "max_length": engine.max_length, "auth": config.api_key_file is not None,
-            "oip": {"name": config.served_name(), "version": "1", "platform": f"kdtool_{engine.kind}"}}
+            "oip": {"name": config.served_name(), "version": "1", "platform": f"kdtool_{engine.kind}"},
+            "self_test": _self_test(engine)}
+
+
+def _self_test(engine) -> dict | None:
+    """The bundle's self-test on this machine (kdtool.engines.device), without the export machine's details."""
+    result = getattr(engine, "self_test_result", None)
+    if result is None:
+        return None
+    return {k: v for k, v in result.to_dict().items() if k not in ("made_on", "graph")}
 
 
 def warm_up(engine, config: ServeConfig) -> None:
