@@ -22,7 +22,7 @@ sys.path.insert(0, str(REPO / "bench" / "gpu"))
 import check  # noqa: E402 - bench/gpu/check.py
 from summary import format_summary, headline  # noqa: E402
 
-STEPS = ["setup", "gpu_tests", "kernels", "distill", "profile"]
+STEPS = ["setup", "gpu_tests", "kernels", "distill", "profile", "selftest"]
 
 
 def run_check(out: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -58,7 +58,7 @@ def test_cpu_dry_run_runs_every_step_and_writes_json_and_a_summary(tmp_path):
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     files = sorted(p.name for p in out.iterdir())
     assert files == ["check.log", "step0_setup.json", "step1_gpu_tests.json", "step2_kernels.json", "step3_distill.json",
-                     "step4_profile.json", "summary.json"]  # the device tool returns at most 8 files
+                     "step4_profile.json", "step5_selftest.json", "summary.json"]  # the device tool returns at most 8 files
     records = {name: json.loads((out / f"step{i}_{name}.json").read_text()) for i, name in enumerate(STEPS)}
     assert all(r["status"] == "ok" for r in records.values()), {k: r["error"] for k, r in records.items()}
 
@@ -78,6 +78,9 @@ def test_cpu_dry_run_runs_every_step_and_writes_json_and_a_summary(tmp_path):
     names = [m["name"] for m in profile["models"]]
     assert names == [f"{model}[{variant.replace(':', ',')}]" for model in ("teacher", "student") for variant in check.VARIANTS]
     assert len(profile["fixed"]) == 4 * 8 and all(row["status"] == "ok" for row in profile["fixed"])
+    selftest = records["selftest"]["result"]["bundles"]  # the CPU engine runs each bundle's self-test; no GPU here
+    assert all(runs["cpu"]["passed"] for runs in selftest.values())
+    assert selftest["fp32"]["cuda"]["passed"] is None and "cuda" in selftest["fp32"]["cuda"]["not_run"].lower()
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["mode"] == "cpu-dry-run" and [s["name"] for s in summary["steps"]] == STEPS
@@ -97,7 +100,7 @@ def test_a_failing_setup_is_reported_and_the_later_steps_say_why_they_did_not_ru
     assert setup["status"] == "failed" and setup["error"].startswith("exit ")
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     later = summary["steps"][1:]
-    assert [s["status"] for s in later] == ["skipped"] * 4 and all("setup failed" in s["reason"] for s in later)
+    assert [s["status"] for s in later] == ["skipped"] * 5 and all("setup failed" in s["reason"] for s in later)
 
 
 def test_bad_arguments_exit_2_without_running_anything(tmp_path):
@@ -105,7 +108,7 @@ def test_bad_arguments_exit_2_without_running_anything(tmp_path):
     done = subprocess.run([str(REPO / "bench" / "gpu" / "check.sh"), "--cpu-dry-run"], env={**env, "PYTHON": sys.executable},
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "--out DIR or set OUT" in done.stderr
-    done = run_check(tmp_path, "--steps", "5", timeout=60)
+    done = run_check(tmp_path, "--steps", "6", timeout=60)
     assert done.returncode == 2 and "--steps" in done.stderr and not any(tmp_path.iterdir())
 
 

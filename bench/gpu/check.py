@@ -11,6 +11,8 @@ step; a step that fails or times out is recorded with its error and the next one
   3 distill     bench/distill_step.py: one bf16 step at the paper's shapes, seed approach vs kdtool default
   4 profile     kdtool profile --device cuda: teacher and student, fp16/bf16 x sdpa/torch-triton,
                 batch 1/32, seq 128/384, interleaved, CUDA events
+  5 selftest    bench/gpu/selftest.py: the student exported FP32 and INT8 with --trt, and each bundle's self-test
+                (kdtool verify --run) on ONNX Runtime CPU, ONNX Runtime CUDA and the TensorRT engine, where they open
 
 Output (at most 8 files: the device tool returns no more): OUT/stepN_NAME.json per step (status, seconds,
 command, error, output tail and the step's own JSON result), OUT/summary.json, OUT/check.log (every
@@ -52,7 +54,8 @@ WHEELS = REPO / "bench" / "gpu" / "wheels"
 TAIL = 4000  # characters of a step's output kept in its JSON (the full output is in check.log)
 VARIANTS = ("fp16:sdpa", "bf16:sdpa", "fp16:torch-triton", "bf16:torch-triton")
 # name: (limit in seconds on the GPU, limit in the CPU dry run)
-LIMITS = {"setup": (60, 240), "gpu_tests": (120, 180), "kernels": (100, 180), "distill": (100, 240), "profile": (100, 300)}
+LIMITS = {"setup": (60, 240), "gpu_tests": (120, 180), "kernels": (100, 180), "distill": (100, 240), "profile": (100, 300),
+          "selftest": (120, 300)}
 
 
 def step_commands(name: str, dry: bool, py: str, site: Path, work: Path) -> tuple[list[list[str]], Path | None]:
@@ -80,6 +83,11 @@ def step_commands(name: str, dry: bool, py: str, site: Path, work: Path) -> tupl
         return [[py, "bench/gpu/make_models.py", str(models), *(["--tiny"] if dry else [])],
                 [str(site / "bin" / "kdtool"), "profile", str(models / "teacher"), str(models / "student"), *shapes,
                  *variants, "--json", str(result)]], result
+    if name == "selftest":
+        models = work / "models"
+        make = [] if (models / "student").is_dir() else [[py, "bench/gpu/make_models.py", str(models),
+                                                          *(["--tiny"] if dry else [])]]
+        return [*make, [py, "bench/gpu/selftest.py", str(models), str(result), *(["--tiny"] if dry else [])]], result
     raise ValueError(name)
 
 
@@ -254,15 +262,15 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=os.environ.get("OUT") or None,
                     help="output folder (default: the OUT environment variable)")
     ap.add_argument("--cpu-dry-run", action="store_true", help="tiny shapes on the CPU: checks the script, measures nothing")
-    ap.add_argument("--steps", default="1,2,3,4", help="which of steps 1-4 to run, e.g. 2,4; 0: setup only (it always runs)")
+    ap.add_argument("--steps", default="1,2,3,4,5", help="which of steps 1-5 to run, e.g. 2,4; 0: setup only (it always runs)")
     ap.add_argument("--budget", type=float, default=480.0, help="seconds for the whole run (GPU); ignored by the dry run")
     ap.add_argument("--wheels", type=Path, default=WHEELS, help="folder of wheels made by bench/gpu/wheels.sh")
     args = ap.parse_args()
     if args.out is None:
         ap.error("give --out DIR or set OUT")
     wanted = {s.strip() for s in args.steps.split(",") if s.strip()}
-    if not wanted <= {"0", "1", "2", "3", "4"}:
-        ap.error(f"--steps takes numbers 0-4, got {args.steps!r}")
+    if not wanted <= {"0", "1", "2", "3", "4", "5"}:
+        ap.error(f"--steps takes numbers 0-5, got {args.steps!r}")
     args.out.mkdir(parents=True, exist_ok=True)
 
     dry, py = args.cpu_dry_run, sys.executable
@@ -276,7 +284,7 @@ def main() -> int:
                f"work {work}; budget {'none' if dry else f'{args.budget:.0f} s'}")
     try:
         record = setup(runner, py, site, args.wheels, min(LIMITS["setup"][dry], runner.left()))
-        names = {1: "gpu_tests", 2: "kernels", 3: "distill", 4: "profile"}
+        names = {1: "gpu_tests", 2: "kernels", 3: "distill", 4: "profile", 5: "selftest"}
         for number, name in names.items():
             if str(number) not in wanted:
                 runner.skip(number, name, "not in --steps")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # kdtool's GPU half in one command, sized for 8 minutes on an H200 (README "Verifying on a GPU").
 #
-#   bench/gpu/check.sh [--out DIR] [--steps 1,2,3,4] [--budget 480]   # on the GPU machine (OUT is the default DIR)
+#   bench/gpu/check.sh [--out DIR] [--steps 1,2,3,4,5] [--budget 480]   # on the GPU machine (OUT is the default DIR)
 #   bench/gpu/check.sh --cpu-dry-run --out /tmp/check                  # anywhere: tiny shapes, what CI runs
 #
 # Needs the wheels of bench/gpu/wheels.sh in bench/gpu/wheels (carried: the folder is git-ignored).
