@@ -109,7 +109,7 @@ def test_ctrl_c_during_answer_says_how_many_were_written_and_exits_130(tmp_path,
     assert rc == 130
     rows = _complete_rows(out, 2999)
     line = [ln for ln in proc.stderr.splitlines() if ln.startswith("Interrupted")]
-    assert line == [f"Interrupted: {len(rows)} of 30000 answers written to {out}."], proc.stderr[-1000:]
+    assert line == [f"Interrupted: {len(rows)} of 3000 answers written to {out}."], proc.stderr[-1000:]
 
 
 def test_killed_export_over_a_previous_bundle_leaves_it_untouched(tmp_path, roberta_dir):

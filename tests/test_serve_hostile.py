@@ -149,7 +149,7 @@ def _answered(server) -> bool:
 
 @pytest.mark.parametrize("args, words", [
     (["--max-wait-ms", "1e300"], ["--max-wait-ms", "10000"]),
-    (["--threads", "100000"], ["--threads 100000 is out of range"]),
+    (["--threads", "100000"], ["'--threads': 100000 is not in the range"]),
     (["--request-timeout", "1e9"], ["--request-timeout"]),
     (["--max-connections", "100000000"], ["--max-connections", "file-descriptor limit"]),
     (["--instances", "100000"], ["--instances"]),

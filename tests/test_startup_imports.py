@@ -64,7 +64,7 @@ LIGHT = [
     (["--help"], "distill"), (["--version"], "kdtool, version"),
     (["score", "--help"], "--lang"), (["score", "{data}", "{preds}", "--lang", "es"], '"f1": 100.0'),
     (["verify", "--help"], "--public-key"), (["verify", "{bundle}"], "files verified"),
-    (["keygen", "--help"], "--public-key"), (["keygen", "{key}"], "private, keep it secret"),
+    (["keygen", "--help"], "--public-key"), (["keygen", "{key}"], "private key, keep it secret"),
     (["profiles"], "x86-avx512-vnni"), (["profiles", "--help"], "Usage"),
 ]
 

@@ -98,7 +98,7 @@ def test_signed_bundle_keeps_its_signature_and_the_model_checks_it(bundle, tmp_p
     res = run("triton", signed, "-o", tmp_path / "repo", "--require-signature", tmp_path / "k.pub")
     assert res.exit_code == 0, res.output
     copy = tmp_path / "repo" / "kdtool_qa" / "1" / "bundle"
-    assert (copy / "manifest.sig").read_bytes() == (signed / "manifest.sig").read_bytes()
+    assert (copy / "model.sig").read_bytes() == (signed / "model.sig").read_bytes()
     assert params(parsed(tmp_path / "repo" / "kdtool_qa" / "config.pbtxt"))["require_signature"] == \
         str((tmp_path / "k.pub").absolute())
     generate_keypair(tmp_path / "other.pem", tmp_path / "other.pub")
