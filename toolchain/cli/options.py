@@ -59,6 +59,26 @@ WEIGHT = FiniteFloat(0, 1e6)  # a loss weight, weight decay, a gradient norm
 TEMPERATURE = FiniteFloat(0, 1000, min_open=True)  # T^2 scales the soft loss: 1e300 would overflow
 
 
+class IntList(click.ParamType):
+    """A comma-separated list of positive integers: ``128,256,384``."""
+
+    name = "N[,N...]"
+
+    def __init__(self, max: int = 1 << 20):
+        self.max = max
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        try:
+            out = [int(x) for x in str(value).split(",") if x.strip()]
+        except ValueError:
+            self.fail(f"{value!r} is not a comma-separated list of integers", param, ctx)
+        if not out or min(out) < 1 or max(out) > self.max:
+            self.fail(f"{str(value)[:40]!r}: give integers from 1 to {self.max}, e.g. 128,256,384", param, ctx)
+        return out
+
+
 def cpu_count() -> int:
     """The CPUs this process may run on (its affinity mask, else the machine's)."""
     import os
@@ -102,7 +122,12 @@ def _min_version(ctx, param, value):
         raise click.BadParameter(str(err).removeprefix("--min-version "), ctx, param) from None
 
 
-def require_signature_option(fn):
+SIGNATURE_HELP = ("Refuse any bundle (among the models) not signed by the public key in PUB: an EC key checks the "
+                  "OpenSSF Model Signing model.sig (kdtool keygen, export --sign-key), an Ed25519 key the deprecated "
+                  "manifest.sig.")
+
+
+def require_signature_option(fn, help: str = SIGNATURE_HELP):
     """``--require-signature PUB`` and ``--min-version T`` of every command that opens a bundle. The command
     gets ``require_signature`` as a :class:`kdtool.bundle.signing.SignatureRequirement` (the key path, carrying
     the minimum version) or None, so it passes on to the loaders like any key path."""
@@ -124,9 +149,7 @@ def require_signature_option(fn):
              "kdtool verify prints a bundle's version), so an older signed bundle cannot be rolled back in.")(command)
     return click.option(
         "--require-signature", "require_signature", type=click.Path(dir_okay=False), default=None, metavar="PUB",
-        help="Refuse any bundle (among the models) not signed by the public key in PUB: an EC key checks the "
-             "OpenSSF Model Signing model.sig (kdtool keygen, export --sign-key), an Ed25519 key the deprecated "
-             "manifest.sig.")(command)
+        help=help)(command)
 
 
 def device_check_options(f):
