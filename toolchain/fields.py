@@ -21,7 +21,7 @@ Spelling rules (what :class:`Spelling` leaves out follows from the field):
   (``--per-channel/--per-tensor``);
 - the value type comes from the annotation (``int``, ``float`` (finite), ``str``, ``Path``), narrowed
   by ``type``: a range ``(low, high)``, or a name the command line knows (``"tokens"``, ``"count"``,
-  ... in :data:`kdtool.cli.options.TYPES`), and by ``choices``;
+  ... in :data:`kdtool.cli.config_options.TYPES`), and by ``choices``;
 - a nested config (``ValidateConfig.features``) is spelled by its own fields' spellings (``features.max_length``
   is ``--max-length``); ``recipe_only`` on the outer field may then list inner fields this command leaves alone.
 
@@ -45,7 +45,7 @@ class Spelling:
     option: tuple[str, ...] = ()  # option names; () is --field-name
     off: str | None = None  # bool: the option that sets it False (alone: --no-fuse; with ``option``: a pair)
     argument: bool = False  # a positional argument of the command (declared by the command: no default)
-    type: Any = None  # (low, high), or a type name of kdtool.cli.options.TYPES; None: from the annotation
+    type: Any = None  # (low, high), or a type name of kdtool.cli.config_options.TYPES; None: from the annotation
     choices: tuple | None = None
     default_help: str | None = None  # what --help says the default is, where the value itself does not say it
     metavar: str | None = None

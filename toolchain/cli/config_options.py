@@ -49,7 +49,6 @@ TYPES: dict[str, Callable[[type], click.ParamType]] = {
     "file": lambda base: click.Path(dir_okay=False, path_type=base),
     "dir": lambda base: click.Path(file_okay=False, path_type=base),
     "path": lambda base: click.Path(path_type=base),
-    "signature": lambda base: click.Path(dir_okay=False),
 }
 
 
@@ -101,17 +100,16 @@ def make_option(s: Setting) -> Callable:
                         **common)
 
 
-def command_settings(cls, skip=()) -> list[Setting]:
+def command_settings(cls) -> list[Setting]:
     """The settings of ``cls`` that are options of its command: not arguments, not recipe-only, not a dict of
-    another command's options (the command adds those: prune's recovery), not in ``skip``."""
-    return [s for s in settings(cls) if not s.recipe_only and not s.spelling.argument and s.spelling.keys is None
-            and s.name not in skip]
+    another command's options (the command adds those: prune's recovery)."""
+    return [s for s in settings(cls) if not s.recipe_only and not s.spelling.argument and s.spelling.keys is None]
 
 
-def config_options(cls, *, skip=(), custom: Mapping[str, Callable] | None = None) -> Callable:
-    """Decorator: one click option per setting of ``cls`` (``skip``: fields the command fills itself;
-    ``custom``: field -> the option decorator the command makes for it), in field order."""
-    chosen = command_settings(cls, skip)
+def config_options(cls, *, custom: Mapping[str, Callable] | None = None) -> Callable:
+    """Decorator: one click option per setting of ``cls``, in field order (``custom``: field -> the option
+    decorator the command makes for it, e.g. prune's ``--prune``, whose default and help load the pruning units)."""
+    chosen = command_settings(cls)
     keys = [s.key for s in chosen]
     if len(set(keys)) != len(keys):
         raise TypeError(f"{cls.__name__}: two settings share an option name: {sorted(k for k in keys if keys.count(k) > 1)}")
