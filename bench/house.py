@@ -22,8 +22,8 @@ ROOTS = {"toolchain": "kdtool", "kernels": "kdtool.kernels", "export": "kdtool.e
 
 # Bottom to top. A package is `kdtool.X` (a top-level module counts as a package of its own).
 LAYERS = [
-    ("helpers", ["kdtool", "kdtool.errors", "kdtool.signals", "kdtool.stamps", "kdtool.paths", "kdtool.atomic", "kdtool.progress",
-                 "kdtool.metrics"]),
+    ("helpers", ["kdtool", "kdtool.fields", "kdtool.errors", "kdtool.signals", "kdtool.stamps", "kdtool.paths",
+                 "kdtool.atomic", "kdtool.progress", "kdtool.metrics"]),
     ("data", ["kdtool.data", "kdtool.questions", "kdtool.tokenizer_training", "kdtool.students"]),
     ("losses and kernels", ["kdtool.losses", "kdtool.kernels"]),
     ("models and bundles", ["kdtool.models", "kdtool.bundle"]),

@@ -19,6 +19,7 @@ from kdtool.bundle import manifest as B
 from kdtool.bundle.arithmetic import this_machine
 from kdtool.bundle.precision import Precision, get_precision
 from kdtool.bundle.verified import open_verified_bundle
+from kdtool.data import MAX_LENGTH, fit_window
 from kdtool.engines.trt import ENGINE_FILE, build_unavailable_reason
 from kdtool.errors import EnvironmentUnsupported, InputError, IntegrityError, require_file
 from kdtool.export import trt as T
@@ -66,13 +67,9 @@ def _target(profile, precision: Precision) -> tuple[str, str]:
 
 
 def _max_length(config: ExportConfig, profile, model) -> int:
-    wanted = config.max_seq_length or (profile.max_seq_length if profile else 384)
-    limit = max_positions(model.config)
-    if limit and wanted > limit:
-        if config.max_seq_length:
-            raise InputError(f"--max-seq-length {wanted} exceeds what {config.model_dir} accepts ({limit} positions)")
-        return int(limit)
-    return int(wanted)
+    """The bundle's window: --max-seq-length, else the profile's, else the default, fitted to the model (fit_window)."""
+    return fit_window(config.max_seq_length, max_positions(model.config), model=config.model_dir,
+                      option="--max-seq-length", default=profile.max_seq_length if profile else MAX_LENGTH)
 
 
 def _prepare(config: ExportConfig, progress: Progress | None) -> _Job:

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from kdtool.data import MODEL_INPUTS
 from kdtool.engines.ort import session_options
 from kdtool.errors import IntegrityError, KdtoolError
 
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
 

@@ -17,9 +17,10 @@ import numpy as np
 from kdtool.bundle.arithmetic import ort_exactness_config, this_machine
 from kdtool.bundle.precision import Precision
 from kdtool.bundle.selftest import SELF_TEST_FILE, build_self_test
+from kdtool.data import MODEL_INPUTS
 from kdtool.export.onnx_export import ort_session, run_session
 
-SELF_TEST_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+SELF_TEST_INPUTS = MODEL_INPUTS
 
 
 def certified_on() -> dict:

@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kdtool.bundle.precision import TRT_BUILDER_FLAGS
+from kdtool.data import MAX_LENGTH
 from kdtool.engines.trt import build_unavailable_reason, gpu_identity
 from kdtool.errors import EnvironmentUnsupported, KdtoolError
 from kdtool.profiles import TrtShapes
 
 TIMING_CACHE_FILE = "timing.cache"
 TRT_ONNX_FILE = "model.trt.onnx"
-DEFAULT_SHAPES = TrtShapes(min_shape=(1, 16), opt_shape=(1, 384), max_shape=(8, 384))
+DEFAULT_SHAPES = TrtShapes(min_shape=(1, 16), opt_shape=(1, MAX_LENGTH), max_shape=(8, MAX_LENGTH))
 
 
 @dataclass(frozen=True)

@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
 from kdtool import __version__
 from kdtool.data import load_squad
 from kdtool.errors import EnvironmentUnsupported, InputError
+from kdtool.profiles.config import AUTO_DEFAULTS, ProfileConfig
 from kdtool.profiles.environment import environment
 from kdtool.profiles.lengths import data_features
 from kdtool.profiles.loading import load_models, parse_torch_variants
@@ -42,33 +42,6 @@ from kdtool.profiles.registry import get_profile
 from kdtool.progress import Progress
 
 SCHEMA = "kdtool-profile/1"
-# Defaults per device when no profile is given: data, not branches.
-AUTO_DEFAULTS = {
-    "cpu": {"seq_lengths": (128, 256, 384), "batch_sizes": (1,), "runs": 20, "warmup": 3},
-    "cuda": {"seq_lengths": (128, 256, 384), "batch_sizes": (1, 8), "runs": 100, "warmup": 10},
-}
-
-
-@dataclass
-class ProfileConfig:
-    """What to profile; ``None`` fields come from the device profile, else from :data:`AUTO_DEFAULTS`."""
-
-    models: list  # paths: HF model dirs or bundle dirs; the first is the reference
-    profile: str | None = None  # a device profile name (kdtool profiles lists them)
-    seq_lengths: list[int] | None = None
-    batch_sizes: list[int] | None = None
-    data: str | Path | None = None  # a SQuAD file: also measure over its real tokenized lengths
-    data_limit: int | None = 200  # questions of ``data`` used (an evenly spread, seeded sample); None: all
-    runs: int | None = None  # timed runs per model and shape
-    warmup: int | None = None  # untimed runs per model and shape (at least 1: peak memory is read there)
-    threads: int | None = None
-    device: str | None = None  # "cpu" | "cuda"; default: the profile's, else CUDA when visible
-    seed: int = 0
-    trust_remote_code: bool = False  # let model directories run their own code (auto_map)
-    # "DTYPE:ATTN" pairs (``fp16:sdpa``, ``bf16:torch-triton``): each Hugging Face directory is opened
-    # once per pair and measured as its own row; None: once, as saved, with transformers' default attention
-    torch_variants: list[str] | None = None
-    require_signature: str | None = None  # a public key: every bundle among the models must be signed by it
 
 
 @dataclass

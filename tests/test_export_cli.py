@@ -88,7 +88,7 @@ def test_trt_without_tensorrt_still_bundles_and_says_how_to_build(tmp_path, robe
     assert len(hint) == 1 and str(out) in hint[0] and NO_TRT in hint[0]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["tensorrt"]["built"] is False and manifest["trt_onnx"] == "model.trt.onnx"
-    assert manifest["device_profile"]["name"] == "nvidia-t4" and manifest["max_seq_length"] == 256
+    assert manifest["device_profile"]["name"] == "nvidia-t4" and manifest["max_seq_length"] == 384
     assert "model.trt.onnx" in manifest["files"] and not (out / "model.engine").exists()
     # the instruction it printed fails here in one line, and leaves the bundle as it was
     before = (out / "manifest.json").read_bytes()

@@ -81,7 +81,7 @@ def test_fp32_bundle_logits_match_pytorch(bundles, kind, roberta_dir, bert_dir, 
 def test_fp32_manifest_records_what_the_bundle_is(bundles, roberta_dir):
     m = manifest(bundles("roberta", "fp32"))
     assert m["precision"] == "fp32" and m["opset"] == 18 and m["schema_version"] == 1
-    assert m["max_seq_length"] == 256  # clipped to the tiny model's positions
+    assert m["max_seq_length"] == 384  # the default window (tests/test_adapt_or_refuse.py: a shorter model clips it)
     assert [i["name"] for i in m["inputs"]] == ["input_ids", "attention_mask"]
     assert m["inputs"][0]["shape"] == ["batch_size", "sequence_length"] and m["inputs"][0]["dtype"] == "int64"
     assert {o["name"] for o in m["outputs"]} == {"start_logits", "end_logits"}

@@ -113,10 +113,10 @@ def test_validate_command_round_trips_every_field(tmp_path, monkeypatch):
 
     catch(monkeypatch, kdtool.validate, "validate")
     config = ValidateConfig(models=(str(tmp_path / "student"), str(tmp_path / "bundle int8")), data=str(tmp_path / "dev.json"),
-                            lang="es", max_f1_drop=1.5, limit=10, batch_size=4,
+                            lang="en", max_f1_drop=1.5, limit=10, batch_size=4,
                             features=FeatureConfig(max_length=256, doc_stride=64), n_best=5, max_answer_length=12,
                             null_score_diff_threshold=0.5, device="cpu", threads=2, trust_remote_code=True, task="qa",
-                            require_signature=str(tmp_path / "key.pub"), strict=True, self_test=False)
+                            require_signature=str(tmp_path / "key.pub"), self_test=False, strict=True)
     assert unplaced_fields(VALIDATE, ValidateConfig) == []
     assert differing([config]) == all_fields(ValidateConfig) - VALIDATE.recipe_only
     assert parse(command, command_line(VALIDATE, config)) == config

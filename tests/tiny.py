@@ -57,7 +57,7 @@ def corpus_texts(squad: dict) -> list[str]:
 
 
 def tiny_qa_model(out_dir: Path, tokenizer, kind: str = "roberta", *, layers: int = 2, hidden: int = 64, heads: int = 4,
-                  intermediate: int = 128, max_positions: int = 256, seed: int = 0) -> Path:
+                  intermediate: int = 128, max_positions: int = 512, seed: int = 0) -> Path:
     """Save a randomly initialised ``*ForQuestionAnswering`` model with ``tokenizer`` to ``out_dir``."""
     import torch
     from transformers import AutoModelForQuestionAnswering, BertConfig, RobertaConfig

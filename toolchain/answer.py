@@ -14,28 +14,41 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kdtool.atomic import check_output_file
-from kdtool.data import Example, PostprocessConfig
+from kdtool.data import Example, FeatureConfig, PostprocessConfig
 from kdtool.engines import load_engine
-from kdtool.predict import PredictConfig, answer_questions
+from kdtool.engines.settings import (
+    device_setting,
+    require_signature_setting,
+    self_test_setting,
+    strict_setting,
+    threads_setting,
+    trust_remote_code_setting,
+)
+from kdtool.fields import setting, shared
+from kdtool.predict import PredictConfig, answer_questions, feature_config_for
 from kdtool.progress import Progress, count
 from kdtool.questions import AnswerSink, check_jsonl, jsonl_chunks
 
 
 @dataclass(frozen=True)
 class AnswerConfig:
-    model: Path  # a Hugging Face QA directory or a kdtool bundle
-    input: Path | None = None  # a JSONL file of {"id"?, "question", "context"}; else question and context
-    question: str | None = None
-    context: str | None = None
-    output: Path | None = None  # JSONL answers; None: stdout
-    device: str = "auto"
-    threads: int | None = None
-    batch_size: int = 16  # windows per forward pass
-    max_answer_length: int = 30  # tokens
-    trust_remote_code: bool = False
-    require_signature: str | None = None  # a public key the bundle's manifest must be signed with
-    self_test: bool = True  # run a bundle's self-test on this device before answering (kdtool.engines.device)
-    strict: bool = False  # refuse a bundle exported for another INT8 arithmetic class, or one without a self-test
+    model: Path = setting(argument=True)  # a Hugging Face QA directory or a kdtool bundle
+    input: Path | None = setting(None, type="path", help='JSONL file of {"id", "question", "context"} objects.')
+    question: str | None = setting(None, option=("--question", "-q"), type="text", help="The question (with --context).")
+    context: str | None = setting(None, option=("--context", "-c"), type="text",
+                                  help="The passage to answer from (with --question).")
+    output: Path | None = setting(None, option=("--output", "-o"), type="path",
+                                  help="Write JSONL answers here, each line as soon as it is answered [default: stdout].")
+    device: str = device_setting()
+    threads: int | None = threads_setting()
+    batch_size: int = shared(PredictConfig, "batch_size")
+    # windows: --max-length and --doc-stride, as kdtool serve takes them (the same answer to the same question)
+    features: FeatureConfig = setting(factory=FeatureConfig, recipe_only=("max_query_length",))
+    max_answer_length: int = shared(PostprocessConfig, "max_answer_length")
+    trust_remote_code: bool = trust_remote_code_setting()
+    require_signature: str | None = require_signature_setting()  # a public key the bundle must be signed with
+    self_test: bool = self_test_setting()  # run a bundle's self-test on this device before answering
+    strict: bool = strict_setting()  # refuse a bundle exported for another INT8 arithmetic class, or one without a self-test
 
 
 @dataclass(frozen=True)
@@ -55,7 +68,8 @@ def answer_file(config: AnswerConfig, *, progress: Progress | None = None) -> An
     engine = load_engine(config.model, device=config.device, threads=config.threads,
                          trust_remote_code=config.trust_remote_code, require_signature=config.require_signature,
                          self_test=config.self_test, strict=config.strict)
-    predict = PredictConfig(postprocess=PostprocessConfig(max_answer_length=config.max_answer_length),
+    predict = PredictConfig(features=feature_config_for(engine, config.features),  # the window, fitted once
+                            postprocess=PostprocessConfig(max_answer_length=config.max_answer_length),
                             batch_size=config.batch_size)
     parts = jsonl_chunks(config.input) if config.input else \
         iter([[(Example("0", config.question, config.context, answers=()), "0")]])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -18,23 +18,22 @@ from kdtool.data import (
 )
 from kdtool.data.squad import Example
 from kdtool.engines import QAEngine
+from kdtool.fields import setting
 from kdtool.progress import Progress, counter
 from kdtool.questions import answer_row
 
 
 @dataclass(frozen=True)
 class PredictConfig:
-    features: FeatureConfig = field(default_factory=FeatureConfig)
-    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
-    batch_size: int = 16
+    features: FeatureConfig = setting(factory=FeatureConfig)
+    postprocess: PostprocessConfig = setting(factory=PostprocessConfig)
+    batch_size: int = setting(16, type=(1, 1 << 16), help="Windows per forward pass.")
 
 
 def feature_config_for(engine: QAEngine, config: FeatureConfig) -> FeatureConfig:
-    """The feature config clipped to the longest window the engine accepts."""
-    if engine.max_length and engine.max_length < config.max_length:
-        stride = min(config.doc_stride, engine.max_length // 2)
-        return FeatureConfig(engine.max_length, stride, config.max_query_length)
-    return config
+    """``config`` with the window length ``engine`` answers with (:func:`kdtool.data.fit_window`: the default
+    clipped to the engine's positions, said in one line; a length given that the engine cannot take refused)."""
+    return config.fit(engine.max_length, model=getattr(engine, "path", None) or getattr(engine, "name", None) or "the model")
 
 
 def run_features(engine: QAEngine, features: QAFeatures, batch_size: int, *, progress: Progress | None = None,

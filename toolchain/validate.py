@@ -11,15 +11,24 @@ from __future__ import annotations
 import importlib
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from kdtool import __version__
 from kdtool.bundle.verified import verify_signed_bundle
 from kdtool.data import FeatureConfig, PostprocessConfig, Prediction, load_squad
 from kdtool.engines import bundle_signature, load_engine
+from kdtool.engines.settings import (
+    device_setting,
+    require_signature_setting,
+    self_test_setting,
+    strict_setting,
+    threads_setting,
+    trust_remote_code_setting,
+)
 from kdtool.errors import InputError
-from kdtool.metrics import get_language, squad_evaluate
+from kdtool.fields import setting, shared
+from kdtool.metrics import get_language, lang_setting, squad_evaluate
 from kdtool.predict import PredictConfig, feature_config_for, predict
 from kdtool.progress import Progress, say
 from kdtool.tasks import resolve_task
@@ -27,25 +36,31 @@ from kdtool.tasks import resolve_task
 
 @dataclass(frozen=True)
 class ValidateConfig:
-    models: tuple[str, ...]  # the first is the reference
-    data: str
-    lang: str = "en"
-    max_f1_drop: float | None = None
-    limit: int | None = None  # score only the first N questions (None: the whole file)
-    batch_size: int = 16
-    features: FeatureConfig = field(default_factory=FeatureConfig)
-    n_best: int = 20
-    max_answer_length: int = 30
-    null_score_diff_threshold: float = 0.0
-    device: str = "auto"
-    threads: int | None = None
-    trust_remote_code: bool = False  # let model directories run their own code (auto_map)
-    task: str = "auto"  # auto: the reference model's task (kdtool.tasks); qa or pair-classification
-    require_signature: str | None = None  # a public key: every bundle among the models must be signed by it
-    self_test: bool = True  # run each bundle's self-test on this device before scoring it (kdtool.engines.device)
+    models: tuple[str, ...] = setting(argument=True)  # the first is the reference
+    data: str = setting(type="path", help="SQuAD v1.1/v2.0 JSON file (qa) or pairs TSV/JSONL file "
+                                          "(pair-classification) to score on.")
+    lang: str = lang_setting()
+    max_f1_drop: float | None = setting(None, type=(-100, 100), help="Exit 1 when a candidate's F1 is lower than the "
+                                                                     "reference's by more than this.")
+    # score only the first N questions (None: the whole file)
+    limit: int | None = setting(None, type="count", help="Score only the first N questions.")
+    batch_size: int = shared(PredictConfig, "batch_size")
+    # windows: the task's (a pair is one window); the question length is the library's
+    features: FeatureConfig = setting(factory=FeatureConfig, recipe_only=("max_query_length",))
+    n_best: int = shared(PostprocessConfig, "n_best")
+    max_answer_length: int = shared(PostprocessConfig, "max_answer_length")
+    null_score_diff_threshold: float = shared(PostprocessConfig, "null_score_diff_threshold")
+    device: str = device_setting("auto, cpu or cuda[:N].")
+    threads: int | None = threads_setting("CPU threads per model (default: all).")
+    trust_remote_code: bool = trust_remote_code_setting("model directories", "their")
+    # auto: the reference model's task (kdtool.tasks); qa or pair-classification
+    task: str = setting("auto", choices=("auto", "qa", "pair-classification"),
+                        help="auto: the reference model's task. pair-classification reports accuracy and F1.")
+    require_signature: str | None = require_signature_setting()  # every bundle among the models must be signed by it
+    self_test: bool = self_test_setting()  # run each bundle's self-test on this device before scoring it
     # refuse instead of warning: model directories when require_signature is given (they carry no signature), a
     # bundle exported for another INT8 arithmetic class than this device's, or one that carries no self-test
-    strict: bool = False
+    strict: bool = strict_setting()
 
 
 # tasks other than QA, scored beside the QA path below: task name -> "module:function"

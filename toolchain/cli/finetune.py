@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import click
 
-from kdtool.cli.options import option, training_options
-from kdtool.distill.config import STUDENT_INITS
+from kdtool.cli.config_options import build_config, config_options
+from kdtool.distill.config import TrainConfig
 from kdtool.progress import console
 
 
@@ -25,36 +25,33 @@ def finish(report: dict) -> None:
                f"{report['total_seconds']:.0f} s){score}")
 
 
+PROGRESS = click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+
+
 @click.command(context_settings={"show_default": True})
 @click.argument("model", type=click.Path())
-@click.option("--student", default=None, show_default=True,
-              help="Train a new student (preset, bilstm, JSON config or model dir) on MODEL's tokenizer instead of MODEL itself.")
-@option("--student-init", type=click.Choice(STUDENT_INITS), default="random",
-        help="Weights of a new student: random, the base model's embeddings + mapped layers (teacher-layers), its "
-             "bottom layers (teacher-bottom), or only its embeddings (teacher-embeddings; projected for a BiLSTM).")
-@training_options
-def command(**options):
+@config_options(TrainConfig)
+@PROGRESS
+def command(progress, **options):
     """Fine-tune MODEL (a model of the task, or a bare encoder, which gets a new head) on hard labels.
 
     With --qat, MODEL is fine-tuned fake-quantized to INT8 against its own FP32 copy as the teacher
     (logit distillation only: it learns to reproduce its FP32 self), the same run as kdtool distill
     MODEL --student MODEL --schedule prediction --attention-loss none --hard-weight 0 --qat."""
-    from kdtool.distill import DistillConfig, TrainConfig, distill, finetune
+    from kdtool.distill import DistillConfig, distill, finetune
 
-    bars = options.pop("progress")
     if not options["qat"]:
-        config = TrainConfig(**options)
-        with console(bars=bars) as progress:
-            report = finetune(config, progress=progress)
+        config = build_config(TrainConfig, options)
+        with console(bars=progress) as bars:
+            report = finetune(config, progress=bars)
         finish(report)
         return
     if options.pop("student") is not None:
         raise click.UsageError("finetune --qat quantizes MODEL itself against its FP32 copy; for a new student use "
                                "kdtool distill TEACHER --student ... --qat")
-    model = options.pop("model")
     options.pop("student_init")
-    config = DistillConfig(model=model, student=model, student_init="random", schedule="prediction",
-                           attention_loss="none", prediction_weight=1.0, hard_weight=0.0, **options)
-    with console(bars=bars) as progress:
-        report = distill(config, progress=progress)
+    config = build_config(DistillConfig, options, student=options["model"], student_init="random",
+                          schedule="prediction", attention_loss="none", prediction_weight=1.0, hard_weight=0.0)
+    with console(bars=progress) as bars:
+        report = distill(config, progress=bars)
     finish(report)

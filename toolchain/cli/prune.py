@@ -11,25 +11,26 @@ import copy
 
 import click
 
+from kdtool.cli.config_options import build_config, config_options
 from kdtool.cli.distill import command as distill_command
-from kdtool.cli.options import COUNT, TOKENS, FiniteFloat, option
+from kdtool.fields import settings, spelling
 from kdtool.progress import console
+from kdtool.prune.config import PruneConfig
 
-NOT_FOR_PRUNE = {"teacher", "student", "student_init", "work_dir"}
-OWN = {"model", "teacher_dir", "target_params", "target_flops", "target_latency_ms", "profile", "seq_len", "structures",
-       "prune_schedule", "steps", "importance_examples", "importance_batch_size", "ffn_step", "latency_engine",
-       "latency_runs", "recover", "train_file", "dev_file", "output", "task", "resume", "overwrite", "stop_after",
-       "progress"}
+NOT_FOR_PRUNE = {"student", "student_init", "work_dir"}  # the student is the pruned model, in prune's run directory
+OWN = {s.key for s in settings(PruneConfig)} | {"progress"}  # prune's own options, where distill has the same name
+RECOVERY = {"schedule": "recovery_schedule"}  # distill's options that prune spells otherwise (PruneConfig.recovery)
 
 
 def _recovery_params() -> list[click.Parameter]:
     params = []
     for p in distill_command.params:
-        if p.name in NOT_FOR_PRUNE:
+        if p.name in NOT_FOR_PRUNE or (p.name in OWN and p.name not in ("progress", *RECOVERY)) \
+                or isinstance(p, click.Argument):
             continue
         if p.name == "schedule":
             p = copy.copy(p)
-            p.name, p.opts = "recovery_schedule", ["--recovery-schedule"]
+            p.name, p.opts = RECOVERY["schedule"], [spelling(PruneConfig, "recovery").keys["schedule"]]
             p.help = p.help.replace("[default: from --strategy]", "[default: two-stage, --intermediate-epochs half "
                                     "of --epochs; joint for a single epoch]")
         if p.name == "attention_loss":
@@ -59,48 +60,18 @@ class UnitsOption(click.Option):
 
 @click.command(context_settings={"show_default": True})
 @click.argument("model", type=click.Path(), metavar="MODEL_DIR")
-@option("--teacher", "teacher_dir", type=click.Path(file_okay=False), default=None,
-        help="Teacher of scoring and recovery [default: MODEL_DIR itself, unpruned].")
-@option("--target-params", default=None, help="Budget: parameters, a count (20M, 5000000) or a share (40%).")
-@option("--target-flops", default=None, help="Budget: a share of MODEL_DIR's FLOPs at --seq-len (50%).")
-@option("--target-latency", "target_latency_ms", type=FiniteFloat(0, 1e7, min_open=True), default=None,
-        help="Budget: p50 milliseconds at batch 1 and --seq-len, measured here under --profile.")
-@option("--profile", default=None, help="Device profile (kdtool profiles) for --target-latency: threads, precision.")
-@option("--seq-len", type=TOKENS, default=None,
-        help="Sequence length of FLOPs and latency [default: the profile's longest, else 384].")
-@option("--prune", "structures", cls=UnitsOption, help="Structures to remove, comma-separated")
-@option("--schedule", "prune_schedule", type=click.Choice(["one-shot", "iterative"]), default="one-shot",
-        help="one-shot: score, prune and recover once; iterative: --steps rounds of score, prune, recover.")
-@option("--steps", type=click.IntRange(1, 1000), default=1,
-        help="Rounds of an iterative schedule (geometric steps towards the budget).")
-@option("--importance-examples", type=COUNT, default=256,
-        help="Training questions whose windows score importance: |dL/d mask| summed over batches (first-order "
-             "Taylor: Michel et al. 2019 for heads, gradnas-style for FFN neurons, hidden dimensions and layers), "
-             "L = hard loss + KL to the teacher.")
-@option("--importance-batch-size", type=click.IntRange(1, 1 << 16), default=8, help="Windows per scoring batch.")
-@option("--ffn-step", type=COUNT, default=None, help="FFN neurons removed per move [default: width/32, multiple of 8].")
-@option("--latency-engine", type=click.Choice(["bundle", "pytorch"]), default="bundle",
-        help="What --target-latency measures: the exported bundle at the profile's precision, or the PyTorch model.")
-@option("--latency-runs", type=COUNT, default=10, help="Timed runs per measured candidate shape.")
-@option("--recover/--no-recover", default=True, help="Distil the teacher into the pruned model after each step.")
-def _command(**options):
+@config_options(PruneConfig, custom={"structures": click.option("--prune", "structures", cls=UnitsOption,
+                                                                 help="Structures to remove, comma-separated")})
+def _command(progress, **options):
     """Prune MODEL_DIR (heads, FFN neurons, layers; hidden dimensions when asked) to a budget and recover it
     by distillation from the teacher."""
-    from kdtool.prune import PruneConfig, prune
+    from kdtool.prune import prune
 
     own = {k: options.pop(k) for k in list(options) if k in OWN}
-    recovery = {("schedule" if k == "recovery_schedule" else k): v for k, v in options.items()}
-    config = PruneConfig(
-        model=own["model"], output=own["output"], train_file=own["train_file"], dev_file=own["dev_file"],
-        teacher=own["teacher_dir"], task=own["task"], target_params=own["target_params"],
-        target_flops=own["target_flops"], target_latency_ms=own["target_latency_ms"], profile=own["profile"],
-        seq_len=own["seq_len"], structures=own["structures"], schedule=own["prune_schedule"], steps=own["steps"],
-        importance_examples=own["importance_examples"], importance_batch_size=own["importance_batch_size"],
-        ffn_step=own["ffn_step"], latency_engine=own["latency_engine"], latency_runs=own["latency_runs"],
-        recover=own["recover"], recovery=recovery, resume=own["resume"], overwrite=own["overwrite"],
-        stop_after=own["stop_after"])
-    with console(bars=own["progress"]) as progress:
-        report = prune(config, progress=progress)
+    back = {v: k for k, v in RECOVERY.items()}
+    config = build_config(PruneConfig, own, recovery={back.get(k, k): v for k, v in options.items()})
+    with console(bars=progress) as bars:
+        report = prune(config, progress=bars)
     if report.get("stopped"):
         click.echo(f"stopped in step {report['prune_step']} after recovery step {report['step']}; continue with --resume")
         return

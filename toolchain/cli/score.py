@@ -7,7 +7,7 @@ import json
 import click
 
 from kdtool.errors import InputError, json_error, require_file
-from kdtool.metrics import LANGUAGES
+from kdtool.metrics import DEFAULT_LANG, LANGUAGES
 
 
 def load_predictions(path) -> dict[str, str]:
@@ -26,7 +26,8 @@ def load_predictions(path) -> dict[str, str]:
 @click.command("score")
 @click.argument("data", type=click.Path())
 @click.argument("predictions", type=click.Path())
-@click.option("--lang", default="en", type=click.Choice(sorted(LANGUAGES)), help="Answer normalisation rules (es: MLQA Spanish).")
+@click.option("--lang", default=DEFAULT_LANG, show_default=True, type=click.Choice(sorted(LANGUAGES)),
+              help="Answer normalisation of the F1/EM metric (es: MLQA rules, en: SQuAD).")
 def command(data, predictions, lang):
     """Score PREDICTIONS ({"question id": "answer"}) against the SQuAD file DATA.
 

@@ -5,22 +5,21 @@ from __future__ import annotations
 
 import click
 
-from kdtool.cli.options import SEED, FiniteFloat
+from kdtool.cli.config_options import build_config, config_options
+from kdtool.data.split import SplitConfig
 
 
 @click.command(context_settings={"show_default": True})
 @click.argument("data", type=click.Path(dir_okay=False))
-@click.option("--train", "train_out", required=True, type=click.Path(dir_okay=False), help="Train JSON file to write.")
-@click.option("--dev", "dev_out", required=True, type=click.Path(dir_okay=False), help="Dev JSON file to write.")
-@click.option("--dev-fraction", type=FiniteFloat(0, 1, min_open=True, max_open=True), default=0.2, show_default=True,
-              help="Fraction of articles in dev.")
-@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the article shuffle.")
-def command(data, train_out, dev_out, dev_fraction, seed):
+@config_options(SplitConfig)
+def command(**options):
     """Split DATA by article title into train and dev files (no context shared between them)."""
-    from kdtool.data.split import SplitConfig, split_file
+    from kdtool.data.split import split_file
     from kdtool.paths import guard_outputs
 
-    guard_outputs({"DATA": data}, {"--train": train_out, "--dev": dev_out})
-    pool, train, dev = split_file(SplitConfig(data, train_out, dev_out, dev_fraction, seed))
+    config = build_config(SplitConfig, options)
+    train_out, dev_out = config.train, config.dev
+    guard_outputs({"DATA": config.data}, {"--train": train_out, "--dev": dev_out})
+    pool, train, dev = split_file(config)
     click.echo(f"{pool.report.summary()}\ntrain: {len(train)} questions, {len(train.articles)} articles -> {train_out}\n"
                f"dev: {len(dev)} questions, {len(dev.articles)} articles -> {dev_out}")

@@ -1,6 +1,14 @@
 """SQuAD data path: loading and validation, features, post-processing."""
 
-from kdtool.data.features import FeatureConfig, QAFeatures, length_sorted_batches, tokenize_examples
+from kdtool.data.features import (
+    MAX_LENGTH,
+    MODEL_INPUTS,
+    FeatureConfig,
+    QAFeatures,
+    fit_window,
+    length_sorted_batches,
+    tokenize_examples,
+)
 from kdtool.data.postprocess import PostprocessConfig, Prediction, postprocess
 from kdtool.data.squad import (
     Answer,
@@ -14,7 +22,7 @@ from kdtool.data.squad import (
 )
 
 __all__ = [
-    "Answer", "Example", "FeatureConfig", "LoadReport", "PostprocessConfig", "Prediction", "QAFeatures",
-    "SquadDataset", "length_sorted_batches", "load_squad", "parse_squad", "postprocess", "split_by_article",
-    "to_squad_json", "tokenize_examples",
+    "MAX_LENGTH", "MODEL_INPUTS", "Answer", "Example", "FeatureConfig", "LoadReport", "PostprocessConfig", "Prediction",
+    "QAFeatures", "SquadDataset", "fit_window", "length_sorted_batches", "load_squad", "parse_squad", "postprocess",
+    "split_by_article", "to_squad_json", "tokenize_examples",
 ]

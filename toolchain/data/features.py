@@ -13,6 +13,7 @@ push the context out of the window.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -20,26 +21,67 @@ import numpy as np
 
 from kdtool.data.squad import Example
 from kdtool.errors import InputError
+from kdtool.fields import setting
+
+# The window, in tokens: SQuAD's and the seed paper's (and most QA encoders' 512 positions hold it). The one
+# place it is written: every command's --max-length / --max-seq-length defaults to it, through fit_window.
+MAX_LENGTH = 384
+# The inputs a batch of windows may feed a model, in this order (a BiLSTM and a RoBERTa take the first two): the
+# one spelling of the model input names, read by the engines, the trainer, QAT calibration and export
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+log = logging.getLogger("kdtool.data")
+
+
+def fit_window(requested: int | None, limit: int | None, *, model, option: str = "--max-length",
+               default: int = MAX_LENGTH) -> int:
+    """The window length for ``model``, which accepts ``limit`` positions (None: no limit): the one rule of every command.
+
+    Not given (``requested`` None): ``default``, or ``limit`` when the model accepts fewer, said in one line.
+    Given: used as it is, or refused when the model accepts fewer, with the option that fixes it.
+    """
+    if requested is None:
+        if limit and limit < default:
+            log.warning(f"{model} accepts {limit} positions: windows of {limit} tokens instead of the default {default} "
+                        f"({option} sets another length, up to {limit})")
+            return int(limit)
+        return default
+    if limit and requested > limit:
+        raise InputError(f"{option} {requested} exceeds the {limit} positions {model} accepts; give {option} {limit} "
+                         f"or less, or leave {option} out to use {limit}")
+    return requested
 
 
 @dataclass(frozen=True)
 class FeatureConfig:
-    max_length: int = 384
-    doc_stride: int = 128
-    max_query_length: int = 64
+    max_length: int | None = setting(None, type="tokens", help="Tokens per window (qa) or per pair (pair-classification).",
+                                     default_help=f"{MAX_LENGTH}, or the model's positions when it accepts fewer")
+    doc_stride: int = setting(128, type="stride", help="Overlap in tokens between windows of a long context.")
+    max_query_length: int = setting(64, type="tokens", help="Longest question in tokens.")
 
     def __post_init__(self):
-        if self.max_length < 32:
-            raise InputError(f"max_length must be at least 32 tokens, got {self.max_length}")
-        if not 0 <= self.doc_stride < self.max_length:
-            raise InputError(f"doc_stride must be between 0 and max_length ({self.max_length}), got {self.doc_stride}")
+        if self.window < 32:
+            raise InputError(f"max_length must be at least 32 tokens, got {self.window}")
+        if not 0 <= self.doc_stride < self.window:
+            raise InputError(f"doc_stride must be between 0 and max_length ({self.window}), got {self.doc_stride}")
         if self.max_query_length < 1:
             raise InputError(f"max_query_length must be at least 1 token, got {self.max_query_length}")
 
     @property
+    def window(self) -> int:
+        """Tokens per window: ``max_length``, or :data:`MAX_LENGTH` when it was not given."""
+        return self.max_length or MAX_LENGTH
+
+    @property
     def query_tokens(self) -> int:
         """Question tokens kept: at most half the window, so the context always has room."""
-        return min(self.max_query_length, self.max_length // 2)
+        return min(self.max_query_length, self.window // 2)
+
+    def fit(self, limit: int | None, *, model) -> FeatureConfig:
+        """These windows, with a length, for a model that accepts ``limit`` positions (:func:`fit_window`); a window
+        clipped to the model keeps at most half of itself as the stride."""
+        length = fit_window(self.max_length, limit, model=model)
+        stride = self.doc_stride if length >= self.window else min(self.doc_stride, length // 2)
+        return FeatureConfig(length, stride, self.max_query_length)
 
 
 @dataclass
@@ -123,7 +165,7 @@ def tokenize_examples(
         questions,
         contexts,
         truncation="only_second",
-        max_length=config.max_length,
+        max_length=config.window,
         stride=config.doc_stride,
         return_overflowing_tokens=True,
         return_offsets_mapping=True,

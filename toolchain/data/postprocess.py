@@ -18,14 +18,16 @@ import numpy as np
 
 from kdtool.data.features import QAFeatures
 from kdtool.data.squad import Example
+from kdtool.fields import setting
 
 
 @dataclass(frozen=True)
 class PostprocessConfig:
-    n_best: int = 20
-    max_answer_length: int = 30
-    version_2: bool = False
-    null_score_diff_threshold: float = 0.0
+    n_best: int = setting(20, type=(1, 1 << 16), help="Start and end candidates considered per window.")
+    max_answer_length: int = setting(30, type="tokens", help="Longest answer in tokens.")
+    version_2: bool = setting(False, recipe_only=True)  # SQuAD v2.0 data: the reader sets it from the file
+    null_score_diff_threshold: float = setting(0.0, option="--null-threshold", type=(-1e6, 1e6),
+                                               help="SQuAD v2.0: answer nothing when null - best span > this.")
 
 
 @dataclass(frozen=True)

@@ -8,15 +8,17 @@ from pathlib import Path
 
 from kdtool.atomic import atomic_write_json
 from kdtool.data.squad import SquadDataset, load_squad, split_by_article, to_squad_json
+from kdtool.fields import setting
 
 
 @dataclass(frozen=True)
 class SplitConfig:
-    data: str  # the SQuAD pool
-    train: str  # train JSON file to write
-    dev: str  # dev JSON file to write
-    dev_fraction: float = 0.2  # share of the articles in dev
-    seed: int = 0  # seed of the article shuffle
+    data: str = setting(argument=True)  # the SQuAD pool
+    train: str = setting(type="file", help="Train JSON file to write.")
+    dev: str = setting(type="file", help="Dev JSON file to write.")
+    # a redo command says both, though they are the defaults: a split is reproduced by its fraction and seed
+    dev_fraction: float = setting(0.2, type="share", always=True, help="Fraction of articles in dev.")
+    seed: int = setting(0, type="seed", always=True, help="Seed of the article shuffle.")
 
 
 def write_split(train: SquadDataset, dev: SquadDataset, train_path: str | Path, dev_path: str | Path) -> None:

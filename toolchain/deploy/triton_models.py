@@ -160,7 +160,7 @@ class TokenizerModel:
         if params.get("encoder_file"):
             check_encoder_file(here / params["encoder_file"], manifest, params["encoder_member"])
         self.tokenizer = _load_tokenizer(bundle)
-        limit = SimpleNamespace(max_length=manifest.get("max_seq_length"))
+        limit = SimpleNamespace(max_length=manifest.get("max_seq_length"), path=here / params["bundle"])
         self.features = feature_config_for(limit, FeatureConfig())
         self.inputs = [(i["name"], NUMPY_DTYPES[ONNX_TO_OIP[i["dtype"]]]) for i in manifest["inputs"]]
 

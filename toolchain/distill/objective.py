@@ -18,11 +18,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from kdtool.data import MODEL_INPUTS
 from kdtool.errors import InputError
 from kdtool.losses import LOSSES, LossInputs, loss_weights, projected_losses, reads_hidden, stage_losses
 from kdtool.tasks import TASKS
-
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def self_attention(model, layer: int):

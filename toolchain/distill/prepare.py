@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from kdtool.atomic import check_output_dir
+from kdtool.data import fit_window
 from kdtool.distill.checkpoint import open_run_dir, set_rng_state, start_run_dir
 from kdtool.distill.config import DistillConfig, TrainConfig
 from kdtool.distill.mapping import head_groups, layer_map
@@ -99,7 +100,7 @@ def prepare_run(config: TrainConfig) -> Run:
     dev_examples = impl.load_examples(config.dev_file, config.max_dev_examples)
     tokenizer = load_tokenizer(config.model)
     teacher, student, desc, lmap, groups = _build_models(config, task, stages)
-    fcfg = impl.feature_config(config.max_length, config.doc_stride, config.max_query_length)
+    fcfg = impl.feature_config(_window(config, teacher, student), config.doc_stride, config.max_query_length)
     features = impl.make_features(train_examples, tokenizer, fcfg, with_labels=True)
     steps_per_epoch = len(features) // config.batch_size
     if steps_per_epoch == 0:
@@ -141,10 +142,16 @@ def _build_models(config: TrainConfig, task, stages: list[str]):
             check_attention_support(student)
             check_attention_support(teacher)
             groups = head_groups(student.config.num_attention_heads, teacher.config.num_attention_heads)
-    limit = min(max_positions(m.config) or config.max_length for m in filter(None, (student, teacher)))
-    if config.max_length > limit:
-        raise InputError(f"--max-length {config.max_length} exceeds the {limit} positions the model accepts")
     return teacher, student, desc, lmap, groups
+
+
+def _window(config: TrainConfig, teacher, student) -> int:
+    """The training window: --max-length, or the default fitted to the model with the fewest positions
+    (:func:`kdtool.data.fit_window`: a default clips, saying so; a length given that a model cannot take is refused)."""
+    limits = [(max_positions(m.config), name) for m, name in ((teacher, config.model),
+                                                               (student, config.student or config.model)) if m is not None]
+    limit, name = min(((n, who) for n, who in limits if n), default=(None, config.model))
+    return fit_window(config.max_length, limit, model=name)
 
 
 def _set_seed(seed: int) -> None:

@@ -29,7 +29,7 @@ class QAEngine:
     path: Path
     kind: str = ""  # "pytorch", "onnxruntime", "tensorrt"
     tokenizer = None
-    input_names: tuple[str, ...] = ("input_ids", "attention_mask")
+    input_names: tuple[str, ...] = MODEL_INPUTS[:2]
     max_length: int | None = None  # the longest window this engine accepts (None: model limit)
     device: str = "cpu"
 
@@ -55,7 +55,7 @@ class QAEngine:
 
 def tokenizer_inputs(tokenizer) -> tuple[str, ...]:
     """The model inputs ``tokenizer`` produces, in the order models take them."""
-    accepted = set(tokenizer.model_input_names) | {"input_ids", "attention_mask"}
+    accepted = set(tokenizer.model_input_names) | set(MODEL_INPUTS[:2])
     return tuple(n for n in MODEL_INPUTS if n in accepted)
 
 

@@ -90,12 +90,6 @@ class TorchQAEngine(TorchEngine):
     head = HEADS["qa"]
 
 
-class TorchPairEngine(TorchEngine):
-    """A Hugging Face ``*ForSequenceClassification`` directory: ``run`` gives ``(logits,)``."""
-
-    head = HEADS["pair-classification"]
-
-
 class ModelEngine(QAEngine):
     """An engine over an in-memory model, so evaluation needs no saved directory."""
 

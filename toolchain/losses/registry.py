@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from kdtool.fields import setting
+
 if TYPE_CHECKING:  # the registry is read by every command's options (kdtool --help): it must not load torch
     import torch
 
@@ -117,9 +119,10 @@ def loss_weights(config) -> dict[str, float]:
             else getattr(config, spec.weight_field) for name, spec in LOSSES.items()}
 
 
-def with_weight_fields(after: str, *, preset: bool):
+def with_weight_fields(after: str, *, preset: bool, spelling: dict | None = None):
     """Class decorator (put it under ``@dataclass``): add a ``<name>_weight: float`` field per registered
-    loss after the field ``after``, defaulting to the loss's default (``preset``) or to ``None``."""
+    loss after the field ``after``, defaulting to the loss's default (``preset``) or to ``None``; with
+    ``spelling`` (more :class:`kdtool.fields.Spelling` keys), each is an option ``--<name>-weight``."""
 
     def add(cls):
         own = dict(cls.__annotations__)
@@ -129,7 +132,11 @@ def with_weight_fields(after: str, *, preset: bool):
             if name == after:
                 for spec in LOSSES.values():
                     ordered[spec.weight_field] = "float" if preset else "float | None"
-                    setattr(cls, spec.weight_field, spec.default if preset else None)
+                    value = spec.default if preset else None
+                    if spelling is not None:
+                        value = setting(value, option=spec.option, type="weight", help=f"Weight of {spec.about}.",
+                                        **spelling)
+                    setattr(cls, spec.weight_field, value)
         if after not in own:
             raise TypeError(f"{cls.__name__} has no field {after!r} to put the loss weights after")
         cls.__annotations__ = ordered

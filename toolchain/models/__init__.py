@@ -11,9 +11,9 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+from kdtool.data.features import MODEL_INPUTS  # noqa: F401  (kdtool.models.MODEL_INPUTS: what a batch may feed)
 from kdtool.errors import InputError, require_dir
 
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what a batch may feed a model, in this order
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 

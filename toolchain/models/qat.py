@@ -37,6 +37,29 @@ SELF_ATTENTION_CLASSES = ("BertSelfAttention", "BertSdpaSelfAttention", "Roberta
 ATTENTION_QUANTIZERS = ("q_bmm_quantizer", "k_bmm_quantizer", "p_bmm_quantizer", "v_bmm_quantizer")
 _READY = False
 
+# What the copy below and the patches in _patch_modelopt_globals were made against (transformers 4.57.6,
+# nvidia-modelopt 0.47.0): upstream object -> (sha256 of its source, first 16 hex digits; what to re-check when it
+# changes). tests/test_qat_upstream.py fails, naming what to re-check, when an installed version's source differs.
+UPSTREAM = {
+    "transformers.models.bert.modeling_bert.BertSelfAttention.forward": (
+        "9dacb2f6d43c1edb", "_self_attention_forward, the copy: its arguments, mask and head-mask handling, the tuple "
+                            "it returns"),
+    "transformers.models.bert.modeling_bert.BertSdpaSelfAttention.forward": (
+        "8aeba4b158d7e2f2", "_self_attention_forward replaces it too: the same arguments and result"),
+    "transformers.models.roberta.modeling_roberta.RobertaSelfAttention.forward": (
+        "915fd695df7e4d52", "_self_attention_forward, the copy, for RoBERTa"),
+    "transformers.models.roberta.modeling_roberta.RobertaSdpaSelfAttention.forward": (
+        "4202a557148be34a", "_self_attention_forward replaces it too, for RoBERTa"),
+    "transformers.models.bert.modeling_bert.BertAttention.forward": (
+        "11ebb12ea97906f9", "how the copy is called (keyword arguments) and how its result is unpacked"),
+    "modelopt.torch.quantization.plugins.huggingface.register_hf_attentions_on_the_fly": (
+        "ff2dc8c5ded079cd", "_patch_modelopt_globals removes it from CUSTOM_MODEL_PLUGINS: is it still needed, still "
+                            "failing on this transformers, and still registered there?"),
+    "modelopt.torch.opt.plugins.huggingface": (
+        "961b6b75a4906137", "_patch_modelopt_globals silences its print_rank_0: does it still print through that "
+                            "name, and does enable_huggingface_checkpointing still save modelopt_state.pth?"),
+}
+
 
 def _self_attention_forward(self, hidden_states, attention_mask=None, head_mask=None, encoder_hidden_states=None,
                             past_key_values=None, output_attentions=False, cache_position=None, **kwargs):
@@ -73,14 +96,10 @@ def _setup_modelopt() -> None:
     except ImportError:
         raise InputError("quantization-aware training needs NVIDIA Model Optimizer: pip install -c constraints.txt "
                          "'kdtool[qat]' (nvidia-modelopt)") from None
-    from modelopt.torch.opt.plugins import huggingface as hf_checkpointing
     from transformers.models.bert import modeling_bert
     from transformers.models.roberta import modeling_roberta
 
-    # modelopt's on-the-fly HF attention plugin rewrites forward() from its source; it fails on transformers
-    # 4.57's decorated BERT forward ("Actual method must have closure"). The attention here is quantized by
-    # the class below instead, with modelopt's own TensorQuantizers and names.
-    custom.CUSTOM_MODEL_PLUGINS.discard(huggingface.register_hf_attentions_on_the_fly)
+    _patch_modelopt_globals(custom, huggingface)
 
     class QuantSelfAttention(QuantModule):
         def _setup(self):
@@ -93,10 +112,22 @@ def _setup_modelopt() -> None:
         cls = getattr(modeling_bert, name, None) or getattr(modeling_roberta, name, None)
         if cls is not None:
             mtq.register(original_cls=cls, quantized_cls=QuantSelfAttention)
-    # modelopt announces every save and restore with print(); kdtool's commands own their stdout
-    hf_checkpointing.print_rank_0 = lambda *args, **kwargs: None
     mto.enable_huggingface_checkpointing()
     _READY = True
+
+
+def _patch_modelopt_globals(custom, huggingface) -> None:
+    """The only changes kdtool makes to Model Optimizer's module globals (UPSTREAM records what they were made for):
+
+    - its on-the-fly HF attention plugin rewrites forward() from its source and fails on transformers 4.57's
+      decorated BERT forward ("Actual method must have closure"): it is removed from ``CUSTOM_MODEL_PLUGINS``, and
+      the attention is quantized by ``QuantSelfAttention`` instead, with modelopt's own TensorQuantizers and names;
+    - its HF checkpointing announces every save and restore with print(): silenced, kdtool's commands own stdout.
+    """
+    from modelopt.torch.opt.plugins import huggingface as hf_checkpointing
+
+    custom.CUSTOM_MODEL_PLUGINS.discard(huggingface.register_hf_attentions_on_the_fly)
+    hf_checkpointing.print_rank_0 = lambda *args, **kwargs: None
 
 
 def quant_config() -> dict:

@@ -11,6 +11,17 @@ config and budget), ``pipeline`` (steps, recovery, resume, report).
 """
 
 from kdtool.prune.config import Budget, PruneConfig, parse_budget
-from kdtool.prune.pipeline import prune
+
+
+def __getattr__(name: str):
+    """``prune`` is imported when first asked for: ``kdtool prune --help`` reads the config (light), not the pipeline
+    (torch, transformers)."""
+    if name != "prune":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from kdtool.prune.pipeline import prune
+
+    globals()["prune"] = prune
+    return prune
+
 
 __all__ = ["Budget", "PruneConfig", "parse_budget", "prune"]

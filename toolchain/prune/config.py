@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from kdtool.data.features import MAX_LENGTH
+from kdtool.distill.config import TASK_NAMES
 from kdtool.errors import InputError
-from kdtool.prune.units import UNITS, default_structures
+from kdtool.fields import setting
 
 SCHEDULES = ("one-shot", "iterative")
 LATENCY_ENGINES = ("bundle", "pytorch")
@@ -63,13 +65,22 @@ def parse_budget(target_params: str | None, target_flops: str | None, target_lat
     return Budget(kind, number * _SUFFIX[suffix.lower()], False, text)
 
 
+def _units():
+    """The pruning units' registry (kdtool.prune.units), loaded when first needed: the units load torch, and
+    ``kdtool prune --help`` reads this module."""
+    import kdtool.prune.units as units
+
+    return units
+
+
 def parse_structures(text) -> tuple[str, ...]:
+    units = _units().UNITS
     items = [s.strip() for s in (text.split(",") if isinstance(text, str) else text) if s.strip()]
-    unknown = [s for s in items if s not in UNITS]
+    unknown = [s for s in items if s not in units]
     if unknown or not items:
         raise InputError(f"unknown structure {', '.join(unknown) or '(none)'} in --prune; choose from: "
-                         f"{', '.join(UNITS)} (comma-separated)")
-    return tuple(s for s in UNITS if s in items)
+                         f"{', '.join(units)} (comma-separated)")
+    return tuple(s for s in units if s in items)
 
 
 def _refuse_qat(config) -> None:
@@ -85,32 +96,60 @@ def _refuse_qat(config) -> None:
 
 @dataclass(frozen=True)
 class PruneConfig:
-    """One ``kdtool prune`` run. ``recovery`` holds the ``kdtool distill`` options (a DistillConfig's fields)."""
+    """One ``kdtool prune`` run. ``recovery`` holds the ``kdtool distill`` options (a DistillConfig's fields).
+    Each field's default, help and option are declared here (:mod:`kdtool.fields`)."""
 
-    model: str
-    output: str
-    train_file: str
-    dev_file: str | None = None
-    teacher: str | None = None  # default: the unpruned model itself
-    task: str | None = None  # default: what the model directory says
-    target_params: str | None = None
-    target_flops: str | None = None
-    target_latency_ms: float | None = None
-    profile: str | None = None
-    seq_len: int | None = None  # FLOPs and latency at this length; default: the profile's longest, else 384
-    structures: tuple[str, ...] = field(default_factory=default_structures)  # registered units (kdtool.prune.units)
-    schedule: str = "one-shot"
-    steps: int = 1
-    importance_examples: int = 256
-    importance_batch_size: int = 8
-    ffn_step: int | None = None
-    latency_engine: str = "bundle"  # what a latency budget measures: the exported bundle at the profile's precision
-    latency_runs: int = 10
-    recover: bool = True
-    recovery: dict = field(default_factory=dict)
-    resume: bool = False
-    overwrite: bool = False
-    stop_after: int | None = None  # stop the recovery of the current step after N optimizer steps (as if killed)
+    model: str = setting(argument=True)
+    output: str = setting(option=("-o", "--output"), type="dir",
+                          help="Output Hugging Face model directory (model, tokenizer, report, log).")
+    train_file: str = setting(option="--train", type="file",
+                              help="Training file: SQuAD JSON (qa) or pairs TSV/JSONL (pair-classification).")
+    dev_file: str | None = setting(None, option="--dev", type="file",
+                                   help="Dev file of the same kind: scores before and after, and the recovery's best "
+                                        "epoch.")
+    teacher: str | None = setting(None, type="dir", help="Teacher of scoring and recovery.",
+                                  default_help="MODEL_DIR itself, unpruned")
+    task: str | None = setting(None, choices=TASK_NAMES, help="qa or pair-classification.",
+                               default_help="what MODEL_DIR's head is")
+    target_params: str | None = setting(None, help="Budget: parameters, a count (20M, 5000000) or a share (40%).")
+    target_flops: str | None = setting(None, help="Budget: a share of MODEL_DIR's FLOPs at --seq-len (50%).")
+    target_latency_ms: float | None = setting(None, option="--target-latency", type="milliseconds",
+                                              help="Budget: p50 milliseconds at batch 1 and --seq-len, measured here "
+                                                   "under --profile.")
+    profile: str | None = setting(None, help="Device profile (kdtool profiles) for --target-latency: threads, "
+                                             "precision.")
+    # FLOPs and latency at this length; default: the profile's longest, else MAX_LENGTH
+    seq_len: int | None = setting(None, type="tokens", help="Sequence length of FLOPs and latency.",
+                                  default_help=f"the profile's longest, else {MAX_LENGTH}")
+    # registered units (kdtool.prune.units); --prune is the command's own option (its help lists the units)
+    structures: tuple[str, ...] = setting(factory=lambda: _units().default_structures(), option="--prune",
+                                          help="Structures to remove, comma-separated")
+    schedule: str = setting("one-shot", choices=SCHEDULES,
+                            help="one-shot: score, prune and recover once; iterative: --steps rounds of score, prune, "
+                                 "recover.")
+    steps: int = setting(1, type=(1, 1000), help="Rounds of an iterative schedule (geometric steps towards the budget).")
+    importance_examples: int = setting(256, type="count",
+                                       help="Training questions whose windows score importance: |dL/d mask| summed "
+                                            "over batches (first-order Taylor: Michel et al. 2019 for heads, "
+                                            "gradnas-style for FFN neurons, hidden dimensions and layers), L = hard "
+                                            "loss + KL to the teacher.")
+    importance_batch_size: int = setting(8, type=(1, 1 << 16), help="Windows per scoring batch.")
+    ffn_step: int | None = setting(None, type="count", help="FFN neurons removed per move.",
+                                   default_help="width/32, multiple of 8")
+    # what a latency budget measures: the exported bundle at the profile's precision
+    latency_engine: str = setting("bundle", choices=LATENCY_ENGINES,
+                                  help="What --target-latency measures: the exported bundle at the profile's precision, "
+                                       "or the PyTorch model.")
+    latency_runs: int = setting(10, type="count", help="Timed runs per measured candidate shape.")
+    recover: bool = setting(True, option="--recover", off="--no-recover",
+                            help="Distil the teacher into the pruned model after each step.")
+    # kdtool distill's options (its command's own, taken by kdtool prune), --schedule as --recovery-schedule
+    recovery: dict = setting(factory=dict, keys={"schedule": "--recovery-schedule"})
+    resume: bool = setting(False, help="Continue the run in the run directory from its newest checkpoint.")
+    overwrite: bool = setting(False, help="Replace an existing output directory and start the run over.")
+    # stop the recovery of the current step after N optimizer steps (as if killed)
+    stop_after: int | None = setting(None, type="count", hidden=True,
+                                     help="Stop the recovery after N optimizer steps (as if killed).")
 
     def __post_init__(self):
         object.__setattr__(self, "structures", parse_structures(self.structures))

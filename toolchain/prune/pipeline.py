@@ -23,9 +23,11 @@ import torch
 
 from kdtool import stamps
 from kdtool.atomic import atomic_directory, atomic_write_json, check_output_dir
+from kdtool.data import MAX_LENGTH, fit_window
 from kdtool.distill import DistillConfig, distill
+from kdtool.distill.config import schedule_for
 from kdtool.errors import InputError, KdtoolError, require_dir, require_file
-from kdtool.models import load_task_model, load_tokenizer
+from kdtool.models import load_task_model, load_tokenizer, max_positions
 from kdtool.paths import guard_outputs
 from kdtool.profiles import get_profile
 from kdtool.progress import Progress
@@ -49,11 +51,13 @@ RECOVERY_DEFAULTS = {"schedule": "two-stage", "attention_loss": "none"}
 
 
 def _recovery_options(recovery: dict) -> dict:
-    """prune's recovery defaults under the options given (None: not given)."""
+    """prune's recovery defaults under the options given (None: not given); a two-stage default on one epoch runs
+    joint, the rule of kdtool distill (:func:`kdtool.distill.config.schedule_for`)."""
     given = {k: v for k, v in recovery.items() if v is not None}
     options = {**RECOVERY_DEFAULTS, **given}
-    if "schedule" not in given and options.get("epochs", DistillConfig.epochs) < 2:
-        options["schedule"] = "joint"
+    if "schedule" not in given:
+        options["schedule"] = schedule_for(options["schedule"], options.get("epochs", DistillConfig.epochs),
+                                           options.get("intermediate_epochs"))
     return options
 
 
@@ -61,21 +65,18 @@ def _load(path, task):
     return load_task_model(path, task, attn_implementation="sdpa").eval()
 
 
-def _recovery_config(config: PruneConfig, task, teacher: str, student: str, output: Path, resume: bool):
-    options = _recovery_options(config.recovery)
-    return DistillConfig(model=teacher, student=student, student_init="random", task=task.name,
-                         train_file=config.train_file, dev_file=config.dev_file, output=str(output),
+def _recovery_config(ctx: _Context, student: str, output: Path, resume: bool) -> DistillConfig:
+    return DistillConfig(model=ctx.teacher, student=student, student_init="random", task=ctx.task.name,
+                         train_file=ctx.config.train_file, dev_file=ctx.config.dev_file, output=str(output),
                          work_dir=str(output.with_name(output.name + ".work")), resume=resume,
-                         stop_after=config.stop_after, **options)
+                         stop_after=ctx.config.stop_after, **ctx.recovery)
 
 
-def _importance_batches(config: PruneConfig, task, tokenizer) -> list[dict]:
-    impl = task.module()
-    rec = config.recovery
-    examples = impl.load_examples(config.train_file, config.importance_examples)
-    fcfg = impl.feature_config(rec.get("max_length") or 384, rec.get("doc_stride") or 128, rec.get("max_query_length") or 64)
-    feats = impl.make_features(examples, tokenizer, fcfg, with_labels=True)
-    b = config.importance_batch_size
+def _importance_batches(ctx: _Context, tokenizer) -> list[dict]:
+    impl = ctx.task.module()
+    examples = impl.load_examples(ctx.config.train_file, ctx.config.importance_examples)
+    feats = impl.make_features(examples, tokenizer, ctx.features, with_labels=True)
+    b = ctx.config.importance_batch_size
     out = []
     for start in range(0, len(feats), b):
         idx = list(range(start, min(start + b, len(feats))))
@@ -84,16 +85,14 @@ def _importance_batches(config: PruneConfig, task, tokenizer) -> list[dict]:
     return out
 
 
-def _evaluate(model, tokenizer, config: PruneConfig, task) -> dict | None:
-    if not config.dev_file:
+def _evaluate(model, tokenizer, ctx: _Context) -> dict | None:
+    if not ctx.config.dev_file:
         return None
-    impl = task.module()
-    rec = config.recovery
-    examples = impl.load_examples(config.dev_file, rec.get("max_dev_examples"))
-    fcfg = impl.feature_config(rec.get("max_length") or 384, rec.get("doc_stride") or 128, rec.get("max_query_length") or 64)
-    result = impl.evaluate(model, tokenizer, examples, fcfg, batch_size=rec.get("eval_batch_size") or 64,
-                           lang=rec.get("lang") or "es", device="cpu")
-    return {m: round(result[m], 3) for m in task.metrics}
+    impl, rec = ctx.task.module(), ctx.settings
+    examples = impl.load_examples(ctx.config.dev_file, rec.max_dev_examples)
+    result = impl.evaluate(model, tokenizer, examples, ctx.features, batch_size=rec.eval_batch_size, lang=rec.lang,
+                           device="cpu")
+    return {m: round(result[m], 3) for m in ctx.task.metrics}
 
 
 class _Context:
@@ -117,7 +116,7 @@ class _Context:
         profile = None
         if config.profile:
             profile = get_profile(config.profile)
-        self.seq_len = config.seq_len or (max(profile.seq_lengths) if profile else 384)
+        self.seq_len = config.seq_len or (max(profile.seq_lengths) if profile else MAX_LENGTH)
         self.tokenizer = load_tokenizer(config.model)
         self.model = _load(config.model, self.task)
         encoder_layers(self.model)  # a one-line error for models that are not BERT-style
@@ -125,8 +124,13 @@ class _Context:
             reason = UNITS[name].refusal(self.model)
             if reason:
                 raise InputError(f"{config.model}: {reason}; drop '{name}' from --prune")
-        if config.recover:
-            _recovery_config(config, self.task, self.teacher, config.model, self.work / "check", False)
+        self.recovery = _recovery_options(config.recovery)
+        # the recovery's settings, checked now; its windows (fitted to the model) also score and evaluate
+        self.settings = _recovery_config(self, config.model, self.work / "check", False)
+        length = fit_window(self.settings.max_length, max_positions(self.model.config), model=config.model)
+        self.features = self.task.module().feature_config(length, self.settings.doc_stride,
+                                                          self.settings.max_query_length)
+        self.recovery["max_length"] = length  # fitted once, said once
         self.base = base_params(self.model)
         self.shape = Shape.of(self.model)
         self.original = self.shape.describe(self.seq_len, self.base)
@@ -214,9 +218,8 @@ def _prune_step(ctx: _Context, k: int, source: str, target: Path) -> dict:
     t0 = time.perf_counter()
     model, tokenizer = _load(source, ctx.task), load_tokenizer(source)
     teacher = None if ctx.teacher == source else _load(ctx.teacher, ctx.task)
-    temperature = ctx.config.recovery.get("temperature") or 1.0
-    scores = score_units(model, _importance_batches(ctx.config, ctx.task, tokenizer), ctx.task, teacher=teacher,
-                         temperature=temperature)
+    scores = score_units(model, _importance_batches(ctx, tokenizer), ctx.task, teacher=teacher,
+                         temperature=ctx.settings.temperature)
     limit = ctx.step_limit(k)
     point, measurements = _choose(ctx, model, tokenizer, scores, limit)
     before = Shape.of(model).describe(ctx.seq_len, ctx.base)
@@ -224,7 +227,7 @@ def _prune_step(ctx: _Context, k: int, source: str, target: Path) -> dict:
     info = {"step": k, "source": source, "limit": limit, "limit_kind": ctx.budget.kind, "removed": point.plan.to_dict(),
             "before": before, "after": Shape.of(model).describe(ctx.seq_len, ctx.base),
             "estimated_loss_increase": point.lost_importance, "latency_search": measurements, "scores": scores,
-            "dev_after_pruning": _evaluate(model, tokenizer, ctx.config, ctx.task), "seconds": 0.0}
+            "dev_after_pruning": _evaluate(model, tokenizer, ctx), "seconds": 0.0}
     info["seconds"] = round(time.perf_counter() - t0, 2)
     with atomic_directory(target, overwrite=True, kind="pruned-step") as tmp:
         model.save_pretrained(tmp)
@@ -250,8 +253,7 @@ def prune(config: PruneConfig, *, progress: Progress | None = None) -> dict:
         if config.recover:
             if not recovered.is_dir():
                 work = recovered.with_name(recovered.name + ".work")
-                rcfg = _recovery_config(config, ctx.task, ctx.teacher, str(pruned), recovered,
-                                        resume=(work / "run.json").is_file())
+                rcfg = _recovery_config(ctx, str(pruned), recovered, resume=(work / "run.json").is_file())
                 report = distill(rcfg, progress=progress)
                 if report.get("stopped"):
                     return {**report, "prune_step": k}
@@ -283,7 +285,7 @@ def _finish(ctx: _Context, final: str, steps: list[dict]) -> dict:
         "before": ctx.original, "after": after,
         "parameters_kept": round(after["parameters"] / ctx.original["parameters"], 4),
         "flops_kept": round(after["flops"] / ctx.original["flops"], 4),
-        "latency": latency, "dev_before": _evaluate(ctx.model, ctx.tokenizer, config, ctx.task), "steps": steps,
+        "latency": latency, "dev_before": _evaluate(ctx.model, ctx.tokenizer, ctx), "steps": steps,
     }
     with atomic_directory(ctx.output, overwrite=config.overwrite, kind="prune") as tmp:
         for f in Path(final).iterdir():

@@ -7,12 +7,15 @@ inside an installed Python package), or a Hugging Face hub id (fetched when the 
 
 from __future__ import annotations
 
-import math
+import functools
+import operator
 import types
 import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, ConfigDict, StrictBool, StrictInt, TypeAdapter, ValidationError
 
 from kdtool.errors import InputError, quote
 from kdtool.recipes.sections import MODEL, MODEL_KEYS, PATH, REQUIRED, SECTIONS, TOP_LEVEL
@@ -26,67 +29,40 @@ def _type_name(tp) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def _coerce(value, tp):
-    """``value`` as type ``tp``, or raise ValueError. YAML reads ``3e-5`` as a string: a float field takes it."""
-    if tp is Any or tp is dict:
-        return value
-    if tp in (PATH, MODEL):
-        if isinstance(value, (str, Path)) and str(value):
-            return str(value)
-        raise ValueError
+def _not_bool(value):
+    if isinstance(value, bool):  # YAML's yes/true is not a number
+        raise ValueError("a boolean is not a number")
+    return value
+
+
+def _text(value):
+    if not isinstance(value, (str, Path)) or not str(value):
+        raise ValueError("not a path")
+    return str(value)
+
+
+# each type a recipe key may have, as pydantic validates it: ints and booleans strictly, floats from numbers or
+# numeric text (YAML 1.1 reads 3e-5 as a string) and finite, text from text or numbers, paths as text
+_PATH_TEXT = Annotated[str, BeforeValidator(_text)]
+_LEAVES = {int: StrictInt, bool: StrictBool, float: Annotated[float, BeforeValidator(_not_bool)],
+           PATH: _PATH_TEXT, MODEL: _PATH_TEXT, Path: _PATH_TEXT}
+_RULES = ConfigDict(allow_inf_nan=False, coerce_numbers_to_str=True)
+
+
+def _schema(tp):
+    """``tp`` (a config field's annotation, or PATH/MODEL) with its leaves as :data:`_LEAVES` validates them."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None:
-            if type(None) in args:
-                return None
-            raise ValueError
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg)
-            except ValueError:
-                continue
-        raise ValueError
-    if tp is type(None):
-        if value is None:
-            return None
-        raise ValueError
+        return functools.reduce(operator.or_, (_schema(a) for a in typing.get_args(tp)))
     if origin in (list, tuple) or tp in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ValueError
         args = [a for a in typing.get_args(tp) if a is not Ellipsis]
-        return [_coerce(v, args[0]) if args else v for v in value]
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ValueError
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ValueError
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            number = float(value)
-        elif isinstance(value, str):
-            number = float(value)  # ValueError when it is not a number
-        else:
-            raise ValueError
-        if not math.isfinite(number):
-            raise ValueError  # .nan / .inf: a training setting must be a number
-        return number
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ValueError
-    if tp is Path:
-        if isinstance(value, (str, Path)):
-            return str(value)
-        raise ValueError
-    return value
+        return list[_schema(args[0])] if args else list
+    return _LEAVES.get(tp, tp)
+
+
+@functools.cache
+def _validator(tp) -> TypeAdapter:
+    return TypeAdapter(_schema(tp), config=None if tp in (Any, dict) else _RULES)
 
 
 def _is_path_type(tp) -> bool:
@@ -133,8 +109,8 @@ def check_raw(raw: dict, origin_of: Callable[[str], str]) -> dict:
                                      f"{', '.join(sorted(known))}")
                 tp = MODEL if (key, k) in MODEL_KEYS else known[k]
                 try:
-                    section[k] = _coerce(v, tp)
-                except ValueError:
+                    section[k] = _validator(tp).validate_python(v)
+                except ValidationError:
                     raise InputError(f"recipe key {dotted}{origin_of(dotted)} must be {_type_name(tp)}, "
                                      f"got {quote(v)}") from None
             out[key] = section

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from kdtool.data import FeatureConfig
 from kdtool.errors import InputError
+from kdtool.metrics import DEFAULT_LANG
 from kdtool.progress import Progress, prefixed, say
 from kdtool.recipes.run_dir import RunDir
 from kdtool.recipes.sections import HUB_ID, Recipe
@@ -103,4 +104,4 @@ def features(recipe: Recipe):
 
 
 def lang(recipe: Recipe) -> str:
-    return recipe.section("data").get("lang", "es")
+    return recipe.section("data").get("lang", DEFAULT_LANG)

@@ -93,7 +93,7 @@ SECTIONS: dict[str, Section] = {
                         filled=frozenset({"models", "data", "lang", "features"}),
                         extra={"reference": str}),
     "profile": Section("latency of teacher, student and bundles; speed-ups against the teacher",
-                       config="kdtool.profiles.profiler:ProfileConfig", filled=frozenset({"models", "data"}),
+                       config="kdtool.profiles.config:ProfileConfig", filled=frozenset({"models", "data"}),
                        extra={"data": str | None}),
 }
 TOP_LEVEL = {"name": str, "description": str, **{k: dict for k in SECTIONS}}

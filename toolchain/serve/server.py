@@ -23,7 +23,7 @@ from kdtool.bundle.manifest import MANIFEST, sha256_file, source_digest
 from kdtool.data import Example
 from kdtool.engines import load_engine
 from kdtool.errors import InputError
-from kdtool.predict import predict
+from kdtool.predict import feature_config_for, predict
 from kdtool.profiles.registry import get_profile
 from kdtool.progress import Progress, say
 from kdtool.serve.config import ServeConfig
@@ -184,7 +184,9 @@ def serve(config: ServeConfig, *, progress: Progress | None = None) -> int:
                       "machine can use the model; give --api-key-file, or --host 127.0.0.1")
     engine = open_engine(config)
     engines = [engine]
-    config = dataclasses.replace(config, max_batch_size=config.batch_size_for(engine.device))
+    window = feature_config_for(engine, config.predict.features)  # fitted once, not per request (fit_window)
+    config = dataclasses.replace(config, max_batch_size=config.batch_size_for(engine.device),
+                                 predict=dataclasses.replace(config.predict, features=window))
     try:
         engines += [open_engine(config) for _ in range(config.instances - 1)]
         if config.max_batch_size > 1 and getattr(engine, "max_batch", None):

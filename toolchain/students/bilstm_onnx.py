@@ -17,8 +17,10 @@ from pathlib import Path
 
 import torch
 
+from kdtool.data.features import MODEL_INPUTS
+
 OUTPUTS = {"question-answering": ("start_logits", "end_logits"), "text-classification": ("logits",)}
-INPUTS = ("input_ids", "attention_mask")
+INPUTS = MODEL_INPUTS[:2]  # a BiLSTM takes no token types
 
 
 class _Wrapper(torch.nn.Module):

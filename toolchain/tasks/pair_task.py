@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kdtool.data import FeatureConfig
+from kdtool.data import MAX_LENGTH, FeatureConfig
 from kdtool.engines.pytorch import ModelEngine
 from kdtool.models.heads import HEADS
 from kdtool.tasks.pairs import load_pairs, pair_metrics, predict_pairs, tokenize_pairs
@@ -10,10 +10,11 @@ from kdtool.tasks.pairs import load_pairs, pair_metrics, predict_pairs, tokenize
 LABEL_KEYS = ("labels",)
 
 
-def feature_config(max_length: int, doc_stride: int = 0, max_query_length: int = 64):
-    """One window of ``max_length`` tokens per pair: the stride and question limit do not apply."""
+def feature_config(max_length: int | None, doc_stride: int = 0, max_query_length: int = 64):
+    """One window of ``max_length`` tokens per pair (None: the default, fitted to the model later): the stride
+    and question limit do not apply."""
 
-    return FeatureConfig(max_length, 0, max(1, min(max_query_length, max_length // 2)))
+    return FeatureConfig(max_length, 0, max(1, min(max_query_length, (max_length or MAX_LENGTH) // 2)))
 
 
 def load_examples(path: str | None, limit: int | None = None) -> list:
@@ -23,7 +24,7 @@ def load_examples(path: str | None, limit: int | None = None) -> list:
 def make_features(examples, tokenizer, config, *, with_labels: bool = False):
     """``config`` is the run's FeatureConfig: pairs use its ``max_length`` (no windows, no stride)."""
 
-    return tokenize_pairs(examples, tokenizer, config.max_length, with_labels=with_labels)
+    return tokenize_pairs(examples, tokenizer, config.window, with_labels=with_labels)
 
 
 def soft_mask(batch: dict):

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from kdtool.atomic import atomic_write_text
-from kdtool.data.features import length_sorted_batches, pad_windows
+from kdtool.data.features import fit_window, length_sorted_batches, pad_windows
 from kdtool.errors import InputError, require_file
 from kdtool.progress import Progress, counter
 
@@ -204,12 +204,11 @@ def pair_metrics(examples: Sequence[PairExample], predictions: dict[str, PairPre
             "f1_kind": "positive class" if k == 2 else "macro"}
 
 
-def predict_pairs(engine, examples: Sequence[PairExample], *, max_length: int = 128, batch_size: int = 32,
+def predict_pairs(engine, examples: Sequence[PairExample], *, max_length: int | None = None, batch_size: int = 32,
                   progress: Progress | None = None, task: str = "predict") -> dict:
     """``{id: PairPrediction}`` of ``engine`` (a :class:`kdtool.engines.QAEngine` whose ``run`` gives ``(logits,)``)
     on pair examples (length-sorted batches, dynamic padding); pairs done are counted to ``progress`` as ``task``."""
-    if engine.max_length:
-        max_length = min(max_length, engine.max_length)
+    max_length = fit_window(max_length, engine.max_length, model=getattr(engine, "path", None) or engine.name)
     feats = tokenize_pairs(examples, engine.tokenizer, max_length)
     done = counter(progress, task, len(feats), "win")
     preds = {}

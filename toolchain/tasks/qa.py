@@ -10,8 +10,9 @@ from kdtool.predict import PredictConfig, predict
 LABEL_KEYS = ("start_positions", "end_positions")
 
 
-def feature_config(max_length: int, doc_stride: int, max_query_length: int = 64):
-    """Windows of ``max_length`` tokens overlapping by ``doc_stride`` (checked: stride < length)."""
+def feature_config(max_length: int | None, doc_stride: int, max_query_length: int = 64):
+    """Windows of ``max_length`` tokens (None: the default, fitted to the model later) overlapping by ``doc_stride``
+    (checked: stride < length)."""
 
     return FeatureConfig(max_length, doc_stride, max_query_length)
 
