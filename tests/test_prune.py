@@ -132,13 +132,12 @@ def test_latency_budget_is_met_by_measurement_under_a_profile(bert_dir, squad_fi
         assert ("cannot be met" in res.output or "smallest shape now measures" in res.output), res.output
         assert len(res.output.strip().splitlines()) == 1 and not (tmp_path / "faster").exists()
         return
-    faster = json.loads((tmp_path / "faster" / "prune_report.json").read_text())
-    step = faster["steps"][0]
-    if step["after"]["flops"] == step["before"]["flops"]:  # the machine got quieter: the whole model fits now
-        assert faster["latency"]["p50_ms_before"] <= budget, faster["latency"]
-        return
+    step = json.loads((tmp_path / "faster" / "prune_report.json").read_text())["steps"][0]
+    # the shape kept is one the search itself measured within the budget: a smaller one, or the whole model when
+    # the machine got quieter between the runs (the report's later p50 figures are other measurements)
     chosen = [m for m in step["latency_search"] if m["flops"] == step["after"]["flops"]]
-    assert chosen and chosen[0]["latency_ms"] <= budget and step["after"]["flops"] < step["before"]["flops"]
+    assert chosen and chosen[0]["latency_ms"] <= budget and step["after"]["flops"] <= step["before"]["flops"]
+    assert (step["after"]["flops"] < step["before"]["flops"]) == (chosen[0]["path_index"] > 0)
 
 
 @pytest.mark.parametrize("args, message", [
