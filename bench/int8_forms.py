@@ -56,12 +56,13 @@ from kdtool.engines import load_engine
 from kdtool.export.onnx_export import run_session
 
 windows, out = dict(np.load(sys.argv[1])), {"arithmetic": this_machine().arithmetic}
+work = sys.argv[1].rsplit("/", 1)[0]
 for bundle in sys.argv[2:]:
     result = load_engine(bundle, device="cpu").self_test()
     plain = ort.SessionOptions()
     plain.log_severity_level = 3
     logits = run_session(ort.InferenceSession(bundle + "/model.onnx", plain, providers=["CPUExecutionProvider"]), windows)
-    np.save(bundle + "/plain-avx2.npy", np.stack(logits))
+    np.save(work + "/" + bundle.rsplit("/", 1)[1] + "-plain-avx2.npy", np.stack(logits))  # beside, never in, the bundle
     out[bundle] = {"self_test": result.to_dict()}
 print(json.dumps(out))
 """
@@ -107,7 +108,7 @@ def emulated(bundles: dict[str, Path], windows: Path, native: dict) -> dict:
     mask = np.load(windows)["attention_mask"].astype(bool)
     result = {"arithmetic": raw["arithmetic"]}
     for name, b in bundles.items():
-        plain = np.load(b / "plain-avx2.npy")
+        plain = np.load(windows.parent / f"{b.name}-plain-avx2.npy")
         st = raw[str(b)]["self_test"]
         result[name] = {"self_test_passed": st["passed"], "self_test_max_abs_logit_diff": st["max_abs_logit_diff"],
                         "self_test_bound": st["bound"],

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kdtool.export.onnx_io import graph_constants
+
 # op type -> (weight input, weight zero-point input): the integer products whose constant s8 weights meet
 # u8 activations on ONNX Runtime's CPU kernels (the table of its Avx2WeightS8ToU8 transformer)
 WEIGHT_SLOTS: dict[str, tuple[int, int]] = {
@@ -53,7 +55,7 @@ def to_u8_weights(path: Path) -> dict:
 
     model = onnx.load(str(path))
     graph = model.graph
-    consts = _constants(graph)
+    consts = graph_constants(graph)
     twins: dict[str, str] = {}  # s8 constant -> its u8 initializer
 
     def twin(name: str, values: np.ndarray) -> str:
@@ -92,23 +94,11 @@ def to_u8_weights(path: Path) -> dict:
     return {"weights": "u8", "u8_weight_nodes": nodes, "u8_constants": len(twins)}
 
 
-def _constants(graph) -> dict[str, np.ndarray]:
-    from onnx import numpy_helper
-
-    values = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant":
-            for a in node.attribute:
-                if a.name == "value":
-                    values[node.output[0]] = numpy_helper.to_array(a.t)
-    return values
-
-
 def count_weight_forms(path: Path) -> dict:
     """How many constant weights of integer products are s8, s8 within 7 bits, and u8 (a graph's INT8 form)."""
     import onnx
 
-    consts = _constants(onnx.load(str(path)).graph)
+    consts = graph_constants(onnx.load(str(path)).graph)
     counts = {"s8": 0, "s7": 0, "u8": 0}
     seen = set()
     for node in onnx.load(str(path)).graph.node:

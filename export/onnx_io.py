@@ -28,3 +28,16 @@ def copy_onnx(src: Path, dst: Path) -> None:
     model = onnx.load(str(src))
     onnx.save_model(model, str(dst), save_as_external_data=model.ByteSize() > (1 << 31) - (1 << 26),
                     location=dst.name + ".data")
+
+
+def graph_constants(graph) -> dict:
+    """Every constant of ``graph`` by name: its initializers and the outputs of its ``Constant`` nodes (numpy arrays)."""
+    from onnx import numpy_helper
+
+    values = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant":
+            for a in node.attribute:
+                if a.name == "value":
+                    values[node.output[0]] = numpy_helper.to_array(a.t)
+    return values

@@ -27,6 +27,7 @@ import numpy as np
 from kdtool.data import MODEL_INPUTS
 from kdtool.engines.ort import session_options
 from kdtool.errors import IntegrityError, KdtoolError
+from kdtool.export.onnx_io import graph_constants
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
@@ -85,7 +86,7 @@ def fold_weight_quantization(path: Path) -> int:
 
     model = onnx.load(str(path))
     graph = model.graph
-    consts = _constants(graph)
+    consts = graph_constants(graph)
     inits = {i.name: i for i in graph.initializer}
     folded = []
     for node in graph.node:
@@ -108,18 +109,6 @@ def fold_weight_quantization(path: Path) -> int:
     return len(folded)
 
 
-def _constants(graph) -> dict[str, np.ndarray]:
-    from onnx import numpy_helper
-
-    values = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant":
-            for a in node.attribute:
-                if a.name == "value":
-                    values[node.output[0]] = numpy_helper.to_array(a.t)
-    return values
-
-
 def qdq_summary(path: Path) -> dict:
     """What TensorRT's explicit quantization needs, checked on the graph: every Q/DQ INT8, zero point 0.
 
@@ -131,7 +120,7 @@ def qdq_summary(path: Path) -> dict:
     model = onnx.load(str(path))
     onnx.checker.check_model(model)
     graph = model.graph
-    consts = _constants(graph)
+    consts = graph_constants(graph)
     producer = {o: n for n in graph.node for o in n.output}
     qdq = [n for n in graph.node if n.op_type in QDQ_OPS]
     bad = []
