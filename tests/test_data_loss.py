@@ -8,6 +8,7 @@ through every command that writes: the refusals come before any model is loaded.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -193,6 +194,36 @@ def test_scratch_is_private_and_reclaimed(tmp_path, monkeypatch):
         assert oct(work.stat().st_mode & 0o777) == "0o700"
         assert stale.parent == tmp_path and {p.name for p in tmp_path.iterdir()} == {named_alike.name, work.name}
     assert list(tmp_path.iterdir()) == [named_alike]
+
+
+EMULATED_HOLDER = """
+import sys
+from kdtool.atomic import scratch_dir
+with scratch_dir("export") as work:
+    print(work, flush=True)
+    sys.stdin.read()
+"""
+
+
+@pytest.mark.skipif(not shutil.which("qemu-x86_64"), reason="needs qemu-user (.ci/run installs it)")
+def test_a_live_writer_under_an_emulator_keeps_its_scratch(tmp_path, monkeypatch):
+    """qemu-user answers /proc/self/stat with a start time of its own: what a kdtool under it records of itself
+    must still match what a native kdtool reads of it, or the native one reclaims the live scratch as a dead
+    writer's (seen: a validate under qemu lost its verified tokenizer copy to a concurrent one)."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    holder = subprocess.Popen([shutil.which("qemu-x86_64"), sys.executable, "-c", EMULATED_HOLDER],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        live = Path(holder.stdout.readline().strip())
+        assert live.parent == tmp_path and live.is_dir()
+        with scratch_dir("export"):  # reclaims every dead writer's scratch on the way in
+            assert live.is_dir()
+    finally:
+        holder.communicate("", timeout=120)
+    assert holder.returncode == 0 and not live.exists()
 
 
 def test_a_run_that_failed_before_its_first_checkpoint_does_not_block_a_retry(tmp_path, roberta_dir, squad_file):

@@ -34,11 +34,11 @@ MAX_MARKER_BYTES = 16 << 20  # a stamp lists every file of an output: generous, 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
-def read_small(path, limit: int = 1 << 20) -> bytes | None:
-    """The bytes of ``path`` if it is a regular file of at most ``limit`` bytes; None otherwise (a link,
-    a FIFO, a device, a directory, a missing or an oversized file)."""
+def read_small(path, limit: int = 1 << 20, dir_fd: int | None = None) -> bytes | None:
+    """The bytes of ``path`` (relative to ``dir_fd`` when given) if it is a regular file of at most ``limit``
+    bytes; None otherwise (a link, a FIFO, a device, a directory, a missing or an oversized file)."""
     try:
-        fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW, dir_fd=dir_fd)
     except (OSError, ValueError):
         return None
     try:
@@ -108,8 +108,20 @@ def _boot_id() -> str | None:
 
 
 def _start_time(pid: int) -> int | None:
-    """The start time of process ``pid`` in clock ticks since boot (``/proc/PID/stat`` field 22), or None."""
-    raw = read_small(f"/proc/{pid}/stat", 4096)
+    """The start time of process ``pid`` in clock ticks since boot (``/proc/PID/stat`` field 22), or None.
+
+    Read as ``PID/stat`` relative to a descriptor of ``/proc``: an emulator that fakes its own ``/proc/self``
+    (qemu-user answers ``/proc/self/stat`` and ``/proc/<its pid>/stat`` with a start time of its own) then
+    cannot make a process's record of itself disagree with what every other process reads of it, which would
+    let one kdtool take another's live scratch directory for a dead writer's."""
+    try:
+        proc = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return None
+    try:
+        raw = read_small(f"{pid}/stat", 4096, dir_fd=proc)
+    finally:
+        os.close(proc)
     if not raw:
         return None
     fields = raw.rpartition(b")")[2].split()  # the command name may hold spaces and parentheses
