@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -91,13 +92,21 @@ def pause_at(task: str, flag: Path) -> dict:
     return {"PYTHONPATH": path, "KDTOOL_TEST_PAUSE_TASK": task, "KDTOOL_TEST_PAUSED": str(flag)}
 
 
+def _sigint_as_in_a_terminal() -> None:
+    """In the child before exec: SIGINT at its default, as a foreground command in a terminal has it.
+
+    A test run started in the background (``nohup ... &``, a script's ``cmd &``) inherits SIGINT ignored, and
+    Python keeps an ignored SIGINT ignored, so the Ctrl-C tests' commands would never see their signal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Proc:
     """A real ``kdtool`` subprocess whose stderr is collected by a thread (progress uses ``\\r``)."""
 
     def __init__(self, args, env: dict | None = None, **kw):
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", **(env or {})}
         self.p = subprocess.Popen(KDTOOL + [str(a) for a in args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  env=env, **kw)
+                                  env=env, preexec_fn=_sigint_as_in_a_terminal, **kw)
         self.err = b""
         self.out = b""
         self._t = [threading.Thread(target=self._pump, args=(self.p.stderr, "err"), daemon=True),
