@@ -40,13 +40,17 @@ def report(path: Path) -> dict:
     return json.loads(next(path.glob("*_report.json")).read_text())
 
 
-def emit(result: dict, out: Path | None) -> None:
-    """Print the benchmark's JSON, and write it to ``out`` too when given."""
-    text = json.dumps(result, indent=2)
-    print(text)
+def keep(result: dict, out: Path | None) -> None:
+    """Write the benchmark's JSON to ``out`` when given (also what a long benchmark measured so far)."""
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text + "\n")
+        out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def emit(result: dict, out: Path | None) -> None:
+    """Print the benchmark's JSON, and write it to ``out`` too when given."""
+    print(json.dumps(result, indent=2))
+    keep(result, out)
 
 
 def machine() -> dict:

@@ -36,7 +36,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness import emit, machine, sh
+from harness import emit, keep, machine, sh
 
 KDTOOL_IN_QEMU = ["-c", "import sys; from kdtool.cli import main; sys.exit(main())"]
 # qemu 7.2 crashes (SIGSEGV) in numpy's AVX2 argpartition (x86-simd-sort), which span decoding uses: numpy keeps to
@@ -133,13 +133,6 @@ def instructions(bundle: Path, windows: Path, runs: int) -> int:
             summary = next(line for line in out.read_text().splitlines() if line.startswith(("summary:", "totals:")))
             counts.append(int(summary.split()[1]))
     return (counts[1] - counts[0]) // runs
-
-
-def keep(result: dict, out: Path | None) -> None:
-    """Write what is measured so far, so that a crash in a long later step does not lose it."""
-    if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
 
 
 def main() -> None:
